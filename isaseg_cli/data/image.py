@@ -1,0 +1,66 @@
+"""Image decoding, the keep-ratio resize rule and normalisation, exactly as mmseg's test pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from isaseg_cli.errors import InputError
+
+# ImageNet statistics in RGB order, on 0..255 pixel values (spec §3.2).
+MEAN_RGB = (123.675, 116.28, 103.53)
+STD_RGB = (58.395, 57.12, 57.375)
+
+
+def read_image_bgr(path: str | Path) -> np.ndarray:
+    """Decodes an image file as mmseg does: OpenCV, IMREAD_COLOR, uint8 HxWx3 BGR.
+
+    Raises:
+        InputError: the file is missing or is not a decodable image.
+    """
+    try:
+        buffer = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        raise InputError(f"cannot decode {path}: not an image file OpenCV can read")
+    return image
+
+
+def keep_ratio_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's ``rescale_size``: the largest (w, h) with the same aspect ratio that fits ``scale``.
+
+    ``scale`` is an unordered (long, short) bound pair; sizes round half up by truncation.
+    """
+    long_max, short_max = max(scale), min(scale)
+    factor = min(long_max / max(height, width), short_max / min(height, width))
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+def resize_keep_ratio(image: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
+    """Resizes a uint8 HxWxC image to ``keep_ratio_size`` with OpenCV bilinear (mmcv's backend)."""
+    height, width = image.shape[:2]
+    new_w, new_h = keep_ratio_size(width, height, scale)
+    if (new_w, new_h) == (width, height):
+        return image
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+
+
+def scale_by_ratio(width: int, height: int, ratio: float) -> tuple[int, int]:
+    """mmcv's ``_scale_size``: (int(w * r + 0.5), int(h * r + 0.5))."""
+    return int(width * ratio + 0.5), int(height * ratio + 0.5)
+
+
+def normalize_bgr(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 BGR -> float32 (1, 3, H, W) RGB tensor, (pixel - mean) / std in float32.
+
+    Matches mmseg 1.x's data preprocessor bit for bit: channel flip, cast, subtract, divide.
+    """
+    rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float()
+    mean = torch.tensor(MEAN_RGB).view(-1, 1, 1)
+    std = torch.tensor(STD_RGB).view(-1, 1, 1)
+    return ((rgb - mean) / std).unsqueeze(0)
