@@ -1,0 +1,53 @@
+"""One place that turns a ``ModelSpec`` into a ``Segmentor``."""
+
+from __future__ import annotations
+
+from isaseg_cli.models.backbone import ResNetV1c
+from isaseg_cli.models.heads import FCNHead, ISAHead
+from isaseg_cli.models.segmentor import Segmentor
+from isaseg_cli.zoo.spec import ModelSpec
+
+
+def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True) -> Segmentor:
+    """Builds the segmentor described by ``spec`` with freshly initialised weights.
+
+    Args:
+        spec: architecture (backbone, heads, number of classes, align_corners).
+        sync_bn: SyncBatchNorm everywhere (multi-GPU training).
+        with_aux: build the auxiliary head too (needed for training and for loading a
+            checkpoint strictly; inference never runs it).
+    """
+    backbone_spec = spec.backbone
+    backbone = ResNetV1c(
+        backbone_spec.depth,
+        stem_channels=backbone_spec.stem_channels,
+        base_channels=backbone_spec.base_channels,
+        strides=backbone_spec.strides,
+        dilations=backbone_spec.dilations,
+        contract_dilation=backbone_spec.contract_dilation,
+        sync_bn=sync_bn,
+    )
+    head_spec = spec.head
+    head = ISAHead(
+        backbone.out_channels[head_spec.feature_index],
+        head_spec.channels,
+        head_spec.attn_channels,
+        spec.num_classes,
+        group_size=head_spec.group_size,
+        dropout=head_spec.dropout,
+        feature_index=head_spec.feature_index,
+        sync_bn=sync_bn,
+    )
+    aux = None
+    if with_aux and spec.aux_head is not None:
+        aux_spec = spec.aux_head
+        aux = FCNHead(
+            backbone.out_channels[aux_spec.feature_index],
+            aux_spec.channels,
+            spec.num_classes,
+            num_convs=aux_spec.num_convs,
+            dropout=aux_spec.dropout,
+            feature_index=aux_spec.feature_index,
+            sync_bn=sync_bn,
+        )
+    return Segmentor(backbone, head, aux, align_corners=spec.align_corners)

@@ -1,0 +1,41 @@
+"""Encoder-decoder: backbone features -> decode head -> logits at the input size."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Segmentor(nn.Module):
+    """The backbone, the ISA decode head and (for training) the auxiliary head.
+
+    ``forward`` returns ``{"out": logits}`` resized bilinearly to the input size with the model's
+    ``align_corners``, plus ``"aux"`` in training mode when there is an auxiliary head.
+    Attribute names (``backbone``, ``decode_head``, ``auxiliary_head``) are the checkpoint prefixes.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decode_head: nn.Module,
+        auxiliary_head: nn.Module | None = None,
+        *,
+        align_corners: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decode_head = decode_head
+        self.auxiliary_head = auxiliary_head
+        self.align_corners = align_corners
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        size = images.shape[-2:]
+        features = self.backbone(images)
+        outputs = {"out": self.resize(self.decode_head(features), size)}
+        if self.training and self.auxiliary_head is not None:
+            outputs["aux"] = self.resize(self.auxiliary_head(features), size)
+        return outputs
+
+    def resize(self, logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
+        """Bilinear resize with this model's ``align_corners`` (mmseg's ``resize``)."""
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners)

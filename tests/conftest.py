@@ -1,0 +1,83 @@
+"""Shared test fixtures: the mmseg_tiny reference data and a tiny zoo entry built like it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from isaseg_cli.zoo.spec import (
+    AuxHeadSpec,
+    BackboneSpec,
+    DataSpec,
+    HeadSpec,
+    ModelSpec,
+    TestSpec,
+    TrainSpec,
+    ZooEntry,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "mmseg_tiny"
+TINY_CLASSES = ("c0", "c1", "c2", "c3", "c4")
+
+
+def tiny_model_spec(num_classes: int = 5, **changes: object) -> ModelSpec:
+    """The mmseg_tiny architecture: ResNetV1c-18 with 8 base channels, ISA head 32/16."""
+    spec = ModelSpec(
+        backbone=BackboneSpec(depth=18, stem_channels=16, base_channels=8),
+        head=HeadSpec(channels=32, attn_channels=16),
+        aux_head=AuxHeadSpec(channels=16),
+        num_classes=num_classes,
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def make_tiny_entry(num_classes: int = 5, classes: tuple[str, ...] = TINY_CLASSES) -> ZooEntry:
+    """A test-only entry (not in model_zoo.yaml): the tiny model on a custom dataset."""
+    return ZooEntry(
+        name="tiny-test",
+        model=tiny_model_spec(num_classes),
+        data=DataSpec(
+            dataset="custom",
+            crop_size=(64, 64),
+            train_scale=(128, 64),
+            img_suffix=".png",
+            seg_map_suffix=".png",
+            classes=classes,
+        ),
+        test=TestSpec(),
+        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
+    )
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict[str, np.ndarray]:
+    with np.load(TINY / "expected.npz") as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+@pytest.fixture(scope="session")
+def tiny_image_path() -> Path:
+    return TINY / "image.png"
+
+
+@pytest.fixture
+def tiny_entry() -> ZooEntry:
+    return make_tiny_entry()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture's mmseg weights re-saved by isaseg with the tiny entry in ``meta``."""
+    import torch
+
+    from isaseg_cli.engine.checkpoint import build_meta, save_checkpoint
+
+    state = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
+    palette = tuple((40 * i, 255 - 40 * i, 90) for i in range(len(TINY_CLASSES)))
+    meta = build_meta(make_tiny_entry(), TINY_CLASSES, palette)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    return save_checkpoint(path, {"meta": meta, "state_dict": state})

@@ -1,0 +1,90 @@
+"""The ISA head: padding at odd sizes, the interlacing permutation, and a naive reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
+
+
+def _head(**kwargs) -> ISAHead:
+    torch.manual_seed(0)
+    head = ISAHead(16, 8, 4, 3, feature_index=0, **kwargs).eval()
+    for module in head.modules():  # non-trivial BN statistics so no layer is an identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    return head
+
+
+@pytest.mark.parametrize("size", [(45, 61), (8, 8), (1, 1), (3, 50), (50, 3), (16, 24)])
+def test_isa_head_runs_at_odd_sizes(size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        logits = _head()([torch.randn(2, 16, *size)])
+    assert logits.shape == (2, 3, *size)
+    assert torch.isfinite(logits).all()
+
+
+class _Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_interlace_round_trip_is_exact_with_identity_attention() -> None:
+    head = _head()
+    head.global_relation = _Identity()  # type: ignore[assignment]
+    head.local_relation = _Identity()  # type: ignore[assignment]
+    captured = {}
+    head.out_conv.register_forward_pre_hook(lambda module, args: captured.update(input=args[0]))
+    with torch.no_grad():
+        head([torch.randn(1, 16, 45, 61)])
+    isa_part, residual = captured["input"].chunk(2, dim=1)
+    assert torch.equal(isa_part, residual)
+
+
+def _naive_isa(head: ISAHead, feature: torch.Tensor) -> torch.Tensor:
+    """Group by explicit index arithmetic: long range = same (y % 8, x % 8), short = same block."""
+    x = head.in_conv(feature)
+    residual = x
+    n, c, h, w = x.shape
+    gh, gw = head.group_size
+    num_h, num_w = math.ceil(h / gh), math.ceil(w / gw)
+    pad_h, pad_w = num_h * gh - h, num_w * gw - w
+    x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    out = torch.empty_like(x)
+    for ly in range(gh):
+        for lx in range(gw):
+            out[:, :, ly::gh, lx::gw] = head.global_relation(x[:, :, ly::gh, lx::gw])
+    x, out = out, torch.empty_like(out)
+    for by in range(num_h):
+        for bx in range(num_w):
+            rows, cols = slice(by * gh, (by + 1) * gh), slice(bx * gw, (bx + 1) * gw)
+            out[:, :, rows, cols] = head.local_relation(x[:, :, rows, cols])
+    out = out[:, :, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w]
+    return head.conv_seg(head.out_conv(torch.cat([out, residual], dim=1)))
+
+
+@pytest.mark.parametrize("size", [(21, 19), (16, 16)])
+def test_isa_head_matches_naive_per_group_attention(size: tuple[int, int]) -> None:
+    head = _head()
+    feature = torch.randn(2, 16, *size)
+    with torch.no_grad():
+        assert torch.allclose(head([feature]), _naive_isa(head, feature), atol=1e-5)
+
+
+def test_attention_block_matches_explicit_softmax() -> None:
+    torch.manual_seed(1)
+    block = SelfAttentionBlock(6, 4).eval()
+    x = torch.randn(2, 6, 3, 5)
+    with torch.no_grad():
+        q = block.query_project(x).flatten(2).transpose(1, 2)
+        k = block.key_project(x).flatten(2)
+        v = block.value_project(x).flatten(2).transpose(1, 2)
+        weights = torch.softmax(q @ k / 2.0, dim=-1)  # 4 ** -0.5 = 1 / 2
+        context = (weights @ v).transpose(1, 2).reshape(2, 6, 3, 5)
+        assert torch.allclose(block(x), block.output_project(context), atol=1e-6)
