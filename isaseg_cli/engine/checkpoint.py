@@ -112,15 +112,21 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
 def load_weights(
     model: nn.Module, path: str | Path, *, strict: bool = True, trust: bool = False
 ) -> dict[str, Any]:
-    """Loads a checkpoint's weights into ``model`` and returns its ``meta`` (empty if none).
+    """Loads a checkpoint file's weights into ``model`` and returns its ``meta`` (empty if none)."""
+    return apply_weights(model, read_checkpoint(path, trust=trust), str(path), strict=strict)
+
+
+def apply_weights(
+    model: nn.Module, payload: dict[str, Any], source: str, *, strict: bool = True
+) -> dict[str, Any]:
+    """Copies the tensors of a read checkpoint into ``model``; returns its ``meta``.
 
     With ``strict`` (the default) every key must match in name and shape. Without it, keys that
     the model lacks are skipped and mis-shaped tensors left out (fine-tuning to new classes).
     """
-    payload = read_checkpoint(path, trust=trust)
-    state = extract_state_dict(payload, str(path))
+    state = extract_state_dict(payload, source)
     if strict:
-        check_state_dict(model, state, str(path))
+        check_state_dict(model, state, source)
     else:
         expected = model.state_dict()
         state = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
