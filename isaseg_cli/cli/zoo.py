@@ -1,8 +1,124 @@
-"""`isaseg zoo` (being written)."""
+"""`isaseg zoo`: the table of published checkpoints, or one entry in full."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from isaseg_cli.cli import _render
+from isaseg_cli.errors import InputError, ZooLookupError
 
-def zoo_cli() -> None:
-    """Not written yet."""
-    raise typer.Exit(1)
+DATASET_SYNONYMS = {"voc": "voc12aug"}
+
+
+def zoo_cli(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A model name, alias, unique prefix or pretrained backbone to show."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Only this dataset: cityscapes, ade20k, voc12aug."),
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Only this backbone: r50 or r101.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Also write the entries shown as JSON.")
+    ] = None,
+) -> None:
+    """List the published ISANet checkpoints (a check marks the cached ones), or show one."""
+    from isaseg_cli.hub.cache import cached_path
+    from isaseg_cli.zoo.catalog import load_zoo
+    from isaseg_cli.zoo.spec import to_dict
+
+    zoo = load_zoo()
+    if name is not None:
+        _show(name, json_out)
+        return
+    wanted_dataset = _dataset_filter(dataset)
+    wanted_depth = _depth_filter(backbone)
+    rows: list[list[Any]] = []
+    records: list[dict[str, Any]] = []
+    for entry in zoo.entries:
+        if wanted_dataset not in (None, entry.data.dataset):
+            continue
+        if wanted_depth not in (None, entry.model.backbone.depth):
+            continue
+        assert entry.weights is not None and entry.published is not None  # checked at load
+        cached = cached_path(entry.weights.url).is_file()
+        height, width = entry.data.crop_size
+        figures = entry.published
+        rows.append(
+            [entry.name, entry.data.dataset, f"R-{entry.model.backbone.depth}-D8",
+             f"{height}x{width}", f"{entry.train.iters // 1000}k", figures.miou,
+             figures.miou_ms_flip, figures.train_mem_gb, figures.fps, "✓" if cached else ""]
+        )  # fmt: skip
+        records.append({**to_dict(entry), "cached": cached})
+    columns = ["name", "dataset", "backbone", "crop", "iters", "mIoU", "ms+flip", "mem GB", "fps"]
+    _render.table(
+        f"ISANet model zoo ({len(rows)} of {len(zoo.entries)})", [*columns, "cached"], rows
+    )
+    if json_out is not None:
+        _render.write_json(json_out, records)
+
+
+def _show(name: str, json_out: Path | None) -> None:
+    """Prints every field as ``dotted.path  value`` lines: never truncated, easy to grep or copy."""
+    from isaseg_cli.hub.cache import cached_path
+    from isaseg_cli.zoo.catalog import load_zoo
+    from isaseg_cli.zoo.spec import to_dict
+
+    zoo = load_zoo()
+    try:
+        entry = zoo.resolve(name)
+        title, weights = entry.name, entry.weights
+        record = to_dict(entry)
+    except ZooLookupError:
+        if name.strip() not in zoo.pretrained:
+            raise
+        weights = zoo.resolve_pretrained(name)
+        title, record = f"pretrained backbone {name.strip()}", to_dict(weights)
+    path = cached_path(weights.url) if weights is not None else None
+    record["cached_path"] = str(path) if path is not None and path.is_file() else None
+    lines = _flatten(record)
+    width = max(len(key) for key, _ in lines)
+    _render.info(f"[bold]{title}[/]")
+    for key, value in lines:
+        _render.info(f"  {key.ljust(width)}  {value}")
+    if json_out is not None:
+        _render.write_json(json_out, record)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += _flatten(value, f"{prefix}{key}.")
+        else:
+            lines.append((prefix + key, value if isinstance(value, str) else json.dumps(value)))
+    return lines
+
+
+def _dataset_filter(dataset: str | None) -> str | None:
+    from isaseg_cli.zoo.classes import DATASETS
+
+    if dataset is None:
+        return None
+    name = DATASET_SYNONYMS.get(dataset.lower(), dataset.lower())
+    if name not in DATASETS:
+        raise InputError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    return name
+
+
+def _depth_filter(backbone: str | None) -> int | None:
+    if backbone is None:
+        return None
+    match = re.fullmatch(r"(?:r|resnet)?-?(\d+)(?:-d8)?", backbone.lower())
+    if match is None or int(match[1]) not in (50, 101):
+        raise InputError(f"--backbone {backbone!r}: choose r50 or r101")
+    return int(match[1])
