@@ -71,6 +71,8 @@ class TestSpec:
     the image size (mmseg 1.x).
     """
 
+    __test__ = False  # not a pytest test class, despite its name
+
     mode: str = "whole"
     crop_size: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
