@@ -1,0 +1,337 @@
+"""The Python API for inference: ``Segmenter`` turns images into class-index masks.
+
+It wraps a loaded model with the zoo entry's test pipeline (ISANET.md §3), user overrides of that
+pipeline, a device and a precision, and falls back from ``whole`` to ``slide`` when a large image
+does not fit in the device's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, overload
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
+from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.inference import forward_logits, infer_scores
+from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
+from isaseg_cli.errors import InputError
+from isaseg_cli.models.segmentor import Segmentor
+from isaseg_cli.zoo.catalog import resolve_entry
+from isaseg_cli.zoo.spec import TestSpec, ZooEntry
+
+ImageInput = np.ndarray | str | Path
+WarningCallback = Callable[[str], None]
+
+
+def _two_thirds(crop: tuple[int, int]) -> tuple[int, int]:
+    """Default stride: 2/3 of the crop, rounded up (mmseg's 769 -> 513)."""
+    return (-(-2 * crop[0] // 3), -(-2 * crop[1] // 3))
+
+
+def _check_size(value: tuple[int, int] | None, what: str) -> None:
+    if value is not None and (len(value) != 2 or min(value) < 1):
+        raise InputError(f"{what} must be two positive integers (height, width), got {value}")
+
+
+def resolve_test_spec(
+    entry: ZooEntry,
+    *,
+    mode: str | None = None,
+    crop: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+) -> TestSpec:
+    """The entry's test settings with the user's overrides applied.
+
+    A crop or stride without a mode means ``slide``. In ``slide`` the crop defaults to the entry's
+    test crop, else its training crop; the stride to the entry's, else 2/3 of the crop.
+
+    Raises:
+        InputError: unknown mode, crop/stride given for ``whole``, or a stride larger than the crop
+            (which would leave pixels that no window covers).
+    """
+    _check_size(crop, "crop")
+    _check_size(stride, "stride")
+    test = entry.test
+    mode = mode or ("slide" if crop or stride else test.mode)
+    if mode not in ("whole", "slide"):
+        raise InputError(f"mode must be 'whole' or 'slide', not {mode!r}")
+    if mode == "whole":
+        if crop or stride:
+            raise InputError("crop and stride apply to slide mode only")
+        return dataclasses.replace(test, mode="whole", crop_size=None, stride=None)
+    crop = tuple(crop or test.crop_size or entry.data.crop_size)  # type: ignore[assignment]
+    if stride is None:
+        stride = test.stride if test.stride and crop == test.crop_size else _two_thirds(crop)
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise InputError(f"stride {stride} must not exceed crop {crop}: windows would leave gaps")
+    return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
+
+
+def prepare_model(model: Segmentor, device: torch.device, precision: str) -> Segmentor:
+    """Readies a loaded model for inference on ``device`` at ``precision``.
+
+    The one place where device- or precision-specific model changes belong.
+    """
+    check_precision(precision, device)
+    return model.eval().to(device)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _free_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def as_bgr(image: ImageInput, *, rgb: bool = False) -> np.ndarray:
+    """A file path or an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) BGR.
+
+    Arrays are taken as BGR(A), OpenCV's order, unless ``rgb``. Files are decoded as mmseg does.
+
+    Raises:
+        InputError: the file cannot be decoded, or the array is not uint8 with 1, 3 or 4 channels.
+    """
+    if isinstance(image, str | Path):
+        return read_image_bgr(image)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"expected a uint8 image array or a path, got {kind}")
+    channels = 1 if image.ndim == 2 else image.shape[-1] if image.ndim == 3 else 0
+    if channels == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return np.ascontiguousarray(image[..., ::-1]) if rgb else image
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
+    raise InputError(f"expected an (H, W) or (H, W, 1|3|4) image, got shape {image.shape}")
+
+
+class Segmenter:
+    """Segments images with a loaded ISANet model, following its zoo entry's test pipeline.
+
+    Example:
+        >>> segmenter = Segmenter.from_zoo("isanet_r50_cityscapes", device="cuda")
+        >>> mask = segmenter("street.png")  # (H, W) uint8 class indices
+        >>> mask, probs = segmenter(image_bgr, return_probs=True)  # probs (K, H, W) float32
+
+    Arrays are BGR (OpenCV's order, as ``cv2.imread`` returns them) unless ``rgb=True`` is passed.
+    Masks are uint8 (int64 for models with more than 256 classes), at the input's size.
+
+    Args:
+        loaded: the model, its entry, class names and palette (``engine.loading.load_model``).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a ``torch.device``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 needs a GPU).
+        mode: ``whole`` or ``slide``; default: the entry's.
+        crop: slide window (height, width); implies ``slide``.
+        stride: slide step (height, width); default 2/3 of the crop, or the entry's.
+        ms_flip: average softmax probabilities over multi-scale and flipped views.
+        scales: the multi-scale ratios (default: the entry's six); needs ``ms_flip``.
+        window_batch: slide windows per forward pass.
+        on_warning: receives a message when ``whole`` ran out of memory and ``slide`` took over.
+
+    Raises:
+        InputError: an unusable override, device or precision.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        mode: str | None = None,
+        crop: tuple[int, int] | None = None,
+        stride: tuple[int, int] | None = None,
+        ms_flip: bool = False,
+        scales: Sequence[float] | None = None,
+        window_batch: int = 1,
+        on_warning: WarningCallback | None = None,
+    ) -> None:
+        if scales is not None and not ms_flip:
+            raise InputError(
+                "scales are the multi-scale ratios of ms+flip: add ms_flip / --ms-flip"
+            )
+        if scales is not None and (not scales or min(scales) <= 0):
+            raise InputError(f"scales must be positive ratios, got {list(scales)}")
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.precision = precision
+        self.loaded = loaded
+        self.model = prepare_model(loaded.model, self.device, precision)
+        self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
+        self.ms_flip = ms_flip
+        self.ratios = tuple(float(s) for s in scales) if scales is not None else None
+        self.window_batch = max(1, window_batch)
+        self.on_warning = on_warning
+        self.fallback_test = resolve_test_spec(loaded.entry, mode="slide")
+        # Images with at least this many pixels go straight to slide: whole ran out of memory.
+        self._slide_from_pixels: int | None = None
+
+    @classmethod
+    def from_zoo(
+        cls,
+        name: str,
+        *,
+        device: str | torch.device = "auto",
+        on_download: Callable[[int, int | None], None] | None = None,
+        **options: object,
+    ) -> Segmenter:
+        """A zoo model by name or alias, with its published weights (downloaded on first use).
+
+        ``options`` are the keyword arguments of ``Segmenter`` (precision, mode, ms_flip, ...).
+        """
+        loaded = load_model(resolve_entry(name), on_download=on_download)
+        return cls(loaded, device=device, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        model: str | ZooEntry | None = None,
+        *,
+        trust: bool = False,
+        device: str | torch.device = "auto",
+        **options: object,
+    ) -> Segmenter:
+        """A local checkpoint; ``model`` (zoo name or entry) gives the architecture when the file's
+        meta does not (checkpoints written by isaseg carry it)."""
+        entry = resolve_entry(model) if isinstance(model, str) else model
+        loaded = load_model(entry, path, trust=trust)
+        return cls(loaded, device=device, **options)  # type: ignore[arg-type]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.loaded.classes
+
+    @property
+    def palette(self) -> Palette:
+        return self.loaded.palette
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.loaded.classes)
+
+    @overload
+    def __call__(
+        self, image: ImageInput, *, return_probs: Literal[False] = ..., rgb: bool = ...
+    ) -> np.ndarray: ...
+
+    @overload
+    def __call__(
+        self, image: ImageInput, *, return_probs: Literal[True], rgb: bool = ...
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def __call__(
+        self, image: ImageInput, *, return_probs: bool = False, rgb: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Segments one image (a path or an array); see the class docstring for conventions.
+
+        Returns:
+            The mask (H, W), or with ``return_probs`` the mask and the class probabilities
+            (K, H, W) float32 (softmax of the logits; with ms_flip, the mean over the views).
+        """
+        return self._finish(self.scores(as_bgr(image, rgb=rgb)), return_probs)
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], *, return_probs: bool = False, rgb: bool = False
+    ) -> list[np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
+        """Segments several images, in order; those whose resized sizes match share a forward pass.
+
+        Batching applies to single-scale inference (whole or slide); ms_flip runs image by image.
+        Batched results equal per-image ones up to float rounding of the convolutions.
+        """
+        arrays = [as_bgr(image, rgb=rgb) for image in images]
+        if self.ms_flip or len(arrays) < 2:
+            return [self._finish(self.scores(array), return_probs) for array in arrays]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, array in enumerate(arrays):
+            groups.setdefault(self._resized_size(array), []).append(index)
+        results: dict[int, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+        for indices in groups.values():
+            batch = [arrays[i] for i in indices]
+            scores = self._batch_scores(batch) if len(batch) > 1 else None
+            for position, index in enumerate(indices):
+                single = scores[position] if scores is not None else self.scores(arrays[index])
+                results[index] = self._finish(single, return_probs)
+        return [results[i] for i in range(len(arrays))]  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def scores(self, image_bgr: np.ndarray) -> Tensor:
+        """Class scores (1, K, H, W) on the device: logits, or mean probabilities with ms_flip."""
+        height, width = image_bgr.shape[:2]
+        test = self.test
+        if test.mode == "whole" and self._slide_from_pixels is not None:
+            test = self.fallback_test if height * width >= self._slide_from_pixels else test
+        try:
+            return self._infer(image_bgr, test)
+        except RuntimeError as exc:
+            if test.mode != "whole" or not _is_out_of_memory(exc):
+                raise
+        # Retried outside the except block, so the failed attempt's tensors can be freed.
+        _free_cached_memory(self.device)
+        self._slide_from_pixels = min(height * width, self._slide_from_pixels or height * width)
+        crop, stride = self.fallback_test.crop_size, self.fallback_test.stride
+        if self.on_warning is not None:
+            self.on_warning(
+                f"a {width}x{height} image does not fit in {self.device} memory in whole mode; "
+                f"using slide mode (crop {crop}, stride {stride}) for images this large"
+            )
+        return self._infer(image_bgr, self.fallback_test)
+
+    def _infer(self, image_bgr: np.ndarray, test: TestSpec) -> Tensor:
+        with autocast(self.device, self.precision):
+            return infer_scores(
+                self.model,
+                image_bgr,
+                test,
+                ms_flip=self.ms_flip,
+                ratios=self.ratios,
+                device=self.device,
+                window_batch=self.window_batch,
+            )
+
+    def _resized_size(self, image_bgr: np.ndarray) -> tuple[int, int]:
+        height, width = image_bgr.shape[:2]
+        return (
+            keep_ratio_size(width, height, self.test.scale) if self.test.scale else (width, height)
+        )
+
+    @torch.no_grad()
+    def _batch_scores(self, batch: list[np.ndarray]) -> list[Tensor] | None:
+        """Logits (1, K, H, W) per image from one forward pass; None when it ran out of memory."""
+        resized = [resize_keep_ratio(a, self.test.scale) if self.test.scale else a for a in batch]
+        images = torch.cat([normalize_bgr(image) for image in resized]).to(self.device)
+        try:
+            with autocast(self.device, self.precision):
+                logits = forward_logits(
+                    self.model, images, self.test, window_batch=self.window_batch
+                )
+                return [
+                    self.model.resize(logits[i : i + 1], image.shape[:2])
+                    for i, image in enumerate(batch)
+                ]
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+        _free_cached_memory(self.device)
+        return None
+
+    def _finish(
+        self, scores: Tensor, return_probs: bool
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        dtype = np.uint8 if scores.shape[1] <= 256 else np.int64
+        mask = scores[0].argmax(dim=0).cpu().numpy().astype(dtype)
+        if not return_probs:
+            return mask
+        probs = scores[0] if self.ms_flip else scores[0].softmax(dim=0)
+        return mask, probs.float().cpu().numpy()
