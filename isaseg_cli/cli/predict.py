@@ -1,8 +1,181 @@
-"""`isaseg predict` (being written)."""
+"""`isaseg predict`: segment images, folders, glob patterns and videos."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import typer
 
+from isaseg_cli.cli import _render
+from isaseg_cli.errors import InputError
 
-def predict_cli() -> None:
-    """Not written yet."""
-    raise typer.Exit(1)
+DEFAULT_MODEL = "isanet_r101_cityscapes"
+
+
+def _size(text: str | None, flag: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise InputError(f"{flag} takes HEIGHTxWIDTH in pixels, e.g. 769x769, not {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _ratios(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        ratios = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        ratios = ()
+    if not ratios or min(ratios) <= 0:
+        raise InputError(f"--scales takes positive ratios like 0.5,1.0,1.5, not {text!r}")
+    return ratios
+
+
+def predict_cli(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT...", help="Images, folders (searched recursively), globs or videos."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Output file for one input, else a folder (default: runs/predictN).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="Local .pth weights; architecture from its meta or --model.",
+        ),
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option("--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
+    ] = False,
+    fmt: Annotated[
+        Literal["index", "color", "overlay", "labelids"],
+        typer.Option("--format", help="Class-id PNG, colours, overlay or Cityscapes label ids."),
+    ] = "index",
+    overlay: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH", help="Also write overlays here (file for one input, or folder)."
+        ),
+    ] = None,
+    opacity: Annotated[float, typer.Option(help="Colour weight in overlays, in (0, 1].")] = 0.5,
+    probs: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Save one image's class probabilities (KxHxW .npy)."),
+    ] = None,
+    mode: Annotated[
+        Literal["whole", "slide"] | None,
+        typer.Option(help="Whole image or sliding windows (default: the model's)."),
+    ] = None,
+    crop: Annotated[
+        str | None, typer.Option(metavar="HxW", help="Sliding window size (implies --mode slide).")
+    ] = None,
+    stride: Annotated[
+        str | None, typer.Option(metavar="HxW", help="Sliding step (default: 2/3 of the crop).")
+    ] = None,
+    ms_flip: Annotated[
+        bool, typer.Option("--ms-flip", help="Average over several scales and flips (slower).")
+    ] = False,
+    scales: Annotated[
+        str | None,
+        typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = "auto",
+    precision: Annotated[
+        Literal["fp32", "fp16", "bf16"], typer.Option(help="Inference precision (fp16: GPU only).")
+    ] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Images or video frames per forward pass.")
+    ] = 1,
+    json_out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also write the summary as JSON here.")
+    ] = None,
+) -> None:
+    """Segment images, folders, glob patterns or videos; write masks, colours or overlays."""
+    options: dict[str, Any] = {
+        "device": device,
+        "precision": precision,
+        "mode": mode,
+        "crop": _size(crop, "--crop"),
+        "stride": _size(stride, "--stride"),
+        "ms_flip": ms_flip,
+        "scales": _ratios(scales),
+        "on_warning": _render.warn,
+    }
+    from isaseg_cli.engine.predict import expand_inputs, predict
+    from isaseg_cli.engine.segmenter import Segmenter
+
+    sources = expand_inputs(inputs)  # before loading the model: a typo fails fast
+
+    name = model or (None if checkpoint else os.environ.get("ISASEG_MODEL") or DEFAULT_MODEL)
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
+
+        def on_download(done: int, total: int | None) -> None:
+            if not bars:  # a bar only when the weights are really downloaded
+                bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
+            bars[0]("download weights", done, total)
+
+        if checkpoint is not None:
+            segmenter = Segmenter.from_checkpoint(
+                checkpoint, name, trust=trust_checkpoint, **options
+            )
+        else:
+            assert name is not None
+            segmenter = Segmenter.from_zoo(name, on_download=on_download, **options)
+    with _render.progress_bars() as update:
+        result = predict(
+            segmenter,
+            sources,
+            out=out,
+            fmt=fmt,
+            overlay_out=overlay,
+            opacity=opacity,
+            probs_out=probs,
+            batch_size=batch_size,
+            on_progress=_render.event_sink(update),
+        )
+    for _, reason in result.failures:
+        _render.error(reason)
+    for message in result.warnings:
+        _render.warn(message)
+    where = result.outputs[0] if len(result.outputs) == 1 else result.output_dir
+    _render.info(
+        f"Segmented {result.images} image(s) in {result.seconds:.2f} s "
+        f"({result.images_per_s:.2f} images/s); results in {where}"
+    )
+    if json_out is not None:
+        _render.write_json(
+            json_out,
+            {
+                "model": segmenter.loaded.entry.name,
+                "device": str(segmenter.device),
+                **result.to_dict(),
+            },
+        )
+    if result.failures:
+        _render.error(f"{len(result.failures)} of {result.inputs} input(s) failed")
+        raise typer.Exit(1)

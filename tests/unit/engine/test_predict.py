@@ -1,0 +1,102 @@
+"""engine.predict without the CLI: input expansion, output naming, progress events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from isaseg_cli.engine.loading import load_model
+from isaseg_cli.engine.predict import expand_inputs, predict
+from isaseg_cli.engine.progress import ProgressEvent
+from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_checkpoint) -> Segmenter:
+    return Segmenter(load_model(checkpoint=tiny_checkpoint), device="cpu")
+
+
+def _write(path: Path, height: int = 32, width: int = 48) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.random.default_rng(len(str(path))).integers(0, 256, (height, width, 3), np.uint8)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_expand_inputs_folders_globs_files_and_duplicates(tmp_path) -> None:
+    _write(tmp_path / "in" / "b.png")
+    _write(tmp_path / "in" / "deep" / "a.JPG")
+    (tmp_path / "in" / "readme.md").write_text("text")
+    (tmp_path / "in" / "clip.mp4").write_bytes(b"")  # folders hold images only
+    clip = tmp_path / "clip.MOV"
+    clip.write_bytes(b"")
+    sources = expand_inputs([tmp_path / "in", str(tmp_path / "in" / "*.png"), clip])
+    assert [(s.name.as_posix(), s.is_video) for s in sources] == [
+        ("b.png", False),
+        ("deep/a.JPG", False),
+        ("clip.MOV", True),
+    ]
+    for bad, message in [("missing.png", "no such file"), ("*.gif", "match")]:
+        with pytest.raises(InputError, match=message):
+            expand_inputs([str(tmp_path / bad)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_clashing_names_get_numbers_and_progress_is_reported(tmp_path, segmenter) -> None:
+    first, second = _write(tmp_path / "a" / "x.png"), _write(tmp_path / "b" / "x.jpg")
+    events: list[ProgressEvent] = []
+    result = predict(segmenter, [first, second], out=tmp_path / "out", on_progress=events.append)
+    assert sorted(p.name for p in result.outputs) == ["x.png", "x_2.png"]
+    assert [(e.task, e.completed, e.total) for e in events] == [
+        ("images", 0, 2),
+        ("images", 1, 2),
+        ("images", 2, 2),
+    ]
+    assert result.images == 2 and result.failures == () and result.images_per_s > 0
+
+
+def test_video_frames_are_reported_and_counted(tmp_path, segmenter) -> None:
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (48, 32))
+    for value in (10, 120, 240):
+        writer.write(np.full((32, 48, 3), value, np.uint8))
+    writer.release()
+    events: list[ProgressEvent] = []
+    result = predict(
+        segmenter, [clip], out=tmp_path / "o.mp4", batch_size=2, on_progress=events.append
+    )
+    assert result.outputs == (tmp_path / "o.mp4",) and result.images == 3
+    assert [(e.task, e.completed, e.total) for e in events] == [
+        ("frames clip.avi", 2, 3),
+        ("frames clip.avi", 3, 3),
+    ]
+    assert result.warnings  # index masks are written in colour for videos
+
+
+def test_unreadable_video_is_a_failure_and_leaves_no_file(tmp_path, segmenter) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    good = _write(tmp_path / "good.png")
+    result = predict(segmenter, [broken, good], out=tmp_path / "out")
+    assert [name for name, _ in result.failures] == [str(broken)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
+def test_options_are_checked_before_anything_is_written(tmp_path, segmenter) -> None:
+    image = _write(tmp_path / "a.png")
+    bad_calls = [
+        dict(out=tmp_path / "o" / "m.png", overlay_out=tmp_path / "o" / "m.png"),
+        dict(fmt="labelids"),
+        dict(fmt="sepia"),
+        dict(out=tmp_path / "o" / "v.mp4"),
+    ]
+    for kwargs in bad_calls:
+        with pytest.raises(InputError):
+            predict(segmenter, [image], cwd=tmp_path, **kwargs)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
