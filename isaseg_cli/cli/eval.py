@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._options import DEFAULT_MODEL, default_model, parse_ratios, parse_size
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
     from isaseg_cli.engine.evaluate import EvalResult
     from isaseg_cli.zoo.spec import ZooEntry
-
-DEFAULT_MODEL = "isanet_r101_cityscapes"
 
 
 def eval_cli(
@@ -102,7 +100,7 @@ def eval_cli(
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
 
-    ratios = _ratios(scales)
+    ratios = parse_ratios(scales)
     if ratios is not None and not ms_flip:
         raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
@@ -167,7 +165,7 @@ def _resolve(
     from isaseg_cli.zoo.catalog import resolve_entry
     from isaseg_cli.zoo.spec import override
 
-    name = model or (None if checkpoint else os.environ.get("ISASEG_MODEL") or DEFAULT_MODEL)
+    name = model or (None if checkpoint else default_model())
     entry = resolve_entry(name) if name is not None else _entry_in(checkpoint, trust)
     for item in settings:
         key, sep, value = item.partition("=")
@@ -175,7 +173,7 @@ def _resolve(
             raise InputError(f"--set takes KEY=VALUE, e.g. test.mode=slide, not {item!r}")
         entry = override(entry, key.strip(), value)
     test = resolve_test_spec(
-        entry, mode=mode, crop=_size(crop, "--crop"), stride=_size(stride, "--stride")
+        entry, mode=mode, crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride")
     )
     return dataclasses.replace(entry, test=test)
 
@@ -292,24 +290,3 @@ def _show(payload: dict[str, Any], ms_flip: bool) -> None:
 
 def _images(count: int) -> str:
     return f"{count} image" + ("" if count == 1 else "s")
-
-
-def _size(text: str | None, flag: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise InputError(f"{flag} takes HEIGHTxWIDTH in pixels, e.g. 769x769, not {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _ratios(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        ratios = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        ratios = ()
-    if not ratios or min(ratios) <= 0:
-        raise InputError(f"--scales takes positive ratios like 0.5,1.0,1.5, not {text!r}")
-    return ratios

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.errors import InputError
-
-DEFAULT_MODEL = "isanet_r101_cityscapes"
-
-
-def _size(text: str | None, flag: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise InputError(f"{flag} takes HEIGHTxWIDTH in pixels, e.g. 769x769, not {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _ratios(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        ratios = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        ratios = ()
-    if not ratios or min(ratios) <= 0:
-        raise InputError(f"--scales takes positive ratios like 0.5,1.0,1.5, not {text!r}")
-    return ratios
+from isaseg_cli.cli._options import DEFAULT_MODEL, default_model, parse_ratios, parse_size
 
 
 def predict_cli(
@@ -119,10 +95,10 @@ def predict_cli(
         "device": device,
         "precision": precision,
         "mode": mode,
-        "crop": _size(crop, "--crop"),
-        "stride": _size(stride, "--stride"),
+        "crop": parse_size(crop, "--crop"),
+        "stride": parse_size(stride, "--stride"),
         "ms_flip": ms_flip,
-        "scales": _ratios(scales),
+        "scales": parse_ratios(scales),
         "on_warning": _render.warn,
     }
     from isaseg_cli.engine.predict import expand_inputs, predict
@@ -130,7 +106,7 @@ def predict_cli(
 
     sources = expand_inputs(inputs)  # before loading the model: a typo fails fast
 
-    name = model or (None if checkpoint else os.environ.get("ISASEG_MODEL") or DEFAULT_MODEL)
+    name = model or (None if checkpoint else default_model())
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []
 

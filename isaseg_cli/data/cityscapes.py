@@ -34,7 +34,7 @@ def list_cityscapes(root: Path, split: str, img_suffix: str, seg_map_suffix: str
         if label_ids.is_file():
             raise DatasetNotFoundError(
                 f"label {missing} not found, but {label_ids.name} is there: convert the "
-                f"*{LABEL_IDS_SUFFIX} files under {root} to train ids first"
+                f"*{LABEL_IDS_SUFFIX} files to train ids first (isaseg convert-cityscapes {root})"
             )
     return check_samples(samples, str(image_dir))
 
