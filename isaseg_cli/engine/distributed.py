@@ -1,0 +1,102 @@
+"""The process layout that torchrun describes in environment variables, and the process group."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from isaseg_cli.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class DistInfo:
+    """This process's place in the job: global ``rank`` of ``world_size``, ``local_rank`` on its
+    machine (the GPU index it uses)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes files and reports progress."""
+        return self.rank == 0
+
+
+def dist_info(environ: Mapping[str, str] | None = None) -> DistInfo:
+    """Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by torchrun); a single process
+    without them.
+
+    Raises:
+        InputError: the variables are not integers or do not fit together.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        world_size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise InputError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)"
+        ) from None
+    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+        raise InputError(f"inconsistent torchrun variables: RANK={rank} WORLD_SIZE={world_size}")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def init_process_group(info: DistInfo, device: torch.device, timeout_s: float = 1800) -> bool:
+    """Joins torchrun's process group (NCCL for CUDA, Gloo for the CPU) if there is one to join.
+
+    Returns:
+        True when this call created the group (so the caller should destroy it), False for a
+        single process or a group that already exists.
+    """
+    if not info.distributed or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timedelta(seconds=timeout_s),
+        device_id=device if device.type == "cuda" else None,
+    )
+    return True
+
+
+def destroy_process_group() -> None:
+    """Leaves the process group, if any."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Gives every process rank 0's buffers (BN statistics differ with per-process BatchNorm),
+    as DDP itself does before each forward, so checkpoints and evaluation see one model."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def ranks_identical(model: nn.Module) -> bool:
+    """Whether every process holds bit-identical weights and buffers (a DDP sanity check)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    digests: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest.hexdigest())
+    return len(set(digests)) == 1

@@ -1,0 +1,387 @@
+"""``fit``: the iteration-based recipe of ISANET.md §5, on one process or many (torchrun + DDP)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from isaseg_cli.data.datasets import Sample, dataset_classes, list_samples
+from isaseg_cli.data.loader import iterate_forever
+from isaseg_cli.engine import train_state
+from isaseg_cli.engine.checkpoint import apply_weights
+from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.distributed import (
+    DistInfo,
+    broadcast_buffers,
+    destroy_process_group,
+    dist_info,
+    init_process_group,
+    ranks_identical,
+)
+from isaseg_cli.engine.loss import segmentation_losses
+from isaseg_cli.engine.pretrained import WeightsReport, WeightsSource, initialise
+from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
+from isaseg_cli.engine.train_log import TrainLog
+from isaseg_cli.engine.train_run import TrainRun, build_run, save, validate
+from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
+from isaseg_cli.models.build import build_model
+from isaseg_cli.zoo.spec import ZooEntry
+
+LOG_INTERVAL = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What a training run did. ``model`` is this process's trained model (not serialised)."""
+
+    entry: ZooEntry
+    work_dir: Path
+    start_iter: int
+    iterations: int
+    seconds: float
+    device: str
+    precision: str
+    seed: int
+    world_size: int
+    batch_size: int
+    losses: dict[str, float]
+    checkpoint: Path | None
+    best: Path | None
+    best_miou: float | None
+    best_iter: int | None
+    weights: WeightsReport | None
+    ranks_identical: bool | None
+    model: nn.Module = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (paths as strings, no model)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("work_dir", "checkpoint", "best"):
+            data[name] = None if data[name] is None else str(data[name])
+        data["weights"] = self.weights.to_dict() if self.weights else None
+        del data["entry"], data["model"]
+        return {"model": self.entry.name, **data}
+
+
+def fit(
+    entry: ZooEntry,
+    *,
+    data_root: Path,
+    work_dir: Path,
+    device: str = "auto",
+    precision: str = "fp32",
+    seed: int | None = None,
+    resume: bool = False,
+    pretrained: WeightsSource | None = None,
+    init_from: WeightsSource | None = None,
+    trust: bool = False,
+    max_iters: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    val_interval: int | None = None,
+    checkpoint_interval: int | None = None,
+    cudnn_benchmark: bool = False,
+    log_interval: int = LOG_INTERVAL,
+    on_progress: ProgressCallback | None = None,
+    on_message: Callable[[str], None] | None = None,
+    on_download: Callable[[int, int | None], None] | None = None,
+) -> TrainResult:
+    """Trains ``entry``'s model on the train split under ``data_root``, writing into ``work_dir``.
+
+    Under torchrun every process calls this: the total batch is split over the processes (the
+    lr is not scaled), DDP averages gradients and SyncBatchNorm (CUDA) shares batch statistics.
+    Only rank 0 writes files and reports. ``iter_<k>.pth`` and ``latest.pth`` are written every
+    ``checkpoint_interval`` iterations and at the end; validation (mIoU) runs every
+    ``val_interval`` iterations and at the end, keeping ``best.pth``. Ctrl-C stops at once and
+    loses the work since the last checkpoint (files are written atomically).
+
+    Args:
+        entry: the recipe; ``train.batch_size`` is the total over all processes.
+        data_root: the dataset root (train split, and val split when validating).
+        work_dir: checkpoints, ``log.jsonl`` and TensorBoard events.
+        device: ``auto``, ``cpu``, ``cuda`` (each process takes ``cuda:LOCAL_RANK``) or ``mps``.
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and a gradient scaler).
+        seed: seeds model init, dropout and the data order; default 0, or the resumed run's.
+        resume: continue from ``work_dir/latest.pth`` (weights, optimizer, schedule, RNG and
+            data position), ending with the weights an uninterrupted run would have.
+        pretrained: an ImageNet ResNetV1c (file, or a spec downloaded to the cache).
+        init_from: a segmentation checkpoint to fine-tune from; its classifiers are
+            re-initialised when the number of classes differs.
+        trust: allow full unpickling of a local ``pretrained``/``init_from`` file (trusted
+            files only; checksum-verified downloads are allowed it anyway).
+        max_iters, batch_size, workers, val_interval, checkpoint_interval: override the
+            entry's ``train`` values (``val_interval`` 0: no validation); the checkpoints'
+            meta records the result.
+        cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
+        log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).
+        on_progress: ``ProgressEvent("train", iteration, max_iters, {...})`` after each
+            iteration, and validation's ``"eval"`` events (rank 0 only).
+        on_message: one-line notes: batch split, weights loaded, resume (rank 0 only).
+        on_download: byte progress of a weights download (rank 0 only).
+
+    Raises:
+        DatasetNotFoundError: a missing data root or split, or an empty split.
+        InputError: an unwritable work dir, nothing to resume, a bad batch size or device.
+        CheckpointError: unfitting or unreadable starting weights or resume checkpoint.
+    """
+    info = dist_info()
+    say = on_message if on_message is not None and info.is_main else _ignore
+    entry = _override(entry, max_iters, batch_size, workers, val_interval, checkpoint_interval)
+    spec = entry.train
+    if pretrained is not None and init_from is not None:
+        raise InputError("start from a pretrained backbone or from a checkpoint, not both")
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda" and info.distributed:
+        torch_device = torch.device("cuda", info.local_rank)
+    check_precision(precision, torch_device)
+    if spec.batch_size % info.world_size:
+        raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
+    if len(dataset_classes(entry.data)) != entry.model.num_classes:
+        raise SpecError(f"{entry.name}: model.num_classes does not match the dataset's classes")
+    train_samples = list_samples(entry.data, data_root, "train")
+    val_samples = _val_samples(entry, data_root) if spec.eval_interval > 0 else []
+    payload = train_state.read_resume_payload(work_dir) if resume else None
+    if info.is_main:
+        _check_writable(work_dir)
+        if payload is None and (work_dir / train_state.LATEST).exists():
+            say(f"{work_dir} holds an earlier run: its files are replaced (--resume continues it)")
+    if seed is None:
+        seed = int(payload["run"]["seed"]) if payload else 0
+
+    created = init_process_group(info, torch_device)
+    run: TrainRun | None = None
+    try:
+        torch.manual_seed(seed)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        sync_bn = info.distributed and torch_device.type == "cuda"
+        model = build_model(entry.model, sync_bn=sync_bn)
+        report = None
+        if payload is None:
+            report = initialise(
+                model,
+                pretrained=pretrained,
+                init_from=init_from,
+                info=info,
+                trust=trust,
+                on_download=on_download,
+            )
+            if report is not None:
+                say(f"weights: {report.summary()}")
+        else:
+            apply_weights(model, payload, str(work_dir / train_state.LATEST))
+        run = build_run(
+            entry, model, train_samples, val_samples, work_dir, torch_device, precision, seed, info
+        )
+        start_iter = 0
+        if payload is not None:
+            start_iter = train_state.restore(
+                payload, run.optimizer, run.scheduler, run.scaler, torch_device, spec.iters
+            )
+            run.best_miou, run.best_iter = payload["run"]["best_mIoU"], payload["run"]["best_iter"]
+            _note_resume(payload, run, say)
+        norm = "SyncBatchNorm" if sync_bn else "BatchNorm per process"
+        say(
+            f"batch {spec.batch_size} = {info.world_size} process(es) x "
+            f"{spec.batch_size // info.world_size} ({norm}), lr {spec.lr}, "
+            f"iterations {start_iter}..{spec.iters}, on {torch_device}"
+        )
+        if info.is_main:
+            run.log = TrainLog(work_dir, append=payload is not None)
+        start = time.perf_counter()
+        losses, checkpoint = _train(
+            run, start_iter, log_interval, on_progress if info.is_main else None
+        )
+        seconds = time.perf_counter() - start
+        if checkpoint is None and start_iter == spec.iters:
+            say(f"the run in {work_dir} had already finished at iteration {start_iter}")
+        identical = ranks_identical(model) if info.distributed else None
+        if run.log is not None and identical is not None:
+            run.log.write({"iter": spec.iters, "mode": "end", "ranks_identical": identical})
+    finally:
+        if run is not None and run.log is not None:
+            run.log.close()
+        if created:
+            destroy_process_group()
+    return TrainResult(
+        entry=entry,
+        work_dir=work_dir,
+        start_iter=start_iter,
+        iterations=spec.iters,
+        seconds=seconds,
+        device=str(torch_device),
+        precision=precision,
+        seed=seed,
+        world_size=info.world_size,
+        batch_size=spec.batch_size,
+        losses=losses,
+        checkpoint=checkpoint,
+        best=work_dir / train_state.BEST if run.best_iter is not None else None,
+        best_miou=run.best_miou,
+        best_iter=run.best_iter,
+        weights=report,
+        ranks_identical=identical,
+        model=model,
+    )
+
+
+def train_one_iter(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    optimizer: Optimizer,
+    scaler: torch.amp.GradScaler,
+    entry: ZooEntry,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Tensor]:
+    """One SGD step on a batch; returns the detached ``decode``/``aux``/``total`` losses.
+
+    The forward runs under autocast; the losses are computed in float32 (spec §5.4).
+    """
+    with autocast(device, precision):
+        outputs = net(images)
+    aux_weight = entry.model.aux_head.loss_weight if entry.model.aux_head else 0.0
+    losses = segmentation_losses(
+        outputs, labels, aux_weight=aux_weight, ignore_index=entry.data.ignore_index
+    )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return {name: value.detach() for name, value in losses.items()}
+
+
+def _train(
+    run: TrainRun, start_iter: int, log_interval: int, on_progress: ProgressCallback | None
+) -> tuple[dict[str, float], Path | None]:
+    spec = run.entry.train
+    batches = iterate_forever(run.loader, start_iter)
+    sums: dict[str, Tensor] = {}
+    figures: dict[str, float] = {}
+    checkpoint, rate = None, None
+    window_start, window_iters = time.perf_counter(), 0
+    run.net.train()
+    for iteration in range(start_iter + 1, spec.iters + 1):
+        images, labels = next(batches)
+        images = images.to(run.device, non_blocking=True)  # (N, 3, h, w)
+        labels = labels.to(run.device, non_blocking=True)  # (N, h, w)
+        lr = run.optimizer.param_groups[0]["lr"]
+        losses = train_one_iter(
+            run.net,
+            images,
+            labels,
+            run.optimizer,
+            run.scaler,
+            run.entry,
+            run.device,
+            run.precision,
+        )
+        run.scheduler.step()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0) + value
+        window_iters += 1
+        if iteration % log_interval == 0 or iteration == spec.iters:
+            figures = _mean_over_ranks(sums, window_iters, run.info)
+            rate = window_iters / max(time.perf_counter() - window_start, 1e-9)
+            record = {"iter": iteration, "mode": "train", "lr": lr, **figures, "it_s": rate}
+            record["eta_s"] = (spec.iters - iteration) / rate
+            if run.device.type == "cuda":
+                record["mem_mb"] = torch.cuda.max_memory_allocated(run.device) / 2**20
+            if run.log is not None:
+                run.log.write(record)
+            sums, window_start, window_iters = {}, time.perf_counter(), 0
+        if on_progress is not None:
+            shown = _shown(run, lr, figures, rate)
+            on_progress(ProgressEvent("train", iteration, spec.iters, shown))
+        final = iteration == spec.iters
+        due_val = spec.eval_interval > 0 and (iteration % spec.eval_interval == 0 or final)
+        due_save = iteration % spec.checkpoint_interval == 0 or final
+        if (due_val or due_save) and run.info.distributed:
+            broadcast_buffers(run.model)
+        if due_val:
+            validate(run, iteration, on_progress)
+            run.net.train()
+        if due_save and run.info.is_main:
+            checkpoint = save(run, iteration)
+        if due_val or due_save:  # keep the it/s figure to training alone
+            window_start = time.perf_counter()
+    return figures, checkpoint
+
+
+def _shown(
+    run: TrainRun, lr: float, figures: dict[str, float], rate: float | None
+) -> dict[str, Any]:
+    shown: dict[str, Any] = {"lr": lr}
+    if figures:
+        shown["loss"] = figures["loss"]
+    if rate is not None:
+        shown["it/s"] = rate
+    if run.device.type == "cuda":
+        shown["mem"] = f"{torch.cuda.max_memory_allocated(run.device) / 2**30:.1f}G"
+    return shown
+
+
+def _mean_over_ranks(sums: dict[str, Tensor], count: int, info: DistInfo) -> dict[str, float]:
+    names = sorted(sums)
+    values = torch.stack([sums[name].float() for name in names]) / count
+    if info.distributed:
+        dist.all_reduce(values)
+        values /= info.world_size
+    mean = dict(zip(names, values.tolist(), strict=True))
+    mean["loss"] = mean.pop("total")
+    return mean
+
+
+def _note_resume(payload: dict[str, Any], run: TrainRun, say: Callable[[str], None]) -> None:
+    before = payload["run"]
+    then = (before["seed"], before["batch_size"], before["world_size"])
+    now = (run.seed, run.entry.train.batch_size, run.info.world_size)
+    if then != now:
+        say(
+            f"the checkpoint ran with seed {then[0]}, batch {then[1]} on {then[2]} process(es); "
+            f"seed {now[0]}, batch {now[1]} on {now[2]} changes the data order from here on"
+        )
+    say(f"resumed from iteration {payload['iter']} of {run.entry.train.iters}")
+
+
+def _override(entry: ZooEntry, *values: int | None) -> ZooEntry:
+    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
+    changes = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+    train = dataclasses.replace(entry.train, **changes)
+    for name in ("iters", "batch_size", "checkpoint_interval"):
+        if getattr(train, name) < 1:
+            raise InputError(f"train.{name} must be at least 1, not {getattr(train, name)}")
+    if train.workers < 0 or train.eval_interval < 0:
+        raise InputError("the number of workers and the validation interval cannot be negative")
+    return dataclasses.replace(entry, train=train)
+
+
+def _val_samples(entry: ZooEntry, data_root: Path) -> list[Sample]:
+    try:
+        return list_samples(entry.data, data_root, "val")
+    except DatasetNotFoundError as exc:
+        raise DatasetNotFoundError(f"{exc} (--val-interval 0 trains without validation)") from None
+
+
+def _check_writable(work_dir: Path) -> None:
+    probe = work_dir / ".isaseg-write-test"
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot write to the work dir {work_dir}: {reason}") from None
+
+
+def _ignore(message: str) -> None:
+    del message

@@ -1,0 +1,172 @@
+"""Training checkpoints: mmseg's ``state_dict`` + ``meta`` plus our resume state, atomically.
+
+Keys beside mmseg's: ``optimizer``, ``scheduler``, ``scaler`` (fp16 only), ``iter``, ``rng``
+(torch, CUDA, numpy and Python generators) and ``run`` (seed, batch, world size, best mIoU).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from isaseg_cli.engine.checkpoint import (
+    build_meta,
+    model_state_dict,
+    read_checkpoint,
+    save_checkpoint,
+)
+from isaseg_cli.errors import CheckpointError, InputError
+from isaseg_cli.zoo.spec import ZooEntry
+
+LATEST = "latest.pth"
+BEST = "best.pth"
+RESUME_KEYS = ("optimizer", "scheduler", "iter", "rng", "run")
+
+
+def iter_name(iteration: int) -> str:
+    return f"iter_{iteration}.pth"
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every generator a training step may draw from (dropout uses torch's or CUDA's).
+
+    numpy's state is stored as a tensor so that a weights-only load can read it back.
+    """
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restores what ``rng_state`` captured (CUDA only when both sides used it)."""
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def checkpoint_meta(
+    entry: ZooEntry,
+    classes: tuple[str, ...],
+    palette: tuple[tuple[int, int, int], ...],
+    iteration: int,
+    epoch: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``build_meta`` plus the top-level ``iter``/``epoch`` that mmcv and mmengine runners read."""
+    meta = build_meta(entry, classes, palette, **extra)
+    meta["iter"] = iteration
+    meta["epoch"] = epoch
+    return meta
+
+
+def save_training_checkpoint(
+    work_dir: Path, model: nn.Module, meta: dict[str, Any], resume_state: dict[str, Any]
+) -> Path:
+    """Writes ``iter_<k>.pth`` atomically, then points ``latest.pth`` at it (a symlink, or a copy
+    where the filesystem has none); either file is complete or absent, never half-written."""
+    payload = {"meta": meta, "state_dict": model_state_dict(model), **resume_state}
+    path = save_checkpoint(work_dir / iter_name(resume_state["iter"]), payload)
+    latest = work_dir / LATEST
+    tmp = work_dir / f".{LATEST}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(path.name)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, latest)
+    return path
+
+
+def read_resume_payload(work_dir: Path) -> dict[str, Any]:
+    """The contents of ``work_dir/latest.pth``, checked to hold the resume state.
+
+    Raises:
+        InputError: there is no ``latest.pth``.
+        CheckpointError: it is unreadable or holds weights only.
+    """
+    path = work_dir / LATEST
+    if not path.is_file():
+        raise InputError(f"nothing to resume: {path} does not exist (start without --resume)")
+    payload = read_checkpoint(path)
+    check_resume_payload(payload, path)
+    return payload
+
+
+def resume_state(
+    iteration: int,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """The keys that let ``restore`` continue at ``iteration`` exactly; ``run`` holds the seed,
+    batch size, world size and best mIoU so far."""
+    state = {
+        "iter": iteration,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(device),
+        "run": run,
+    }
+    if scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    return state
+
+
+def restore(
+    payload: dict[str, Any],
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    max_iters: int,
+) -> int:
+    """Loads the optimizer, schedule, scaler and RNG states; returns the iteration reached.
+
+    The schedule follows ``max_iters`` (a run may be extended).
+
+    Raises:
+        InputError: the checkpoint is already past ``max_iters``.
+    """
+    start_iter = int(payload["iter"])
+    if start_iter > max_iters:
+        raise InputError(
+            f"the checkpoint is at iteration {start_iter}, past --max-iters {max_iters}"
+        )
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scheduler.max_iters = max_iters  # type: ignore[attr-defined]
+    if scaler.is_enabled() and "scaler" in payload:
+        scaler.load_state_dict(payload["scaler"])
+    set_rng_state(payload["rng"], device)
+    return start_iter
+
+
+def check_resume_payload(payload: dict[str, Any], path: Path) -> None:
+    """Raises CheckpointError if ``payload`` lacks the resume state (best.pth, a published file)."""
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{path} has weights but no resume state ({', '.join(missing)} missing); "
+            "start a new run (with --from to fine-tune from it) instead of --resume"
+        )
