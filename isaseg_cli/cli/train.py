@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._options import parse_size
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -190,8 +191,9 @@ def _entry(
     from isaseg_cli.zoo.spec import override
 
     entry = _with_classes(base, dataset, classes, num_classes)
-    if crop_size is not None:
-        entry = override(entry, "data.crop_size", _size(crop_size))
+    size = parse_size(crop_size, "--crop-size")
+    if size is not None:
+        entry = dataclasses.replace(entry, data=dataclasses.replace(entry.data, crop_size=size))
     if lr is not None:
         entry = override(entry, "train.lr", str(lr))
     for item in settings:
@@ -275,13 +277,6 @@ def _source(text: str, flag: str, *, checkpoint: bool = False) -> Path | Weights
     if weights is None:
         raise InputError(f"{flag}: {text} has no published checkpoint")
     return weights
-
-
-def _size(text: str) -> str:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise InputError(f"--crop-size takes HEIGHTxWIDTH in pixels, e.g. 512x1024, not {text!r}")
-    return f"{int(parts[0])},{int(parts[1])}"
 
 
 def _show(result: TrainResult) -> None:

@@ -118,6 +118,8 @@ def validate(run: TrainRun, iteration: int, on_progress: ProgressCallback | None
         classes=run.classes,
         on_progress=on_progress,
     )
+    if result.interrupted:  # evaluate keeps Ctrl-C for its partial result; training stops too
+        raise KeyboardInterrupt
     miou = result.metrics.miou
     improved = math.isfinite(miou) and (run.best_miou is None or miou > run.best_miou)
     if improved:
