@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from isaseg_cli.errors import InputError
+from isaseg_cli.zoo.spec import WeightsSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +102,27 @@ def ranks_identical(model: nn.Module) -> bool:
     digests: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest.hexdigest())
     return len(set(digests)) == 1
+
+
+def ensure_weights_once(
+    weights: WeightsSpec,
+    info: DistInfo | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """The cached path of published weights, downloaded by one process per machine.
+
+    The cache has no lock between processes, so under torchrun rank 0 fetches first, then the
+    first process of every other machine, then everyone else finds the verified file.
+    """
+    from isaseg_cli.hub.fetch import ensure_weights
+
+    info = info or dist_info()
+    synchronised = info.distributed and dist.is_initialized()
+    path = None
+    for turn in (info.is_main, info.local_rank == 0, True):
+        if turn and path is None:
+            path = ensure_weights(weights, on_progress=on_progress if info.is_main else None)
+        if synchronised:
+            dist.barrier()
+    assert path is not None
+    return path

@@ -35,7 +35,9 @@ def default_palette(num_classes: int) -> Palette:
     return tuple((int(r), int(g), int(b)) for r, g, b in colors)
 
 
-def entry_classes(entry: ZooEntry, meta: dict[str, Any] | None = None) -> tuple[tuple[str, ...], Palette]:
+def entry_classes(
+    entry: ZooEntry, meta: dict[str, Any] | None = None
+) -> tuple[tuple[str, ...], Palette]:
     """Class names and palette: the checkpoint's meta, else the entry's data, else generic ones."""
     num_classes = entry.model.num_classes
     meta = meta or {}
@@ -79,10 +81,12 @@ def load_model(
     """
     if checkpoint is None:
         if entry is None or entry.weights is None:
-            raise CheckpointError("no checkpoint: give a zoo model with published weights or a file")
-        from isaseg_cli.hub.fetch import ensure_weights
+            raise CheckpointError(
+                "no checkpoint: give a zoo model with published weights or a file"
+            )
+        from isaseg_cli.engine.distributed import ensure_weights_once
 
-        checkpoint = ensure_weights(entry.weights, on_progress=on_download)
+        checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
     path = Path(checkpoint)
     payload = read_checkpoint(path, trust=trust)
     if entry is None:

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from isaseg_cli.engine.checkpoint import extract_state_dict, read_checkpoint
-from isaseg_cli.engine.distributed import DistInfo
+from isaseg_cli.engine.distributed import DistInfo, ensure_weights_once
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
 from isaseg_cli.models.layers import ConvModule
@@ -83,10 +82,7 @@ def initialise(
     source = init_from if init_from is not None else pretrained
     if source is None:
         return None
-    path, verified = _fetch(source, info or DistInfo(), on_download)
-    # A checksum vouches for a downloaded file, so full unpickling is allowed for it (older
-    # OpenMMLab files may hold more than tensors); a user's own file loads weights-only.
-    trust = trust or verified
+    path = _fetch(source, info or DistInfo(), on_download)
     if init_from is not None:
         return load_finetune_weights(model, path, trust=trust)
     return load_pretrained_backbone(model, path, trust=trust)
@@ -94,19 +90,10 @@ def initialise(
 
 def _fetch(
     source: WeightsSource, info: DistInfo, on_download: Callable[[int, int | None], None] | None
-) -> tuple[Path, bool]:
+) -> Path:
     if isinstance(source, Path):
-        return source, False
-    from isaseg_cli.hub.fetch import ensure_weights
-
-    path = None
-    for turn in (info.is_main, info.local_rank == 0, True):
-        if turn and path is None:
-            path = ensure_weights(source, on_progress=on_download if info.is_main else None)
-        if info.distributed:
-            dist.barrier()
-    assert path is not None
-    return path, bool(source.sha256)
+        return source
+    return ensure_weights_once(source, info, on_download)
 
 
 def init_weights(model: Segmentor, *, backbone: bool = True) -> None:
