@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
 
 from isaseg_cli.errors import InputError
 
@@ -35,3 +39,54 @@ def parse_ratios(text: str | None) -> tuple[float, ...] | None:
     if not ratios or min(ratios) <= 0:
         raise InputError(f"--scales takes positive ratios like 0.5,1.0,1.5, not {text!r}")
     return ratios
+
+
+# Options shared by several commands: one definition, so each flag reads the same everywhere.
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        exists=True,
+        dir_okay=False,
+        help="Local .pth weights (architecture: its meta, else the model name).",
+    ),
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-checkpoint", help="Allow full unpickling (trusted files only).")
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option(metavar="DIR", help="Dataset root (default: under $ISASEG_DATA, else data/)."),
+]
+ModeOpt = Annotated[
+    Literal["whole", "slide"] | None,
+    typer.Option(help="Whole image or sliding windows (default: the model's)."),
+]
+CropOpt = Annotated[
+    str | None, typer.Option(metavar="HxW", help="Sliding window size (implies --mode slide).")
+]
+StrideOpt = Annotated[
+    str | None, typer.Option(metavar="HxW", help="Sliding step (default: 2/3 of the crop).")
+]
+MsFlipOpt = Annotated[
+    bool,
+    typer.Option("--ms-flip", help="Multi-scale + flip (the published protocol; slower)."),
+]
+ScalesOpt = Annotated[
+    str | None,
+    typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
+]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[
+    Literal["fp32", "bf16", "fp16"],
+    typer.Option(help="fp32 as published; bf16/fp16 autocast (fp16: GPU only)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override an entry field, e.g. test.scale=1024,512."
+    ),
+]
+JsonOutOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Also write the results as JSON here.")
+]

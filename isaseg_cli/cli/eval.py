@@ -12,7 +12,24 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._options import DEFAULT_MODEL, default_model, parse_ratios, parse_size
+from isaseg_cli.cli._options import (
+    DEFAULT_MODEL,
+    CheckpointOpt,
+    CropOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOutOpt,
+    ModeOpt,
+    MsFlipOpt,
+    PrecisionOpt,
+    ScalesOpt,
+    SetOpt,
+    StrideOpt,
+    TrustOpt,
+    default_model,
+    parse_ratios,
+    parse_size,
+)
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -32,48 +49,21 @@ def eval_cli(
             show_default=False,
         ),
     ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", exists=True, dir_okay=False, help="Local .pth weights."),
-    ] = None,
-    trust_checkpoint: Annotated[
-        bool,
-        typer.Option("--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
-    ] = False,
-    data_root: Annotated[
-        Path | None,
-        typer.Option(metavar="DIR", help="Dataset root (default: under $ISASEG_DATA, else data/)."),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    data_root: DataRootOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
-    ms_flip: Annotated[
-        bool, typer.Option("--ms-flip", help="Multi-scale + flip, the published protocol.")
-    ] = False,
-    scales: Annotated[
-        str | None,
-        typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
-    ] = None,
-    mode: Annotated[
-        Literal["whole", "slide"] | None,
-        typer.Option(help="Whole image or sliding windows (default: the model's)."),
-    ] = None,
-    crop: Annotated[
-        str | None, typer.Option(metavar="HxW", help="Sliding window size (implies --mode slide).")
-    ] = None,
-    stride: Annotated[
-        str | None, typer.Option(metavar="HxW", help="Sliding step (default: 2/3 of the crop).")
-    ] = None,
+    ms_flip: MsFlipOpt = False,
+    scales: ScalesOpt = None,
+    mode: ModeOpt = None,
+    crop: CropOpt = None,
+    stride: StrideOpt = None,
     limit: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Evaluate only the first N images.")
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Also write the results as JSON here.")
-    ] = None,
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
-    ] = "auto",
-    precision: Annotated[
-        Literal["fp32", "bf16", "fp16"], typer.Option(help="Inference precision (fp16: GPU only).")
-    ] = "fp32",
+    json_out: JsonOutOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
     workers: Annotated[
         int, typer.Option(min=0, metavar="N", help="Processes decoding images (0: none).")
     ] = 2,
@@ -84,12 +74,7 @@ def eval_cli(
         Literal["index", "labelids"],
         typer.Option(help="Class-index PNG with palette, or Cityscapes labelIds for its scripts."),
     ] = "index",
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", metavar="KEY=VALUE", help="Override an entry field, e.g. test.scale=1024,512."
-        ),
-    ] = None,
+    settings: SetOpt = None,
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
 

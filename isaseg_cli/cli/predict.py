@@ -9,7 +9,22 @@ from typing import Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._options import DEFAULT_MODEL, default_model, parse_ratios, parse_size
+from isaseg_cli.cli._options import (
+    DEFAULT_MODEL,
+    CheckpointOpt,
+    CropOpt,
+    DeviceOpt,
+    JsonOutOpt,
+    ModeOpt,
+    MsFlipOpt,
+    PrecisionOpt,
+    ScalesOpt,
+    StrideOpt,
+    TrustOpt,
+    default_model,
+    parse_ratios,
+    parse_size,
+)
 
 
 def predict_cli(
@@ -32,19 +47,8 @@ def predict_cli(
             metavar="NAME", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
         ),
     ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            exists=True,
-            dir_okay=False,
-            help="Local .pth weights; architecture from its meta or --model.",
-        ),
-    ] = None,
-    trust_checkpoint: Annotated[
-        bool,
-        typer.Option("--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
-    ] = False,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
     fmt: Annotated[
         Literal["index", "color", "overlay", "labelids"],
         typer.Option("--format", help="Class-id PNG, colours, overlay or Cityscapes label ids."),
@@ -60,35 +64,17 @@ def predict_cli(
         Path | None,
         typer.Option(metavar="FILE", help="Save one image's class probabilities (KxHxW .npy)."),
     ] = None,
-    mode: Annotated[
-        Literal["whole", "slide"] | None,
-        typer.Option(help="Whole image or sliding windows (default: the model's)."),
-    ] = None,
-    crop: Annotated[
-        str | None, typer.Option(metavar="HxW", help="Sliding window size (implies --mode slide).")
-    ] = None,
-    stride: Annotated[
-        str | None, typer.Option(metavar="HxW", help="Sliding step (default: 2/3 of the crop).")
-    ] = None,
-    ms_flip: Annotated[
-        bool, typer.Option("--ms-flip", help="Average over several scales and flips (slower).")
-    ] = False,
-    scales: Annotated[
-        str | None,
-        typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
-    ] = "auto",
-    precision: Annotated[
-        Literal["fp32", "fp16", "bf16"], typer.Option(help="Inference precision (fp16: GPU only).")
-    ] = "fp32",
+    mode: ModeOpt = None,
+    crop: CropOpt = None,
+    stride: StrideOpt = None,
+    ms_flip: MsFlipOpt = False,
+    scales: ScalesOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Images or video frames per forward pass.")
     ] = 1,
-    json_out: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Also write the summary as JSON here.")
-    ] = None,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Segment images, folders, glob patterns or videos; write masks, colours or overlays."""
     options: dict[str, Any] = {

@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._options import parse_size
+from isaseg_cli.cli._options import (
+    DataRootOpt,
+    JsonOutOpt,
+    PrecisionOpt,
+    SetOpt,
+    TrustOpt,
+    parse_size,
+)
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -30,10 +37,7 @@ def train_cli(
             show_default=False,
         ),
     ] = None,
-    data_root: Annotated[
-        Path | None,
-        typer.Option(metavar="DIR", help="Dataset root (default: under $ISASEG_DATA, else data/)."),
-    ] = None,
+    data_root: DataRootOpt = None,
     work_dir: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Checkpoints and logs (default: work_dirs/MODEL)."),
@@ -60,10 +64,7 @@ def train_cli(
             help="Fine-tune from a zoo model or checkpoint (new classifiers if classes differ).",
         ),
     ] = None,
-    trust_checkpoint: Annotated[
-        bool,
-        typer.Option("--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
-    ] = False,
+    trust_checkpoint: TrustOpt = False,
     dataset: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="cityscapes, ade20k, voc12aug or custom."),
@@ -77,10 +78,7 @@ def train_cli(
     device: Annotated[
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps (torchrun: per rank).")
     ] = "auto",
-    precision: Annotated[
-        Literal["fp32", "bf16", "fp16"],
-        typer.Option(help="fp32 as published; bf16/fp16 autocast (fp16 with a grad scaler)."),
-    ] = "fp32",
+    precision: PrecisionOpt = "fp32",
     seed: Annotated[
         int | None, typer.Option(metavar="N", help="Seed (default 0, or the resumed run's).")
     ] = None,
@@ -99,15 +97,8 @@ def train_cli(
     workers: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Loader processes per process.")
     ] = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", metavar="KEY=VALUE", help="Override an entry field, e.g. train.lr=0.02."
-        ),
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Also write the summary as JSON here.")
-    ] = None,
+    settings: SetOpt = None,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Train a zoo model with its published recipe, or adapt it to your data.
 
