@@ -5,7 +5,9 @@ ISA: Huang et al., "Interlaced Sparse Self-Attention for Semantic Segmentation" 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +15,25 @@ from torch import Tensor, nn
 
 from isaseg_cli.models.layers import ConvModule
 
+ATTENTION_KINDS = ("matmul", "sdpa")
+
 
 class SelfAttentionBlock(nn.Module):
     """Dot-product self-attention inside each map of a batch (one map = one ISA group).
 
     Key and query: two 1x1 conv-BN-ReLU; value: a plain 1x1 conv keeping the width; the
     similarity is scaled by ``attn_channels ** -0.5`` before the softmax over keys.
+
+    ``attention`` picks the kernel: ``"matmul"`` (default) is mmseg's explicit
+    matmul-softmax-matmul, bit-faithful to the reference; ``"sdpa"`` calls
+    ``F.scaled_dot_product_attention``, which uses a fused kernel where one accepts a value
+    wider than the key (CUDA memory-efficient / cuDNN) and PyTorch's math kernel otherwise.
     """
 
     def __init__(self, channels: int, attn_channels: int, *, sync_bn: bool = False) -> None:
         super().__init__()
         self.attn_channels = attn_channels
+        self.attention = "matmul"
         self.key_project = nn.Sequential(
             ConvModule(channels, attn_channels, sync_bn=sync_bn),
             ConvModule(attn_channels, attn_channels, sync_bn=sync_bn),
@@ -40,10 +50,30 @@ class SelfAttentionBlock(nn.Module):
         query = self.query_project(x).flatten(2).transpose(1, 2).contiguous()  # (B, T, Ck)
         key = self.key_project(x).flatten(2)  # (B, Ck, T)
         value = self.value_project(x).flatten(2).transpose(1, 2).contiguous()  # (B, T, C)
-        similarity = (self.attn_channels**-0.5) * torch.matmul(query, key)  # (B, T, T)
-        context = torch.matmul(F.softmax(similarity, dim=-1), value)  # (B, T, C)
+        context = self.attend(query, key.transpose(1, 2), value)  # (B, T, C)
         context = context.transpose(1, 2).contiguous().reshape(batch, -1, height, width)
         return self.output_project(context)
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """Attention of query (B, T, Ck) on key (B, T, Ck) over value (B, T, C) -> (B, T, C)."""
+        scale = self.attn_channels**-0.5
+        if self.attention == "sdpa":
+            return F.scaled_dot_product_attention(query, key, value, scale=scale)
+        similarity = scale * torch.matmul(query, key.transpose(1, 2))  # (B, T, T)
+        return torch.matmul(F.softmax(similarity, dim=-1), value)
+
+    def forward_grouped(
+        self, x: Tensor, to_tokens: Callable[[Tensor], Tensor], to_map: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """The same block on an ungrouped map: the 1x1 projections run per pixel on ``x``
+        (N, C, H, W) as it lies, and only the attention sees groups, through ``to_tokens``
+        (map -> (groups, T, channels)) and ``to_map`` (its inverse). Saves the regrouping copy
+        of the input and of the output that ``forward`` needs.
+        """
+        query = to_tokens(self.query_project(x))
+        key = to_tokens(self.key_project(x))
+        value = to_tokens(self.value_project(x))
+        return self.output_project(to_map(self.attend(query, key, value)))
 
 
 class ISAHead(nn.Module):
@@ -58,6 +88,10 @@ class ISAHead(nn.Module):
         group_size: (h, w) of the local blocks, i.e. the stride of the long-range lattice.
         dropout: channel dropout before the classifier.
         feature_index: which backbone stage output the head reads.
+
+    ``fast_interlace`` (default False, the reference code path) runs each relation's per-pixel
+    projections on the padded map and regroups only the attention's tokens (the same maths,
+    fewer copies; equal to float rounding). State-dict keys do not depend on it.
     """
 
     def __init__(
@@ -75,6 +109,7 @@ class ISAHead(nn.Module):
         super().__init__()
         self.feature_index = feature_index
         self.group_size = tuple(group_size)
+        self.fast_interlace = False
         # Registration order fixes the state-dict order: conv_seg first, as mmseg's base class.
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -85,14 +120,31 @@ class ISAHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> Tensor:
         x = self.in_conv(features[self.feature_index])
-        residual = x
-        n, c, h, w = x.shape
+        x = self.out_conv(torch.cat([self.interlaced_attention(x), x], dim=1))
+        return self.conv_seg(self.dropout(x))
+
+    def interlaced_attention(self, x: Tensor) -> Tensor:
+        """The long-range then short-range relation on a (N, C, h, w) map, same shape out."""
+        h, w = x.shape[-2:]
         group_h, group_w = self.group_size
         num_h, num_w = math.ceil(h / group_h), math.ceil(w / group_w)
         pad_h, pad_w = num_h * group_h - h, num_w * group_w - w
         # Zero-pad so H and W divide by the group size; the padded tokens take part unmasked.
         if pad_h > 0 or pad_w > 0:
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        if self.fast_interlace:
+            x = self._relations_ungrouped(x)
+        else:
+            x = self._relations_regrouped(x)
+        if pad_h > 0 or pad_w > 0:
+            x = x[:, :, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w]
+        return x
+
+    def _relations_regrouped(self, x: Tensor) -> Tensor:
+        """mmseg's order of operations on the padded map (n, c, Hp, Wp)."""
+        n, c, height, width = x.shape
+        group_h, group_w = self.group_size
+        num_h, num_w = height // group_h, width // group_w
         # Long range: pixels sharing an in-block offset form one (num_h, num_w) map.
         x = x.view(n, c, num_h, group_h, num_w, group_w)
         x = x.permute(0, 3, 5, 1, 2, 4)  # (n, group_h, group_w, c, num_h, num_w)
@@ -104,11 +156,51 @@ class ISAHead(nn.Module):
         # Back to the image layout, then crop the padding away.
         x = x.view(n, num_h, num_w, c, group_h, group_w)
         x = x.permute(0, 3, 1, 4, 2, 5)  # (n, c, num_h, group_h, num_w, group_w)
-        x = x.reshape(n, c, num_h * group_h, num_w * group_w)
-        if pad_h > 0 or pad_w > 0:
-            x = x[:, :, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w]
-        x = self.out_conv(torch.cat([x, residual], dim=1))
-        return self.conv_seg(self.dropout(x))
+        return x.reshape(n, c, num_h * group_h, num_w * group_w)
+
+    def _relations_ungrouped(self, x: Tensor) -> Tensor:
+        """Both relations with the projections on the padded map (n, c, Hp, Wp) itself."""
+        n, _, height, width = x.shape
+        group_h, group_w = self.group_size
+        grid = (n, height // group_h, group_h, width // group_w, group_w)  # (n, gy, ly, gx, lx)
+        # Keep the caller's memory format, so a channels-last model stays channels-last.
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        for relation, order in ((self.global_relation, _GLOBAL), (self.local_relation, _LOCAL)):
+            x = relation.forward_grouped(
+                x,
+                functools.partial(_to_tokens, grid=grid, order=order),
+                functools.partial(_to_map, grid=grid, order=order, channels_last=channels_last),
+            )
+        return x
+
+
+# Axes of the grid (n, gy, ly, gx, lx): three batch axes, then the two token axes of a group.
+_GLOBAL = (0, 2, 4, 1, 3)  # long range: a group per in-block offset (ly, lx); tokens (gy, gx)
+_LOCAL = (0, 1, 3, 2, 4)  # short range: a group per block (gy, gx); tokens (ly, lx)
+
+
+def _to_tokens(x: Tensor, grid: tuple[int, ...], order: tuple[int, ...]) -> Tensor:
+    """(n, c, Hp, Wp) -> (groups, tokens, c) with the grid axes taken in ``order``."""
+    n, num_h, group_h, num_w, group_w = grid
+    x = x.view(n, x.shape[1], num_h, group_h, num_w, group_w)  # (n, c, gy, ly, gx, lx)
+    x = x.permute(*[axis + 1 if axis else 0 for axis in order], 1)  # grid axes in order, then c
+    a, b, c, t1, t2, channels = x.shape
+    return x.reshape(a * b * c, t1 * t2, channels)
+
+
+def _to_map(
+    tokens: Tensor, grid: tuple[int, ...], order: tuple[int, ...], channels_last: bool
+) -> Tensor:
+    """The inverse of ``_to_tokens``: (groups, tokens, c) -> (n, c, Hp, Wp), one copy."""
+    n, num_h, group_h, num_w, group_w = grid
+    channels = tokens.shape[-1]
+    x = tokens.view(*[grid[axis] for axis in order], channels)  # grid axes in order, then c
+    inverse = [order.index(axis) for axis in range(5)]
+    if channels_last:
+        x = x.permute(*inverse, 5).contiguous()  # (n, gy, ly, gx, lx, c)
+        return x.view(n, num_h * group_h, num_w * group_w, channels).permute(0, 3, 1, 2)
+    x = x.permute(inverse[0], 5, *inverse[1:])  # (n, c, gy, ly, gx, lx)
+    return x.reshape(n, channels, num_h * group_h, num_w * group_w)
 
 
 class FCNHead(nn.Module):

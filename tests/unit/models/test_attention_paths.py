@@ -1,0 +1,98 @@
+"""The opt-in fast attention paths compute what mmseg's path computes.
+
+``attention="sdpa"`` (scaled_dot_product_attention, value wider than key) against the explicit
+matmul-softmax-matmul, and ``fast_interlace`` (per-pixel projections on the ungrouped map)
+against the regrouping reference, at sizes that need padding, in eval and in training mode.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
+
+SIZES = [(45, 61), (1, 1), (3, 50), (50, 3), (16, 24), (9, 8)]
+
+
+def _head(dropout: float = 0.1) -> ISAHead:
+    torch.manual_seed(0)
+    head = ISAHead(16, 24, 8, 3, feature_index=0, dropout=dropout).eval()
+    for module in head.modules():  # non-trivial BN statistics so no layer is an identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    return head
+
+
+def _configure(head: ISAHead, attention: str, fast_interlace: bool) -> ISAHead:
+    head.fast_interlace = fast_interlace
+    head.global_relation.attention = attention
+    head.local_relation.attention = attention
+    return head
+
+
+def test_defaults_are_the_reference_path() -> None:
+    head = _head()
+    assert head.fast_interlace is False
+    assert head.global_relation.attention == head.local_relation.attention == "matmul"
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 64])
+def test_sdpa_matches_matmul_with_a_wider_value(tokens: int) -> None:
+    torch.manual_seed(1)
+    block = SelfAttentionBlock(12, 4).eval()
+    query, key = torch.randn(3, tokens, 4), torch.randn(3, tokens, 4)
+    value = torch.randn(3, tokens, 12)  # value width 12 != key width 4, as 512 vs 256 in ISA
+    reference = block.attend(query, key, value)
+    block.attention = "sdpa"
+    assert torch.allclose(block.attend(query, key, value), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("attention", ["matmul", "sdpa"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_paths_match_the_reference_in_eval(size, attention, channels_last) -> None:
+    head = _head()
+    feature = torch.randn(2, 16, *size)
+    with torch.no_grad():
+        reference = head([feature])
+        fast = _configure(copy.deepcopy(head), attention, fast_interlace=True)
+        if channels_last:
+            fast = fast.to(memory_format=torch.channels_last)
+            feature = feature.contiguous(memory_format=torch.channels_last)
+        ours = fast([feature])
+        regrouped_sdpa = _configure(copy.deepcopy(head), attention, fast_interlace=False)([feature])
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert torch.allclose(regrouped_sdpa, reference, atol=1e-5)
+
+
+def test_fast_interlace_matches_in_training_mode() -> None:
+    """The projections' BN statistics cover the same pixels (padding included) in both layouts."""
+    reference = _head(dropout=0.0).train()
+    fast = _configure(copy.deepcopy(reference), "sdpa", fast_interlace=True)
+    feature = torch.randn(2, 16, 21, 19)
+    ours, theirs = fast([feature]), reference([feature])
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    # Relative to the largest gradient: some (value_project.bias) are exactly 0 in theory (the
+    # training-mode BN after them removes any constant), so they hold only rounding noise.
+    scale = max(parameter.grad.abs().max().item() for parameter in reference.parameters())
+    fast_params = dict(fast.named_parameters())
+    for name, parameter in reference.named_parameters():
+        difference = (fast_params[name].grad - parameter.grad).abs().max().item()
+        assert difference <= 1e-5 * scale, name
+    fast_buffers = dict(fast.named_buffers())
+    for name, buffer in reference.named_buffers():
+        assert torch.allclose(fast_buffers[name].float(), buffer.float(), atol=1e-5), name
+
+
+def test_state_dict_keys_do_not_depend_on_the_path() -> None:
+    head = _head()
+    fast = _configure(copy.deepcopy(head), "sdpa", fast_interlace=True)
+    assert list(fast.state_dict()) == list(head.state_dict())
