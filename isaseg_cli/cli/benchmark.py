@@ -1,8 +1,197 @@
-"""`isaseg benchmark` (being written)."""
+"""`isaseg benchmark`: inference or training speed and memory, or ISA against dense attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import typer
 
+from isaseg_cli.cli import _render
+from isaseg_cli.errors import InputError
 
-def benchmark_cli() -> None:
-    """Not written yet."""
-    raise typer.Exit(1)
+DEFAULT_MODEL = "isanet_r50-d8_4xb2-80k_cityscapes-512x1024"
+GIB = 1024**3
+
+
+def _size(text: str, flag: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise InputError(f"{flag} takes HEIGHTxWIDTH in pixels, e.g. 1024x2048, not {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def benchmark_cli(
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="Zoo name or alias (random weights are used).")
+    ] = DEFAULT_MODEL,
+    size: Annotated[
+        str | None,
+        typer.Option(metavar="HxW", help="Input size (default 1024x2048; --train: the crop)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Images per call (--train: the recipe's per GPU)."),
+    ] = None,
+    precision: Annotated[
+        Literal["fp32", "bf16", "fp16"], typer.Option(help="Precision (fp16: GPU only).")
+    ] = "fp32",
+    mode: Annotated[Literal["whole", "slide"], typer.Option(help="Inference mode.")] = "whole",
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = "auto",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (compile time reported).")
+    ] = False,
+    compile_mode: Annotated[
+        Literal["default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"],
+        typer.Option(help="Inductor mode for --compile."),
+    ] = "default",
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Time the reference float32 path (no fast path).")
+    ] = False,
+    kernel: Annotated[
+        Literal["auto", "matmul", "sdpa"],
+        typer.Option(help="Attention kernel (auto: sdpa on CUDA, else matmul)."),
+    ] = "auto",
+    channels_last: Annotated[
+        bool | None,
+        typer.Option("--channels-last/--no-channels-last", help="Memory format (auto: CUDA)."),
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option(min=0, metavar="N", help="Untimed calls (default 5 GPU, 1 CPU).")
+    ] = None,
+    iters: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Timed calls (default 20 GPU, 3 CPU).")
+    ] = None,
+    check_masks: Annotated[
+        bool,
+        typer.Option("--check-masks", help="Report mask agreement with the plain fp32 path."),
+    ] = False,
+    train: Annotated[
+        bool, typer.Option("--train", help="Time a training step (forward, backward, SGD).")
+    ] = False,
+    attention: Annotated[
+        bool, typer.Option("--attention", help="ISA against dense self-attention, 512 channels.")
+    ] = False,
+    feature_sizes: Annotated[
+        str,
+        typer.Option(metavar="HxW,...", help="Feature maps for --attention."),
+    ] = "64x64,128x128,128x256",
+    json_out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also write the figures as JSON here.")
+    ] = None,
+) -> None:
+    """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
+    if train and attention:
+        raise InputError("--train and --attention are separate benchmarks: pick one")
+    from isaseg_cli.engine import benchmark as bench
+    from isaseg_cli.engine.device import resolve_device
+
+    target = resolve_device(device)
+    gpu = target.type == "cuda"
+    calls = {"warmup": warmup if warmup is not None else (5 if gpu else 1)}
+    calls["iters"] = iters if iters is not None else (20 if gpu else 3)
+    chosen_kernel = None if kernel == "auto" else kernel
+    with _render.progress_bars() as update:
+        sink = _render.event_sink(update)
+        if attention:
+            from isaseg_cli.engine.attention_benchmark import benchmark_attention
+
+            sizes = tuple(_size(part, "--feature-sizes") for part in feature_sizes.split(","))
+            result: Any = benchmark_attention(
+                device=target,
+                feature_sizes=sizes,
+                precision=precision,
+                attention=chosen_kernel or ("sdpa" if gpu else "matmul"),
+                batch_size=batch_size or 1,
+                on_progress=sink,
+                **calls,
+            )
+        else:
+            from isaseg_cli.zoo.catalog import resolve_entry
+
+            entry = resolve_entry(model)
+            shape = _size(size, "--size") if size else None
+            common = {"device": target, "precision": precision, "plain": plain}
+            common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
+            if train:
+                result = bench.benchmark_train(entry, size=shape, batch_size=batch_size, **common)
+            else:
+                result = bench.benchmark_inference(
+                    entry,
+                    size=shape or (1024, 2048),
+                    batch_size=batch_size or 1,
+                    mode=mode,
+                    compile=compile,
+                    compile_mode=compile_mode,
+                    channels_last=channels_last,
+                    check_masks=check_masks,
+                    **common,
+                )
+    record = result.to_dict()
+    if attention:
+        _render_attention(record)
+    else:
+        _render_speed(record)
+    if json_out is not None:
+        _render.write_json(json_out, record)
+
+
+def _render_speed(record: dict[str, Any]) -> None:
+    settings = record["settings"]
+    applied = ", ".join(
+        f"{k}={v}" for k, v in settings.items() if k not in ("plain", "fast", "mode")
+    )
+    path = "fast" if settings["fast"] else "reference"
+    if not settings["fast"] and not settings["plain"]:
+        path += " (the fast path changes nothing for fp32 on this device)"
+    rows = [
+        ["model", record["model"]],
+        ["device", f"{record['device_name']} ({record['device']}, torch {record['torch']})"],
+        [
+            "precision / size / batch",
+            f"{record['precision']} / {record['size']} / {record['batch_size']}",
+        ],
+        ["path", f"{path}: {applied}"],
+        ["first call s (incl. compile)", record["first_call_s"]],
+        ["compile s (first - median)", record["compile_s"]],
+        ["latency median ms", record["latency_median_ms"]],
+        ["latency p90 ms", record["latency_p90_ms"]],
+        ["images/s", record["images_per_s"]],
+        [
+            "peak memory GiB",
+            f"{record['peak_memory_bytes'] / GIB:.2f} ({record['peak_memory_kind']})",
+        ],
+        ["TFLOP per iteration", f"{record['flops_per_iter'] / 1e12:.3f}"],
+        ["achieved TFLOP/s", f"{record['achieved_tflops_per_s']:.3f}"],
+    ]
+    title = "training step" if record["kind"] == "train" else f"inference ({settings['mode']})"
+    _render.table(f"isaseg benchmark: {title}", ["", "value"], rows)
+
+
+def _render_attention(record: dict[str, Any]) -> None:
+    mib = 1024**2
+    rows = []
+    for row in record["rows"]:
+        rows.append(
+            [
+                "x".join(map(str, row["feature_size"])),
+                row["tokens"],
+                row["isa_ms"],
+                row["dense_ms"],
+                row["time_ratio"],
+                row["isa_peak_bytes"] / mib,
+                row["dense_peak_bytes"] / mib,
+                row["memory_ratio"],
+            ]
+        )
+    columns = ["feature", "tokens", "ISA ms", "dense ms", "time x", "ISA MiB", "dense MiB", "mem x"]
+    title = (
+        f"ISA vs dense self-attention ({record['channels']} channels, {record['precision']}, "
+        f"{record['attention']}, {record['device_name']})"
+    )
+    _render.table(title, columns, rows)
+    _render.info(f"memory: {record['memory_method']}")
+    if any(row["dense_ms"] is None for row in record["rows"]):
+        _render.info("dense ms '-': its T x T matrices would not fit in memory; not run")

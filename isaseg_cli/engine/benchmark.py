@@ -1,0 +1,422 @@
+"""Speed and memory of ISANet inference and training with random weights (nothing downloaded).
+
+Timed runs are preceded by a first call (reported alone: it includes any compilation) and
+warm-up calls, and every timed call ends with a device synchronisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch, set_attention
+from isaseg_cli.engine.inference import forward_logits
+from isaseg_cli.engine.loss import segmentation_losses
+from isaseg_cli.engine.memory import read_peak, reset_peak
+from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
+from isaseg_cli.errors import InputError
+from isaseg_cli.models.backbone import BasicBlock, Bottleneck
+from isaseg_cli.models.build import build_model
+from isaseg_cli.models.fuse import to_channels_last
+from isaseg_cli.models.segmentor import Segmentor
+from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Seconds of the first call, and milliseconds of each timed call."""
+
+    first_call_s: float
+    times_ms: tuple[float, ...]
+    peak_memory_bytes: int
+    peak_memory_kind: str
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def p90_ms(self) -> float:
+        ordered = sorted(self.times_ms)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkResult:
+    """One measured configuration; ``to_dict`` is the JSON record."""
+
+    kind: str  # "inference" or "train"
+    model: str
+    environment: dict[str, Any]
+    precision: str
+    size: tuple[int, int]
+    batch_size: int
+    warmup: int
+    iters: int
+    timing: Timing
+    flops_per_iter: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size * 1000.0 / self.timing.median_ms
+
+    @property
+    def achieved_tflops(self) -> float:
+        return self.flops_per_iter / (self.timing.median_ms * 1e-3) / 1e12
+
+    @property
+    def compile_s(self) -> float:
+        """First call minus a steady call: what compilation (or lazy set-up) cost once."""
+        return max(0.0, self.timing.first_call_s - self.timing.median_ms * 1e-3)
+
+    def to_dict(self) -> dict[str, Any]:
+        timing = self.timing
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            **self.environment,
+            "precision": self.precision,
+            "size": list(self.size),
+            "batch_size": self.batch_size,
+            "warmup": self.warmup,
+            "iters": self.iters,
+            "settings": self.settings,
+            "first_call_s": timing.first_call_s,
+            "compile_s": self.compile_s,
+            "latency_median_ms": timing.median_ms,
+            "latency_p90_ms": timing.p90_ms,
+            "latency_all_ms": list(timing.times_ms),
+            "images_per_s": self.images_per_s,
+            "peak_memory_bytes": timing.peak_memory_bytes,
+            "peak_memory_kind": timing.peak_memory_kind,
+            "flops_per_iter": self.flops_per_iter,
+            "achieved_tflops_per_s": self.achieved_tflops,
+        }
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where a figure was measured: device name, torch/CUDA versions, CPU threads."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cpu_threads": torch.get_num_threads(),
+        # CPU figures are only comparable on an otherwise idle machine: record how busy it was.
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    step: Callable[[], object],
+    device: torch.device,
+    *,
+    warmup: int,
+    iters: int,
+    on_progress: ProgressCallback | None = None,
+    task: str = "benchmark",
+    first_call: bool = True,
+) -> Timing:
+    """Times ``step``: a first call (timed alone; skipped if ``first_call`` is False, when the
+    caller made it), ``warmup`` untimed calls, then ``iters`` timed calls."""
+    if iters < 1 or warmup < 0:
+        raise InputError("--iters must be at least 1 and --warmup at least 0")
+    total = 1 + warmup + iters
+    first = 0.0
+    if first_call:
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        first = time.perf_counter() - start
+    for index in range(warmup):
+        step()
+        _report(on_progress, task, 2 + index, total)
+    reset_peak(device)
+    times = []
+    for index in range(iters):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+        _report(on_progress, task, 2 + warmup + index, total, ms=times[-1])
+    peak, kind = read_peak(device)
+    return Timing(first, tuple(times), peak, kind)
+
+
+def _report(
+    callback: ProgressCallback | None, task: str, done: int, total: int, **info: Any
+) -> None:
+    if callback is not None:
+        callback(ProgressEvent(task, done, total, info))
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: Tensor) -> None:
+    """Sets every BN's running statistics to those of ``images`` (one forward in training
+    mode, cumulative averages), so a random-weight model has unit-scale activations and
+    meaningful logits instead of vanishing or exploding ones. Leaves the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    model(images)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.eval()
+
+
+def random_model(
+    spec: ModelSpec, device: torch.device, *, residual_gain: float = 0.1, with_aux: bool = False
+) -> Segmentor:
+    """A seeded random-weight model that behaves like a trained one, in eval mode on ``device``.
+
+    BN statistics are calibrated on random images; the last BN of each residual branch gets
+    weight ``residual_gain`` (mmseg's own random init, ``zero_init_residual``, sets it to 0);
+    and the classifier bias centres every class's mean logit, so no class wins everywhere.
+    Without the small gain, random BN networks are chaotic: bf16 rounding alone flips about
+    half the pixels of an R-50 (measured; docs/PERFORMANCE.md), which says nothing about the
+    implementation. Speed does not depend on any of this.
+    """
+    torch.manual_seed(0)
+    model = build_model(spec, with_aux=with_aux).to(device)
+    with torch.no_grad():
+        for block in model.backbone.modules():
+            if isinstance(block, Bottleneck):
+                block.bn3.weight.fill_(residual_gain)
+            elif isinstance(block, BasicBlock):
+                block.bn2.weight.fill_(residual_gain)
+    calibration = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    calibration = calibration.to(device)
+    calibrate_batchnorm(model, calibration)
+    with torch.no_grad():
+        logits = model.decode_head(model.backbone(calibration))
+        model.decode_head.conv_seg.bias -= logits.mean(dim=(0, 2, 3))
+    return model
+
+
+def mask_agreement(logits: Tensor, reference: Tensor) -> float:
+    """Fraction of pixels whose argmax class is the same in both (N, K, H, W) logits."""
+    return (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    """FLOPs (2 per multiply-add) of convolutions and matrix products in ``run``."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def slide_test(entry: ZooEntry) -> TestSpec:
+    """The entry's slide settings, or mmseg's 769/513 ratio applied to its training crop."""
+    if entry.test.mode == "slide":
+        return entry.test
+    crop = entry.data.crop_size
+    return TestSpec(mode="slide", crop_size=crop, stride=tuple(-(-2 * c // 3) for c in crop))
+
+
+def benchmark_inference(
+    entry: ZooEntry,
+    *,
+    device: torch.device,
+    size: tuple[int, int] = (1024, 2048),
+    batch_size: int = 1,
+    precision: str = "fp32",
+    mode: str = "whole",
+    plain: bool = False,
+    compile: bool = False,
+    compile_mode: str = "default",
+    attention: str | None = None,
+    channels_last: bool | None = None,
+    warmup: int = 3,
+    iters: int = 10,
+    check_masks: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> BenchmarkResult:
+    """Inference speed of ``entry``'s architecture on random images of ``size`` (h, w).
+
+    Args:
+        plain: time the model as built (no fast path): float32 only, the reference code path.
+        mode: ``whole`` (one forward) or ``slide`` (windows batched as
+            ``recommended_window_batch`` says).
+        check_masks: also run the plain float32 model on the same images and report the
+            fraction of pixels whose class agrees (``settings["mask_agreement"]``).
+        Other arguments are those of ``optimize_for_inference``.
+
+    Raises:
+        InputError: an option value that does not apply (e.g. ``plain`` with bf16).
+    """
+    check_precision(precision, device)
+    if plain and (precision != "fp32" or compile):
+        raise InputError("--plain times the reference float32 path: no --precision or --compile")
+    if mode not in ("whole", "slide"):
+        raise InputError(f"unknown mode {mode!r}: use whole or slide")
+    model = random_model(entry.model, device)
+    runner = model
+    if not plain:
+        runner = optimize_for_inference(
+            model,
+            device=device,
+            precision=precision,
+            attention=attention,
+            channels_last=channels_last,
+            compile=compile,
+            compile_mode=compile_mode,
+        )
+    test = slide_test(entry) if mode == "slide" else TestSpec()
+    window_batch = recommended_window_batch(device, test, size)
+    images = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(2))
+    images = images.to(device)
+
+    def step() -> Tensor:
+        with torch.inference_mode():
+            return forward_logits(runner, images, test, window_batch=window_batch)
+
+    timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    agreement = None
+    if check_masks and runner is not model:
+        with torch.inference_mode():
+            reference = forward_logits(model, images, test, window_batch=window_batch)
+            agreement = mask_agreement(step(), reference)
+    with torch.device("meta"):
+        meta_model = build_model(entry.model, with_aux=False).eval()
+    meta_images = torch.empty(images.shape, device="meta")
+    flops = count_flops(lambda: forward_logits(meta_model, meta_images, test, window_batch=1))
+    # ``fast`` False: the path is the reference one (asked with ``plain``, or nothing to change).
+    settings = {"plain": plain, "fast": runner is not model, "mode": mode}
+    settings["window_batch"] = window_batch
+    settings["mask_agreement"] = agreement
+    if runner is not model:
+        settings |= dataclasses.asdict(runner.settings)  # type: ignore[arg-type]
+    return BenchmarkResult(
+        kind="inference",
+        model=entry.name,
+        environment=environment(device),
+        precision=precision,
+        size=size,
+        batch_size=batch_size,
+        warmup=warmup,
+        iters=iters,
+        timing=timing,
+        flops_per_iter=flops,
+        settings=settings,
+    )
+
+
+def benchmark_train(
+    entry: ZooEntry,
+    *,
+    device: torch.device,
+    size: tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    plain: bool = False,
+    attention: str | None = None,
+    warmup: int = 3,
+    iters: int = 10,
+    on_progress: ProgressCallback | None = None,
+) -> BenchmarkResult:
+    """One training iteration (forward, decode + aux loss, backward, SGD step) of ``entry``.
+
+    Defaults are the entry's recipe per GPU: its crop and ``train.batch_size // train.gpus``.
+    Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, CUDA runs
+    channels-last with SDPA attention and the copy-saving interlacing.
+    """
+    check_precision(precision, device)
+    size = size or entry.data.crop_size
+    batch_size = batch_size or max(1, entry.train.batch_size // entry.train.gpus)
+    torch.manual_seed(0)
+    model = build_model(entry.model).to(device).train()
+    channels_last = not plain and device.type == "cuda"
+    attention = attention or ("sdpa" if channels_last else "matmul")
+    set_attention(model, attention, fast_interlace=not plain)
+    if channels_last:
+        to_channels_last(model)
+    train = entry.train
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(batch_size, 3, *size, generator=generator).to(device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, entry.model.num_classes, (batch_size, *size), generator=generator)
+    labels = labels.to(device)
+    aux_weight = entry.model.aux_head.loss_weight if entry.model.aux_head else 0.0
+    ignore = entry.data.ignore_index
+
+    def step() -> Tensor:
+        with autocast(device, precision):
+            outputs = model(images)
+        losses = segmentation_losses(outputs, labels, aux_weight=aux_weight, ignore_index=ignore)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return losses["total"].detach()
+
+    timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    with torch.device("meta"):
+        meta_model = build_model(entry.model).train()
+        meta_images = torch.empty(images.shape)
+        meta_labels = torch.zeros(labels.shape, dtype=torch.int64)
+
+    def meta_step() -> None:
+        losses = segmentation_losses(meta_model(meta_images), meta_labels, aux_weight=aux_weight)
+        losses["total"].backward()
+
+    flops = count_flops(meta_step)
+    return BenchmarkResult(
+        kind="train",
+        model=entry.name,
+        environment=environment(device),
+        precision=precision,
+        size=tuple(size),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        warmup=warmup,
+        iters=iters,
+        timing=timing,
+        flops_per_iter=flops,
+        settings={
+            "plain": plain,
+            "fast": not plain,
+            "attention": attention,
+            "fast_interlace": not plain,
+            "channels_last": channels_last,
+        },
+    )

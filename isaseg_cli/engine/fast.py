@@ -1,0 +1,212 @@
+"""The fast inference path: a copy of a model prepared for speed, with the same masks.
+
+BatchNorm folded into the convolutions, channels-last memory, bf16/fp16 weights and inputs,
+fused scaled-dot-product attention, the copy-saving ISA interlacing, optional ``torch.compile``.
+The plain float32 model stays untouched (and bit-faithful to mmsegmentation).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from isaseg_cli.engine.device import PRECISIONS, check_precision
+from isaseg_cli.engine.inference import slide_windows
+from isaseg_cli.errors import InputError
+from isaseg_cli.models.fuse import fuse_batchnorm, to_channels_last
+from isaseg_cli.models.heads import ATTENTION_KINDS, ISAHead, SelfAttentionBlock
+from isaseg_cli.models.segmentor import Segmentor
+from isaseg_cli.zoo.spec import TestSpec
+
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+
+
+@dataclass(frozen=True, slots=True)
+class FastSettings:
+    """What ``optimize_for_inference`` applied (resolved from its ``None`` = automatic choices)."""
+
+    precision: str = "fp32"
+    fuse_bn: bool = False
+    channels_last: bool = False
+    attention: str = "matmul"
+    fast_interlace: bool = True
+    compile: bool = False
+    compile_mode: str = "default"
+
+    @property
+    def is_noop(self) -> bool:
+        """Nothing to change: the plain model is already this path."""
+        changes = (self.fuse_bn, self.channels_last, self.compile, self.attention != "matmul")
+        return self.precision == "fp32" and not any(changes)
+
+
+class InferenceSegmentor(Segmentor):
+    """A Segmentor for inference only: casts the input to its weights' dtype and memory
+    format, and returns float32 logits resized to the input size (in float32)."""
+
+    def __init__(self, source: Segmentor, settings: FastSettings, dtype: torch.dtype) -> None:
+        super().__init__(
+            source.backbone, source.decode_head, None, align_corners=source.align_corners
+        )
+        self.settings = settings
+        self.dtype = dtype
+        self.memory_format = (
+            torch.channels_last if settings.channels_last else torch.preserve_format
+        )
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        size = images.shape[-2:]
+        images = images.to(dtype=self.dtype, memory_format=self.memory_format)
+        logits = self.decode_head(self.backbone(images))
+        return {"out": self.resize(logits.float(), size)}
+
+
+def resolve_fast_settings(
+    device: torch.device,
+    precision: str = "fp32",
+    *,
+    fuse_bn: bool | None = None,
+    channels_last: bool | None = None,
+    attention: str | None = None,
+    compile: bool = False,
+    compile_mode: str = "default",
+) -> FastSettings:
+    """Fills the automatic (``None``) choices for ``device`` and ``precision``.
+
+    Automatic: on CUDA everything (fold BN, channels-last, SDPA attention, copy-saving
+    interlace); on the CPU, float32 changes nothing (the exact reference path) and bf16/fp16
+    fold BN and use the copy-saving interlace but keep matmul attention and NCHW, which measured
+    faster on the CPU than SDPA and channels-last (docs/PERFORMANCE.md).
+
+    Raises:
+        InputError: unknown precision, attention or compile mode, or fp16 on the CPU.
+    """
+    check_precision(precision, device)
+    if attention is not None and attention not in ATTENTION_KINDS:
+        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+    if compile_mode not in COMPILE_MODES:
+        raise InputError(f"unknown compile mode {compile_mode!r}: use {', '.join(COMPILE_MODES)}")
+    cuda = device.type == "cuda"
+    reduced = precision != "fp32"
+    fuse = (cuda or reduced or compile) if fuse_bn is None else fuse_bn
+    attention = attention or ("sdpa" if cuda else "matmul")
+    return FastSettings(
+        precision=precision,
+        fuse_bn=fuse,
+        channels_last=cuda if channels_last is None else channels_last,
+        attention=attention,
+        compile=compile,
+        compile_mode=compile_mode,
+    )
+
+
+def optimize_for_inference(
+    model: Segmentor,
+    *,
+    device: torch.device | str,
+    precision: str = "fp32",
+    fuse_bn: bool | None = None,
+    channels_last: bool | None = None,
+    attention: str | None = None,
+    compile: bool = False,
+    compile_mode: str = "default",
+) -> Segmentor:
+    """A copy of ``model`` prepared for fast inference on ``device`` (or ``model`` itself when
+    nothing applies: float32 on the CPU with every option left automatic).
+
+    Run the result under ``torch.no_grad()`` / ``torch.inference_mode()``; it returns
+    ``{"out": float32 logits}`` at the input size, like ``Segmentor`` in eval mode, whatever
+    ``precision`` is, so ``forward_logits``/``infer_scores`` take it as they are. It must not be
+    trained or saved (folded BN changes its state-dict keys). On CUDA this also turns on
+    ``torch.backends.cudnn.benchmark`` (process-wide).
+
+    Args:
+        model: an eval-mode model already on ``device``.
+        device: where it runs.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (weights and activations cast; logits float32).
+        fuse_bn: fold BatchNorm into the convolutions (``None``: automatic, see
+            ``resolve_fast_settings``).
+        channels_last: NHWC memory format (``None``: on CUDA).
+        attention: ``matmul`` or ``sdpa`` for both ISA relations (``None``: sdpa on CUDA).
+        compile: ``torch.compile`` the model (inductor, with freezing, so BN folding and
+            weight casts become constants); the first call per input shape pays the compile.
+        compile_mode: inductor mode; ``default`` compiles fastest.
+
+    Raises:
+        InputError: an unknown or unsupported option value.
+    """
+    device = torch.device(device)
+    settings = resolve_fast_settings(
+        device,
+        precision,
+        fuse_bn=fuse_bn,
+        channels_last=channels_last,
+        attention=attention,
+        compile=compile,
+        compile_mode=compile_mode,
+    )
+    if settings.is_noop:
+        return model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return apply_fast_settings(model, settings)
+
+
+def apply_fast_settings(model: Segmentor, settings: FastSettings) -> InferenceSegmentor:
+    """Builds the ``InferenceSegmentor`` for already-resolved ``settings`` (no device policy:
+    tests use it to check fp16 numerics on the CPU)."""
+    fast = copy.deepcopy(model).eval()
+    if settings.fuse_bn:
+        fuse_batchnorm(fast)
+    set_attention(fast, settings.attention, fast_interlace=settings.fast_interlace)
+    dtype = PRECISIONS[settings.precision]
+    fast = fast.to(dtype=dtype)
+    if settings.channels_last:
+        to_channels_last(fast)
+    result = InferenceSegmentor(fast, settings, dtype)
+    if settings.compile:
+        result.compile(dynamic=False, options=compile_options(settings.compile_mode))
+    return result
+
+
+def set_attention(model: torch.nn.Module, attention: str, *, fast_interlace: bool) -> None:
+    """Selects the attention kernel and the interlacing of every ISA head in ``model`` (in place;
+    valid for training too: the projections' BN statistics cover the same pixels)."""
+    if attention not in ATTENTION_KINDS:
+        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+    for module in model.modules():
+        if isinstance(module, SelfAttentionBlock):
+            module.attention = attention
+        elif isinstance(module, ISAHead):
+            module.fast_interlace = fast_interlace
+
+
+def compile_options(mode: str) -> dict[str, object]:
+    """Inductor options of ``mode`` plus freezing (weights as constants, folded at compile
+    time; it applies to graphs run without gradients)."""
+    from torch._inductor import list_mode_options
+
+    return {**list_mode_options(mode), "freezing": True}
+
+
+def recommended_window_batch(
+    device: torch.device | str, test: TestSpec, image_size: tuple[int, int] | None = None
+) -> int:
+    """How many slide windows to run as one batch: all of them on CUDA (8 for a 1025x2049
+    Cityscapes test image with 769 crops; a few GB at most), one at a time elsewhere, where
+    batching saves nothing and raises peak memory.
+
+    Args:
+        image_size: (h, w) of the network input; defaults to the test scale (w, h) of ``test``.
+    """
+    if torch.device(device).type != "cuda" or test.mode != "slide":
+        return 1
+    assert test.crop_size is not None and test.stride is not None  # TestSpec guarantees it
+    if image_size is None:
+        if test.scale is None:
+            return 8
+        image_size = (test.scale[1], test.scale[0])
+    return len(slide_windows(*image_size, test.crop_size, test.stride))
