@@ -113,10 +113,11 @@ def fetch_url(
     expected = sha256_prefix.lower() if sha256_prefix else None
     part = dest.with_name(dest.name + ".part")
     if dest.is_file() and not force:
-        digest = _sha256(dest)
+        digest = _verified_digest(dest)
         if expected is None or digest.startswith(expected):
             return FetchResult(dest, dest.stat().st_size, digest, downloaded=False)
         dest.unlink()  # a corrupt cached copy: fetch it again
+        _stamp_path(dest).unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if force:
         part.unlink(missing_ok=True)
@@ -138,6 +139,7 @@ def fetch_url(
         )
     size = part.stat().st_size
     os.replace(part, dest)
+    _write_stamp(dest, digest)
     return FetchResult(dest, size, digest, downloaded=True)
 
 
@@ -250,6 +252,40 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
     return str(exc) or type(exc).__name__
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _stamp_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
+def _write_stamp(path: Path, digest: str) -> None:
+    """Remembers the digest of a verified file beside it, keyed by its size and mtime."""
+    stamp = _stamp_path(path)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    try:
+        tmp.write_text(f"{digest} {_stamp_key(path)}\n")
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache still works, it just hashes again next time
+        tmp.unlink(missing_ok=True)
+
+
+def _verified_digest(path: Path) -> str:
+    """The file's SHA-256, from its stamp when size and mtime are unchanged (hashing a 200 MB
+    checkpoint costs about half a second at every start), else computed and stamped."""
+    try:
+        digest, key = _stamp_path(path).read_text().strip().split(" ", 1)
+        if key == _stamp_key(path):
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = _sha256(path)
+    _write_stamp(path, digest)
+    return digest
 
 
 def _sha256(path: Path) -> str:

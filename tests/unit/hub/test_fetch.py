@@ -273,3 +273,18 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 )
 def test_expected_sha256_prefix(filename: str, prefix: str | None) -> None:
     assert expected_sha256_prefix(filename) == prefix
+
+
+def test_verified_digest_is_stamped_and_a_changed_file_is_hashed_again(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / NAME
+    get(url_of(server), dest)
+    hashed: list[Path] = []
+    real = fetch._sha256
+    monkeypatch.setattr(fetch, "_sha256", lambda path: hashed.append(path) or real(path))
+    assert not get(url_of(server), dest).downloaded
+    assert hashed == []  # the stamp beside the file vouches for it: no re-hash at start-up
+    dest.write_bytes(b"x" * len(PAYLOAD))  # same size, new content and mtime
+    result = get(url_of(server), dest)
+    assert hashed and result.downloaded and dest.read_bytes() == PAYLOAD
