@@ -58,6 +58,10 @@ def benchmark_cli(
         bool | None,
         typer.Option("--channels-last/--no-channels-last", help="Memory format (auto: CUDA)."),
     ] = None,
+    fuse_bn: Annotated[
+        bool | None,
+        typer.Option("--fuse-bn/--no-fuse-bn", help="Fold BatchNorm (auto: CUDA or bf16/fp16)."),
+    ] = None,
     warmup: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Untimed calls (default 5 GPU, 1 CPU).")
     ] = None,
@@ -116,7 +120,9 @@ def benchmark_cli(
             common = {"device": target, "precision": precision, "plain": plain}
             common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
             if train:
-                result = bench.benchmark_train(entry, size=shape, batch_size=batch_size, **common)
+                result = bench.benchmark_train(
+                    entry, size=shape, batch_size=batch_size, compile=compile, **common
+                )
             else:
                 result = bench.benchmark_inference(
                     entry,
@@ -126,6 +132,7 @@ def benchmark_cli(
                     compile=compile,
                     compile_mode=compile_mode,
                     channels_last=channels_last,
+                    fuse_bn=fuse_bn,
                     check_masks=check_masks,
                     **common,
                 )

@@ -262,6 +262,7 @@ def benchmark_inference(
     compile_mode: str = "default",
     attention: str | None = None,
     channels_last: bool | None = None,
+    fuse_bn: bool | None = None,
     warmup: int = 3,
     iters: int = 10,
     check_masks: bool = False,
@@ -294,6 +295,7 @@ def benchmark_inference(
             precision=precision,
             attention=attention,
             channels_last=channels_last,
+            fuse_bn=fuse_bn,
             compile=compile,
             compile_mode=compile_mode,
         )
@@ -346,6 +348,7 @@ def benchmark_train(
     precision: str = "fp32",
     plain: bool = False,
     attention: str | None = None,
+    compile: bool = False,
     warmup: int = 3,
     iters: int = 10,
     on_progress: ProgressCallback | None = None,
@@ -354,7 +357,8 @@ def benchmark_train(
 
     Defaults are the entry's recipe per GPU: its crop and ``train.batch_size // train.gpus``.
     Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, CUDA runs
-    channels-last with SDPA attention and the copy-saving interlacing.
+    channels-last with SDPA attention and the copy-saving interlacing. ``compile`` compiles
+    the model (forward and backward; inductor may recompute cheap ops instead of saving them).
     """
     check_precision(precision, device)
     size = size or entry.data.crop_size
@@ -366,6 +370,8 @@ def benchmark_train(
     set_attention(model, attention, fast_interlace=not plain)
     if channels_last:
         to_channels_last(model)
+    if compile:
+        model.compile(dynamic=False)
     train = entry.train
     optimizer = torch.optim.SGD(
         model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
@@ -418,5 +424,6 @@ def benchmark_train(
             "attention": attention,
             "fast_interlace": not plain,
             "channels_last": channels_last,
+            "compile": compile,
         },
     )

@@ -77,9 +77,9 @@ def resolve_fast_settings(
     """Fills the automatic (``None``) choices for ``device`` and ``precision``.
 
     Automatic: on CUDA everything (fold BN, channels-last, SDPA attention, copy-saving
-    interlace); on the CPU, float32 changes nothing (the exact reference path) and bf16/fp16
-    fold BN and use the copy-saving interlace but keep matmul attention and NCHW, which measured
-    faster on the CPU than SDPA and channels-last (docs/PERFORMANCE.md).
+    interlace); on the CPU, float32 changes nothing (the exact reference path) and bf16 folds
+    BN and runs channels-last (1.36x faster than NCHW there) but keeps matmul attention, which
+    SDPA's CPU kernels do not beat (docs/PERFORMANCE.md).
 
     Raises:
         InputError: unknown precision, attention or compile mode, or fp16 on the CPU.
@@ -96,7 +96,7 @@ def resolve_fast_settings(
     return FastSettings(
         precision=precision,
         fuse_bn=fuse,
-        channels_last=cuda if channels_last is None else channels_last,
+        channels_last=(cuda or reduced) if channels_last is None else channels_last,
         attention=attention,
         compile=compile,
         compile_mode=compile_mode,
@@ -129,7 +129,7 @@ def optimize_for_inference(
         precision: ``fp32``, ``bf16`` or ``fp16`` (weights and activations cast; logits float32).
         fuse_bn: fold BatchNorm into the convolutions (``None``: automatic, see
             ``resolve_fast_settings``).
-        channels_last: NHWC memory format (``None``: on CUDA).
+        channels_last: NHWC memory format (``None``: on CUDA, or with bf16/fp16).
         attention: ``matmul`` or ``sdpa`` for both ISA relations (``None``: sdpa on CUDA).
         compile: ``torch.compile`` the model (inductor, with freezing, so BN folding and
             weight casts become constants); the first call per input shape pays the compile.

@@ -135,7 +135,7 @@ def test_automatic_settings_per_device() -> None:
     cuda = resolve_fast_settings(torch.device("cuda"), "bf16")
     assert (cuda.fuse_bn, cuda.channels_last, cuda.attention) == (True, True, "sdpa")
     cpu = resolve_fast_settings(CPU, "bf16")
-    assert (cpu.fuse_bn, cpu.channels_last, cpu.attention) == (True, False, "matmul")
+    assert (cpu.fuse_bn, cpu.channels_last, cpu.attention) == (True, True, "matmul")
     assert resolve_fast_settings(CPU, "fp32").is_noop
     assert not resolve_fast_settings(CPU, "fp32", fuse_bn=True).is_noop
     with pytest.raises(InputError, match="fp16"):
