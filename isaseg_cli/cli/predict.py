@@ -74,6 +74,13 @@ def predict_cli(
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Images or video frames per forward pass.")
     ] = 1,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the model (compiles per input shape; pays off on GPUs).",
+        ),
+    ] = False,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Segment images, folders, glob patterns or videos; write masks, colours or overlays."""
@@ -85,6 +92,7 @@ def predict_cli(
         "stride": parse_size(stride, "--stride"),
         "ms_flip": ms_flip,
         "scales": parse_ratios(scales),
+        "compile": compile_model,
         "on_warning": _render.warn,
     }
     from isaseg_cli.engine.predict import expand_inputs, predict

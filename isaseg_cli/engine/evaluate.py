@@ -21,6 +21,7 @@ from isaseg_cli.data.base import Sample
 from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_records
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
 from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.inference import infer_scores
 from isaseg_cli.engine.metrics import ConfusionMatrix, MetricsResult
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
@@ -167,7 +168,9 @@ def evaluate(
     check_save_format(save_format, entry)
     check_precision(precision, device)
     rank, world_size = _distributed()
-    net = getattr(model, "module", model).eval()
+    plain = getattr(model, "module", model).eval()
+    net = optimize_for_inference(plain, device=device, precision=precision)
+    window_batch = recommended_window_batch(device, entry.test)
     mine = shard(samples, rank, world_size)
     targets = (
         shard(prediction_paths(samples, save_dir, save_format), rank, world_size)
@@ -196,7 +199,13 @@ def evaluate(
                     raise record
                 with autocast(device, precision):
                     scores = infer_scores(
-                        net, record.image, entry.test, ms_flip=ms_flip, ratios=ratios, device=device
+                        net,
+                        record.image,
+                        entry.test,
+                        ms_flip=ms_flip,
+                        ratios=ratios,
+                        device=device,
+                        window_batch=window_batch,
                     )
                 mask = scores.argmax(dim=1)[0]  # (H, W) at the label's size
                 matrix.update(mask, torch.from_numpy(record.label))

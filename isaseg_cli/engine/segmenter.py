@@ -19,6 +19,7 @@ from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.inference import forward_logits, infer_scores
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
@@ -74,13 +75,19 @@ def resolve_test_spec(
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
-def prepare_model(model: Segmentor, device: torch.device, precision: str) -> Segmentor:
+def prepare_model(
+    model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
+) -> Segmentor:
     """Readies a loaded model for inference on ``device`` at ``precision``.
 
-    The one place where device- or precision-specific model changes belong.
+    The one place where device- or precision-specific model changes belong: the fast path of
+    ``engine.fast`` (folded BN, channels-last, fused attention on CUDA, optional compile); float32
+    on the CPU keeps the plain model, bit-faithful to mmsegmentation.
     """
     check_precision(precision, device)
-    return model.eval().to(device)
+    return optimize_for_inference(
+        model.eval().to(device), device=device, precision=precision, compile=compile
+    )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -137,7 +144,8 @@ class Segmenter:
         stride: slide step (height, width); default 2/3 of the crop, or the entry's.
         ms_flip: average softmax probabilities over multi-scale and flipped views.
         scales: the multi-scale ratios (default: the entry's six); needs ``ms_flip``.
-        window_batch: slide windows per forward pass.
+        window_batch: slide windows per forward pass (default: all of them on CUDA, else 1).
+        compile: ``torch.compile`` the model (pays a compile per new input shape).
         on_warning: receives a message when ``whole`` ran out of memory and ``slide`` took over.
 
     Raises:
@@ -155,7 +163,8 @@ class Segmenter:
         stride: tuple[int, int] | None = None,
         ms_flip: bool = False,
         scales: Sequence[float] | None = None,
-        window_batch: int = 1,
+        window_batch: int | None = None,
+        compile: bool = False,
         on_warning: WarningCallback | None = None,
     ) -> None:
         if scales is not None and not ms_flip:
@@ -167,10 +176,12 @@ class Segmenter:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.precision = precision
         self.loaded = loaded
-        self.model = prepare_model(loaded.model, self.device, precision)
+        self.model = prepare_model(loaded.model, self.device, precision, compile=compile)
         self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
         self.ms_flip = ms_flip
         self.ratios = tuple(float(s) for s in scales) if scales is not None else None
+        if window_batch is None:
+            window_batch = recommended_window_batch(self.device, self.test)
         self.window_batch = max(1, window_batch)
         self.on_warning = on_warning
         self.fallback_test = resolve_test_spec(loaded.entry, mode="slide")

@@ -111,6 +111,16 @@ def test_bf16_autocasts_the_network_and_returns_float32(tiny_checkpoint, image, 
     assert np.abs(probs - segmenter(image, return_probs=True)[1]).mean() < 0.1
 
 
+def test_fp32_cpu_keeps_the_exact_model_and_bf16_takes_the_fast_path(tiny_checkpoint) -> None:
+    from isaseg_cli.engine.fast import InferenceSegmentor
+
+    loaded = load_model(checkpoint=tiny_checkpoint)
+    assert Segmenter(loaded, device="cpu").model is loaded.model
+    fast = Segmenter(loaded, device="cpu", precision="bf16").model
+    assert isinstance(fast, InferenceSegmentor) and fast.settings.fuse_bn
+    assert isinstance(loaded.model.decode_head.in_conv.bn, torch.nn.BatchNorm2d)  # untouched
+
+
 def test_predict_batch_matches_single_images_in_order(segmenter, image) -> None:
     images = [image, image[::-1].copy(), image[:60].copy(), image[:, ::-1].copy()]
     batched = segmenter.predict_batch(images, return_probs=True)
