@@ -247,6 +247,19 @@ def test_custom_suffixes_come_from_the_spec(roots: dict[str, Path]) -> None:
         list_samples(jpg_spec, roots["custom"], "train")
 
 
+def test_custom_without_a_suffix_takes_every_image_type_in_path_order(roots: dict[str, Path]) -> None:
+    root = roots["custom"]
+    png = root / "images" / "train" / "img_000.png"
+    jpg = png.with_name("img_000b.jpg")
+    jpg.write_bytes(png.read_bytes())  # the content does not matter for pairing
+    (root / "labels" / "train" / "img_000b.png").write_bytes(
+        (root / "labels" / "train" / "img_000.png").read_bytes()
+    )
+    spec = DataSpec(dataset="custom", classes=custom_classes())
+    names = [sample.image_path.name for sample in list_samples(spec, root, "train")]
+    assert names[:2] == ["img_000.png", "img_000b.jpg"] and len(set(names)) == len(names)
+
+
 def test_voc_train_without_the_sbd_set_explains_aug(tmp_path: Path) -> None:
     root = write_synthetic_dataset("voc12aug", tmp_path / "voc", num_images=1)
     (root / "ImageSets" / "Segmentation" / "aug.txt").unlink()
