@@ -1,4 +1,4 @@
-"""Image decoding, the keep-ratio resize rule and normalisation, exactly as mmseg's test pipeline."""
+"""Image decoding, the keep-ratio resize rule and normalisation, as mmseg's test pipeline."""
 
 from __future__ import annotations
 

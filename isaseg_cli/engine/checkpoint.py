@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,9 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
-def extract_state_dict(payload: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def extract_state_dict(
+    payload: dict[str, Any], source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint: its ``state_dict`` (or the dict itself), minus ``module.``."""
     state = payload.get("state_dict", payload)
     if not isinstance(state, dict) or not state:
@@ -85,7 +86,9 @@ def extract_state_dict(payload: dict[str, Any], source: str = "checkpoint") -> d
     tensors = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{source} is not a model checkpoint: entry {key!r} is not a tensor")
+            raise CheckpointError(
+                f"{source} is not a model checkpoint: entry {key!r} is not a tensor"
+            )
         tensors[key.removeprefix("module.")] = value
     return tensors
 
@@ -101,7 +104,11 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         if key in state and state[key].shape != value.shape
     ]
     problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshaped),
+    ):
         if keys:
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
             problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
@@ -142,7 +149,10 @@ def entry_from_meta(meta: dict[str, Any]) -> ZooEntry | None:
 
 
 def build_meta(
-    entry: ZooEntry, classes: tuple[str, ...], palette: tuple[tuple[int, int, int], ...], **extra: Any
+    entry: ZooEntry,
+    classes: tuple[str, ...],
+    palette: tuple[tuple[int, int, int], ...],
+    **extra: Any,
 ) -> dict[str, Any]:
     """``meta`` readable by mmseg 0.x (CLASSES/PALETTE) and 1.x (dataset_meta), plus our entry."""
     from isaseg_cli import __version__

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, resize_keep_ratio, scale_by_ratio
@@ -63,7 +62,9 @@ def forward_logits(
         crops = torch.cat([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
         window_logits = model(crops)["out"].float()  # (len(group) * N, K, h, w)
         if canvas is None:
-            canvas = images.new_zeros((n, window_logits.shape[1], height, width), dtype=torch.float32)
+            canvas = images.new_zeros(
+                (n, window_logits.shape[1], height, width), dtype=torch.float32
+            )
         for index, (y1, y2, x1, x2) in enumerate(group):
             canvas[:, :, y1:y2, x1:x2] += window_logits[index * n : (index + 1) * n]
             count[:, :, y1:y2, x1:x2] += 1
@@ -125,7 +126,9 @@ def infer_scores(
         view = _resize_to(image_bgr, size)
         if flip:
             view = view[:, ::-1]
-        logits = forward_logits(model, normalize_bgr(view).to(device), test, window_batch=window_batch)
+        logits = forward_logits(
+            model, normalize_bgr(view).to(device), test, window_batch=window_batch
+        )
         if flip:
             logits = logits.flip(dims=(3,))
         probs = model.resize(logits, (height, width)).softmax(dim=1)

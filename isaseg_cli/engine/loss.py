@@ -1,4 +1,4 @@
-"""The training loss of mmsegmentation's ISANet: cross-entropy on the decode and auxiliary logits."""
+"""mmsegmentation's ISANet training loss: cross-entropy on the decode and auxiliary logits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Te
     This is mmseg's default (``avg_non_ignore=False``, spec §5.4), not the mean over valid pixels:
     crops with much ignored area weigh less.
     """
-    return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none").mean()
+    return F.cross_entropy(
+        logits.float(), labels, ignore_index=ignore_index, reduction="none"
+    ).mean()
 
 
 def pixel_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:

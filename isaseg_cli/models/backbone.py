@@ -134,7 +134,9 @@ class ResNetV1c(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = stem_channels
         self.out_channels: list[int] = []
-        for index, (num_blocks, stride, dilation) in enumerate(zip(blocks, strides, dilations)):
+        for index, (num_blocks, stride, dilation) in enumerate(
+            zip(blocks, strides, dilations, strict=True)
+        ):
             planes = base_channels * 2**index
             first_dilation = dilation // 2 if contract_dilation and dilation > 1 else dilation
             layer = self._make_stage(

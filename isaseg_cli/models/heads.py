@@ -223,7 +223,9 @@ class FCNHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.convs = nn.Sequential(
             *[
-                ConvModule(in_channels if i == 0 else channels, channels, 3, padding=1, sync_bn=sync_bn)
+                ConvModule(
+                    in_channels if i == 0 else channels, channels, 3, padding=1, sync_bn=sync_bn
+                )
                 for i in range(num_convs)
             ]
         )

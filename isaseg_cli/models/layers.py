@@ -1,4 +1,4 @@
-"""The conv-BN-ReLU unit shared by the heads, named as mmcv's ConvModule so checkpoint keys match."""
+"""The conv-BN-ReLU unit of the heads, named as mmcv's ConvModule so checkpoint keys match."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from torch import Tensor, nn
 
 
 def norm_layer(num_features: int, sync: bool = False) -> nn.Module:
-    """BatchNorm2d (or SyncBatchNorm for multi-GPU training); PyTorch defaults eps 1e-5, momentum 0.1."""
+    """BatchNorm2d, or SyncBatchNorm for multi-GPU training (eps 1e-5, momentum 0.1)."""
     return nn.SyncBatchNorm(num_features) if sync else nn.BatchNorm2d(num_features)
 
 
 class ConvModule(nn.Module):
-    """``conv`` (no bias, a BN follows) -> ``bn`` -> ReLU; state-dict keys ``conv.*`` and ``bn.*``."""
+    """``conv`` (no bias, a BN follows) -> ``bn`` -> ReLU; keys ``conv.*`` and ``bn.*``."""
 
     def __init__(
         self,

@@ -38,4 +38,6 @@ class Segmentor(nn.Module):
 
     def resize(self, logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
         """Bilinear resize with this model's ``align_corners`` (mmseg's ``resize``)."""
-        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
+        return F.interpolate(
+            logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners
+        )

@@ -91,7 +91,7 @@ class TestSpec:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DataSpec:
-    """Dataset and training-time augmentation. Sizes: ``crop_size`` (h, w), ``train_scale`` (w, h)."""
+    """Dataset and training augmentation; ``crop_size`` is (h, w), ``train_scale`` (w, h)."""
 
     dataset: str = "cityscapes"
     crop_size: tuple[int, int] = (512, 1024)
@@ -254,7 +254,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise SpecError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if hint is bool:
         if not isinstance(value, bool):
             raise SpecError(f"{where}: expected true or false, got {value!r}")

@@ -247,7 +247,7 @@ def test_custom_suffixes_come_from_the_spec(roots: dict[str, Path]) -> None:
         list_samples(jpg_spec, roots["custom"], "train")
 
 
-def test_custom_without_a_suffix_takes_every_image_type_in_path_order(roots: dict[str, Path]) -> None:
+def test_custom_without_a_suffix_takes_every_image_type(roots: dict[str, Path]) -> None:
     root = roots["custom"]
     png = root / "images" / "train" / "img_000.png"
     jpg = png.with_name("img_000b.jpg")

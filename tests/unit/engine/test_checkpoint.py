@@ -38,7 +38,8 @@ def test_saved_file_has_mmseg_layout_and_round_trips(tmp_path: Path) -> None:
     entry = make_tiny_entry()
     palette = tuple((i, i, i) for i in range(5))
     path = save_checkpoint(
-        tmp_path / "out.pth", {"meta": build_meta(entry, TINY_CLASSES, palette), "state_dict": model_state_dict(model)}
+        tmp_path / "out.pth",
+        {"meta": build_meta(entry, TINY_CLASSES, palette), "state_dict": model_state_dict(model)},
     )
     # What mmseg reads: a plain dict with state_dict (same keys, same order) and meta.
     raw = torch.load(path, weights_only=True)
@@ -48,7 +49,10 @@ def test_saved_file_has_mmseg_layout_and_round_trips(tmp_path: Path) -> None:
     assert entry_from_meta(raw["meta"]) == entry
     reloaded = build_model(tiny_model_spec())
     load_weights(reloaded, path)
-    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(reloaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -61,7 +65,11 @@ def test_module_prefix_and_bare_state_dict(tmp_path: Path) -> None:
 def test_numpy_values_in_meta_are_allowed(tmp_path: Path) -> None:
     meta = {"hook_msgs": {"best_score": np.float64(0.7)}, "arr": np.arange(3)}
     torch.save({"meta": meta, "state_dict": _reference_state()}, tmp_path / "np.pth")
-    assert load_weights(build_model(tiny_model_spec()), tmp_path / "np.pth")["arr"].tolist() == [0, 1, 2]
+    assert load_weights(build_model(tiny_model_spec()), tmp_path / "np.pth")["arr"].tolist() == [
+        0,
+        1,
+        2,
+    ]
 
 
 class Opaque:
@@ -79,7 +87,10 @@ def test_arbitrary_objects_need_the_trust_flag(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda s: s.pop("decode_head.conv_seg.bias"), "1 missing: decode_head.conv_seg.bias"),
-        (lambda s: s.__setitem__("decode_head.extra", torch.zeros(1)), "1 unexpected: decode_head.extra"),
+        (
+            lambda s: s.__setitem__("decode_head.extra", torch.zeros(1)),
+            "1 unexpected: decode_head.extra",
+        ),
         (
             lambda s: s.__setitem__("decode_head.conv_seg.bias", torch.zeros(7)),
             r"wrong shape: decode_head.conv_seg.bias \(7,\) vs model \(5,\)",

@@ -23,12 +23,17 @@ def test_mmseg_checkpoint_needs_the_architecture() -> None:
         load_model(checkpoint=TINY / "checkpoint.pth")
     loaded = load_model(make_tiny_entry(), TINY / "checkpoint.pth")
     reference = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
-    assert torch.equal(loaded.model.state_dict()["decode_head.conv_seg.bias"], reference["decode_head.conv_seg.bias"])
+    assert torch.equal(
+        loaded.model.state_dict()["decode_head.conv_seg.bias"],
+        reference["decode_head.conv_seg.bias"],
+    )
 
 
 def test_wrong_architecture_is_a_one_line_error() -> None:
     with pytest.raises(CheckpointError, match="does not fit the model"):
-        load_model(make_tiny_entry(num_classes=7, classes=tuple("abcdefg")), TINY / "checkpoint.pth")
+        load_model(
+            make_tiny_entry(num_classes=7, classes=tuple("abcdefg")), TINY / "checkpoint.pth"
+        )
 
 
 def test_zoo_classes_and_fallbacks() -> None:
@@ -36,7 +41,9 @@ def test_zoo_classes_and_fallbacks() -> None:
     assert len(classes) == len(palette) == 150 and classes[7] == "bed "
     classes, palette = entry_classes(make_tiny_entry(), {"CLASSES": ["a", "b"]})  # wrong length
     assert classes == TINY_CLASSES and palette == default_palette(5)
-    assert entry_classes(make_tiny_entry(), {"CLASSES": list("vwxyz"), "PALETTE": [[1, 2, 3]] * 5}) == (
+    assert entry_classes(
+        make_tiny_entry(), {"CLASSES": list("vwxyz"), "PALETTE": [[1, 2, 3]] * 5}
+    ) == (
         tuple("vwxyz"),
         ((1, 2, 3),) * 5,
     )

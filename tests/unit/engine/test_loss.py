@@ -17,7 +17,9 @@ def test_fixture_training_step(expected) -> None:
     assert abs(losses["decode"].item() - expected["train_decode_loss_ce"]) < 1e-4
     assert abs(losses["aux"].item() - expected["train_aux_loss_ce"]) < 1e-4
     assert abs(losses["total"].item() - expected["train_total_loss"]) < 1e-4
-    assert abs(pixel_accuracy(outputs["out"], labels).item() - expected["train_decode_acc_seg"]) < 1e-4
+    assert (
+        abs(pixel_accuracy(outputs["out"], labels).item() - expected["train_decode_acc_seg"]) < 1e-4
+    )
     assert abs(pixel_accuracy(outputs["aux"], labels).item() - expected["train_aux_acc_seg"]) < 1e-4
     losses["total"].backward()
     params = dict(model.named_parameters())

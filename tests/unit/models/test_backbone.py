@@ -14,10 +14,16 @@ def _stride8(n: int) -> int:
 
 @pytest.mark.parametrize(
     ("strides", "dilations", "last_stride"),
-    [((1, 2, 1, 1), (1, 1, 2, 4), 8), ((1, 2, 2, 1), (1, 1, 1, 2), 16), ((1, 2, 2, 2), (1, 1, 1, 1), 32)],
+    [
+        ((1, 2, 1, 1), (1, 1, 2, 4), 8),
+        ((1, 2, 2, 1), (1, 1, 1, 2), 16),
+        ((1, 2, 2, 2), (1, 1, 1, 1), 32),
+    ],
 )
 def test_feature_sizes_per_output_stride(strides, dilations, last_stride) -> None:
-    model = ResNetV1c(18, stem_channels=8, base_channels=4, strides=strides, dilations=dilations).eval()
+    model = ResNetV1c(
+        18, stem_channels=8, base_channels=4, strides=strides, dilations=dilations
+    ).eval()
     with torch.no_grad():
         features = model(torch.randn(1, 3, 64, 96))
     assert [f.shape[1] for f in features] == [4, 8, 16, 32]
