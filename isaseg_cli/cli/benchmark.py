@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._options import DeviceOpt, JsonOutOpt, PrecisionOpt, parse_size
 from isaseg_cli.errors import InputError
 
 DEFAULT_MODEL = "isanet_r50-d8_4xb2-80k_cityscapes-512x1024"
 GIB = 1024**3
-
-
-def _size(text: str, flag: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise InputError(f"{flag} takes HEIGHTxWIDTH in pixels, e.g. 1024x2048, not {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def benchmark_cli(
@@ -33,13 +26,9 @@ def benchmark_cli(
         int | None,
         typer.Option(min=1, metavar="N", help="Images per call (--train: the recipe's per GPU)."),
     ] = None,
-    precision: Annotated[
-        Literal["fp32", "bf16", "fp16"], typer.Option(help="Precision (fp16: GPU only).")
-    ] = "fp32",
+    precision: PrecisionOpt = "fp32",
     mode: Annotated[Literal["whole", "slide"], typer.Option(help="Inference mode.")] = "whole",
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
-    ] = "auto",
+    device: DeviceOpt = "auto",
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (compile time reported).")
     ] = False,
@@ -82,9 +71,7 @@ def benchmark_cli(
         str,
         typer.Option(metavar="HxW,...", help="Feature maps for --attention."),
     ] = "64x64,128x128,128x256",
-    json_out: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Also write the figures as JSON here.")
-    ] = None,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
     if train and attention:
@@ -102,7 +89,7 @@ def benchmark_cli(
         if attention:
             from isaseg_cli.engine.attention_benchmark import benchmark_attention
 
-            sizes = tuple(_size(part, "--feature-sizes") for part in feature_sizes.split(","))
+            sizes = tuple(parse_size(part, "--feature-sizes") for part in feature_sizes.split(","))
             result: Any = benchmark_attention(
                 device=target,
                 feature_sizes=sizes,
@@ -116,7 +103,7 @@ def benchmark_cli(
             from isaseg_cli.zoo.catalog import resolve_entry
 
             entry = resolve_entry(model)
-            shape = _size(size, "--size") if size else None
+            shape = parse_size(size, "--size")
             common = {"device": target, "precision": precision, "plain": plain}
             common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
             if train:
