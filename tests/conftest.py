@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,25 @@ def tiny_image_path() -> Path:
 @pytest.fixture
 def tiny_entry() -> ZooEntry:
     return make_tiny_entry()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models train fastest single-threaded on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def city_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four synthetic image/label pairs per split in the Cityscapes layout."""
+    from isaseg_cli.data.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset("cityscapes", tmp_path_factory.mktemp("city"), num_images=4)
 
 
 @pytest.fixture(scope="session")

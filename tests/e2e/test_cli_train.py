@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import torch
 from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
-from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine.checkpoint import read_checkpoint
 from isaseg_cli.models.build import build_model
 from tests.conftest import tiny_model_spec
@@ -36,17 +34,7 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def city_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_dataset("cityscapes", tmp_path_factory.mktemp("city"), num_images=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_two_iterations_then_eval_the_checkpoint(city_root: Path, tmp_path: Path) -> None:

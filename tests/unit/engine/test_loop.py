@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,7 @@ from isaseg_cli.zoo.classes import DATASETS
 from isaseg_cli.zoo.spec import DataSpec, TestSpec, TrainSpec, ZooEntry
 from tests.conftest import tiny_model_spec
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # The tiny model runs fastest single-threaded on the shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def city_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_dataset("cityscapes", tmp_path_factory.mktemp("city"), num_images=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def city_entry(**train: object) -> ZooEntry:
