@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -51,6 +52,13 @@ def benchmark_cli(
         bool | None,
         typer.Option("--fuse-bn/--no-fuse-bn", help="Fold BatchNorm (auto: CUDA or bf16/fp16)."),
     ] = None,
+    fuse_relu: Annotated[
+        bool | None,
+        typer.Option(
+            "--fuse-relu/--no-fuse-relu",
+            help="One cuDNN call per conv+bias(+residual)+ReLU (auto: CUDA, unless --compile).",
+        ),
+    ] = None,
     warmup: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Untimed calls (default 5 GPU, 1 CPU).")
     ] = None,
@@ -71,11 +79,19 @@ def benchmark_cli(
         str,
         typer.Option(metavar="HxW,...", help="Feature maps for --attention."),
     ] = "64x64,128x128,128x256",
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Also write a torch.profiler table of the costliest kernels."
+        ),
+    ] = None,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
     if train and attention:
         raise InputError("--train and --attention are separate benchmarks: pick one")
+    if attention and profile is not None:
+        raise InputError("--profile applies to the inference and --train benchmarks")
     from isaseg_cli.engine import benchmark as bench
     from isaseg_cli.engine.device import resolve_device
 
@@ -106,6 +122,7 @@ def benchmark_cli(
             shape = parse_size(size, "--size")
             common = {"device": target, "precision": precision, "plain": plain}
             common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
+            common["profile_to"] = profile
             if train:
                 result = bench.benchmark_train(
                     entry, size=shape, batch_size=batch_size, compile=compile, **common
@@ -120,6 +137,7 @@ def benchmark_cli(
                     compile_mode=compile_mode,
                     channels_last=channels_last,
                     fuse_bn=fuse_bn,
+                    fuse_relu=fuse_relu,
                     check_masks=check_masks,
                     **common,
                 )

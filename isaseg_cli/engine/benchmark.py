@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,15 +21,21 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from isaseg_cli.engine.device import autocast, check_precision
-from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch, set_attention
+from isaseg_cli.engine.fast import (
+    optimize_for_inference,
+    prepare_for_training,
+    recommended_window_batch,
+    set_attention,
+)
 from isaseg_cli.engine.inference import forward_logits
 from isaseg_cli.engine.loss import segmentation_losses
 from isaseg_cli.engine.memory import read_peak, reset_peak
+from isaseg_cli.engine.optim import build_optimizer
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
 from isaseg_cli.models.build import build_model
-from isaseg_cli.models.fuse import to_channels_last
+from isaseg_cli.models.fuse import ConvReLU
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
 
@@ -176,6 +183,27 @@ def measure(
     return Timing(first, tuple(times), peak, kind)
 
 
+def write_profile(
+    step: Callable[[], object], device: torch.device, path: Path, *, steps: int = 3
+) -> None:
+    """Runs ``step`` ``steps`` times under ``torch.profiler`` and writes the operators and
+    kernels that took the most device time (CPU time off CUDA) as a text table to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=40, max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{steps} steps, sorted by {sort_by}\n{table}\n", encoding="utf-8")
+
+
 def _report(
     callback: ProgressCallback | None, task: str, done: int, total: int, **info: Any
 ) -> None:
@@ -263,9 +291,11 @@ def benchmark_inference(
     attention: str | None = None,
     channels_last: bool | None = None,
     fuse_bn: bool | None = None,
+    fuse_relu: bool | None = None,
     warmup: int = 3,
     iters: int = 10,
     check_masks: bool = False,
+    profile_to: Path | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
     """Inference speed of ``entry``'s architecture on random images of ``size`` (h, w).
@@ -276,6 +306,7 @@ def benchmark_inference(
             ``recommended_window_batch`` says).
         check_masks: also run the plain float32 model on the same images and report the
             fraction of pixels whose class agrees (``settings["mask_agreement"]``).
+        profile_to: also write a ``torch.profiler`` table of the costliest kernels there.
         Other arguments are those of ``optimize_for_inference``.
 
     Raises:
@@ -296,6 +327,7 @@ def benchmark_inference(
             attention=attention,
             channels_last=channels_last,
             fuse_bn=fuse_bn,
+            fuse_relu=fuse_relu,
             compile=compile,
             compile_mode=compile_mode,
         )
@@ -309,6 +341,8 @@ def benchmark_inference(
             return forward_logits(runner, images, test, window_batch=window_batch)
 
     timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    if profile_to is not None:
+        write_profile(step, device, profile_to)
     agreement = None
     if check_masks and runner is not model:
         with torch.inference_mode():
@@ -324,6 +358,9 @@ def benchmark_inference(
     settings["mask_agreement"] = agreement
     if runner is not model:
         settings |= dataclasses.asdict(runner.settings)  # type: ignore[arg-type]
+        fused = [m.fused for m in runner.modules() if isinstance(m, ConvReLU)]
+        if fused:  # how many layers cuDNN ran fused (the others fell back, with a warning)
+            settings["fused_conv_relu"] = f"{sum(fused)}/{len(fused)}"
     return BenchmarkResult(
         kind="inference",
         model=entry.name,
@@ -351,6 +388,7 @@ def benchmark_train(
     compile: bool = False,
     warmup: int = 3,
     iters: int = 10,
+    profile_to: Path | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
     """One training iteration (forward, decode + aux loss, backward, SGD step) of ``entry``.
@@ -359,23 +397,24 @@ def benchmark_train(
     Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, CUDA runs
     channels-last with SDPA attention and the copy-saving interlacing. ``compile`` compiles
     the model (forward and backward; inductor may recompute cheap ops instead of saving them).
+    ``profile_to``: also write a ``torch.profiler`` table of the costliest kernels there.
     """
     check_precision(precision, device)
     size = size or entry.data.crop_size
     batch_size = batch_size or max(1, entry.train.batch_size // entry.train.gpus)
     torch.manual_seed(0)
     model = build_model(entry.model).to(device).train()
-    channels_last = not plain and device.type == "cuda"
-    attention = attention or ("sdpa" if channels_last else "matmul")
-    set_attention(model, attention, fast_interlace=not plain)
-    if channels_last:
-        to_channels_last(model)
+    if plain:
+        applied = {"channels_last": False, "attention": "matmul", "fast_interlace": False}
+    else:
+        applied = prepare_for_training(model, device)
+    if attention is not None:
+        set_attention(model, attention, fast_interlace=not plain)
+        applied["attention"] = attention
+    channels_last = bool(applied["channels_last"])
     if compile:
         model.compile(dynamic=False)
-    train = entry.train
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-    )
+    optimizer = build_optimizer(model, entry.train)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     generator = torch.Generator().manual_seed(2)
     images = torch.randn(batch_size, 3, *size, generator=generator).to(device)
@@ -397,6 +436,8 @@ def benchmark_train(
         return losses["total"].detach()
 
     timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    if profile_to is not None:
+        write_profile(step, device, profile_to)
     with torch.device("meta"):
         meta_model = build_model(entry.model).train()
         meta_images = torch.empty(images.shape)
@@ -418,12 +459,5 @@ def benchmark_train(
         iters=iters,
         timing=timing,
         flops_per_iter=flops,
-        settings={
-            "plain": plain,
-            "fast": not plain,
-            "attention": attention,
-            "fast_interlace": not plain,
-            "channels_last": channels_last,
-            "compile": compile,
-        },
+        settings={"plain": plain, "fast": not plain, **applied, "compile": compile},
     )

@@ -166,10 +166,14 @@ def build_meta(
 
 
 def model_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """CPU copies of the weights under mmseg's key names (DDP/compile wrappers unwrapped)."""
+    """CPU copies of the weights under mmseg's key names (DDP/compile wrappers unwrapped), in
+    the standard contiguous layout even when the model trains channels-last."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
-    return OrderedDict((k, v.detach().cpu().clone()) for k, v in inner.state_dict().items())
+    return OrderedDict(
+        (k, v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True))
+        for k, v in inner.state_dict().items()
+    )
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -16,7 +16,7 @@ from torch import Tensor
 from isaseg_cli.engine.device import PRECISIONS, check_precision
 from isaseg_cli.engine.inference import slide_windows
 from isaseg_cli.errors import InputError
-from isaseg_cli.models.fuse import fuse_batchnorm, to_channels_last
+from isaseg_cli.models.fuse import fuse_batchnorm, fuse_conv_relu, to_channels_last
 from isaseg_cli.models.heads import ATTENTION_KINDS, ISAHead, SelfAttentionBlock
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
@@ -30,6 +30,7 @@ class FastSettings:
 
     precision: str = "fp32"
     fuse_bn: bool = False
+    fuse_relu: bool = False
     channels_last: bool = False
     attention: str = "matmul"
     fast_interlace: bool = True
@@ -39,7 +40,8 @@ class FastSettings:
     @property
     def is_noop(self) -> bool:
         """Nothing to change: the plain model is already this path."""
-        changes = (self.fuse_bn, self.channels_last, self.compile, self.attention != "matmul")
+        changes = (self.fuse_bn, self.fuse_relu, self.channels_last, self.compile)
+        changes += (self.attention != "matmul",)
         return self.precision == "fp32" and not any(changes)
 
 
@@ -69,6 +71,7 @@ def resolve_fast_settings(
     precision: str = "fp32",
     *,
     fuse_bn: bool | None = None,
+    fuse_relu: bool | None = None,
     channels_last: bool | None = None,
     attention: str | None = None,
     compile: bool = False,
@@ -76,13 +79,14 @@ def resolve_fast_settings(
 ) -> FastSettings:
     """Fills the automatic (``None``) choices for ``device`` and ``precision``.
 
-    Automatic: on CUDA everything (fold BN, channels-last, SDPA attention, copy-saving
-    interlace); on the CPU, float32 changes nothing (the exact reference path) and bf16 folds
-    BN and runs channels-last (1.36x faster than NCHW there) but keeps matmul attention, which
-    SDPA's CPU kernels do not beat (docs/PERFORMANCE.md).
+    Automatic: on CUDA everything (fold BN, fused conv+ReLU unless compiling, channels-last,
+    SDPA attention, copy-saving interlace); on the CPU, float32 changes nothing (the exact
+    reference path) and bf16 folds BN and runs channels-last (1.36x faster than NCHW there)
+    but keeps matmul attention, which SDPA's CPU kernels do not beat (docs/PERFORMANCE.md).
 
     Raises:
-        InputError: unknown precision, attention or compile mode, or fp16 on the CPU.
+        InputError: unknown precision, attention or compile mode, fp16 on the CPU, or fused
+            conv+ReLU without folded BN or with compile.
     """
     check_precision(precision, device)
     if attention is not None and attention not in ATTENTION_KINDS:
@@ -92,10 +96,13 @@ def resolve_fast_settings(
     cuda = device.type == "cuda"
     reduced = precision != "fp32"
     fuse = (cuda or reduced or compile) if fuse_bn is None else fuse_bn
+    if fuse_relu and (not fuse or compile):
+        raise InputError("fused conv+ReLU needs folded BatchNorm and no --compile")
     attention = attention or ("sdpa" if cuda else "matmul")
     return FastSettings(
         precision=precision,
         fuse_bn=fuse,
+        fuse_relu=(cuda and fuse and not compile) if fuse_relu is None else fuse_relu,
         channels_last=(cuda or reduced) if channels_last is None else channels_last,
         attention=attention,
         compile=compile,
@@ -109,6 +116,7 @@ def optimize_for_inference(
     device: torch.device | str,
     precision: str = "fp32",
     fuse_bn: bool | None = None,
+    fuse_relu: bool | None = None,
     channels_last: bool | None = None,
     attention: str | None = None,
     compile: bool = False,
@@ -129,6 +137,8 @@ def optimize_for_inference(
         precision: ``fp32``, ``bf16`` or ``fp16`` (weights and activations cast; logits float32).
         fuse_bn: fold BatchNorm into the convolutions (``None``: automatic, see
             ``resolve_fast_settings``).
+        fuse_relu: run each conv with its bias, residual addition and ReLU as one cuDNN call
+            (``models.fuse.ConvReLU``; ``None``: on CUDA with folded BN, without compile).
         channels_last: NHWC memory format (``None``: on CUDA, or with bf16/fp16).
         attention: ``matmul`` or ``sdpa`` for both ISA relations (``None``: sdpa on CUDA).
         compile: ``torch.compile`` the model (inductor, with freezing, so BN folding and
@@ -143,6 +153,7 @@ def optimize_for_inference(
         device,
         precision,
         fuse_bn=fuse_bn,
+        fuse_relu=fuse_relu,
         channels_last=channels_last,
         attention=attention,
         compile=compile,
@@ -161,6 +172,8 @@ def apply_fast_settings(model: Segmentor, settings: FastSettings) -> InferenceSe
     fast = copy.deepcopy(model).eval()
     if settings.fuse_bn:
         fuse_batchnorm(fast)
+    if settings.fuse_relu:
+        fuse_conv_relu(fast)
     set_attention(fast, settings.attention, fast_interlace=settings.fast_interlace)
     dtype = PRECISIONS[settings.precision]
     fast = fast.to(dtype=dtype)
@@ -182,6 +195,20 @@ def set_attention(model: torch.nn.Module, attention: str, *, fast_interlace: boo
             module.attention = attention
         elif isinstance(module, ISAHead):
             module.fast_interlace = fast_interlace
+
+
+def prepare_for_training(model: torch.nn.Module, device: torch.device) -> dict[str, object]:
+    """Sets up ``model`` (in place) for fast training on ``device``; returns what it applied.
+
+    On CUDA: channels-last parameters, SDPA for both ISA relations and the copy-saving
+    interlace, which keep the maths and the state-dict (keys and values) of the reference
+    model. Elsewhere nothing changes: CPU training stays the reference code path.
+    """
+    if device.type != "cuda":
+        return {"channels_last": False, "attention": "matmul", "fast_interlace": False}
+    set_attention(model, "sdpa", fast_interlace=True)
+    to_channels_last(model)
+    return {"channels_last": True, "attention": "sdpa", "fast_interlace": True}
 
 
 def compile_options(mode: str) -> dict[str, object]:

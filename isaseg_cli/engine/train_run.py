@@ -20,6 +20,7 @@ from isaseg_cli.data.transforms import TrainTransform
 from isaseg_cli.engine import train_state
 from isaseg_cli.engine.checkpoint import model_state_dict, save_checkpoint
 from isaseg_cli.engine.distributed import DistInfo
+from isaseg_cli.engine.fast import prepare_for_training
 from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.optim import build_optimizer, build_scheduler
 from isaseg_cli.engine.progress import ProgressCallback
@@ -63,10 +64,12 @@ def build_run(
     seed: int,
     info: DistInfo,
 ) -> TrainRun:
-    """Moves ``model`` to ``device`` (DDP-wrapped when distributed) and builds the optimizer,
+    """Moves ``model`` to ``device`` and prepares it for speed there (``prepare_for_training``;
+    DDP-wrapped when distributed), and builds the optimizer,
     the poly schedule, the gradient scaler (enabled for fp16) and the seeded train loader."""
     spec = entry.train
     model.to(device)
+    prepare_for_training(model, device)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(

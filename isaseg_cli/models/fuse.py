@@ -1,5 +1,6 @@
-"""Inference-only rewrites of a model: BatchNorm folded into the preceding convolution, and
-the channels-last memory format.
+"""Inference-only rewrites of a model: BatchNorm folded into the preceding convolution, each
+convolution fused with the bias, residual addition and ReLU that follow it, and the
+channels-last memory format.
 
 A folded model computes the same function up to float rounding (the fold is computed in float64
 and rounded once), but its state-dict keys differ (each folded ``bn`` disappears and its conv
@@ -8,9 +9,14 @@ gains a ``bias``): it is built for running, never for saving. Keep the original 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from isaseg_cli.models.backbone import BasicBlock, Bottleneck
+from isaseg_cli.models.layers import ConvModule
 
 # Attribute pairs whose conv feeds straight into the BN in our modules (ConvModule, BasicBlock,
 # Bottleneck); inside an nn.Sequential, neighbours are the pairs (the stem, ``downsample``).
@@ -76,3 +82,119 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Stores every 4-d parameter in NHWC order (in place), so cuDNN/oneDNN can pick their
     channels-last convolution kernels; feed the model channels-last inputs too."""
     return model.to(memory_format=torch.channels_last)
+
+
+class ConvReLU(nn.Module):
+    """``relu(conv(x) + bias [+ residual])`` as one cuDNN call on CUDA.
+
+    After BatchNorm folding, an eager model runs the convolution, then the bias addition, the
+    residual addition and the ReLU as separate passes over the activation; on a GPU those
+    passes cost more than the convolutions themselves (docs/PERFORMANCE.md).
+    ``torch.cudnn_convolution_relu`` / ``cudnn_convolution_add_relu`` do all of it in the
+    convolution's epilogue. Off CUDA, or if cuDNN has no fused kernel for this layer (then
+    once, with a warning), the separate operations run instead: the same function.
+    ``torch.compile`` cannot trace the fused operators; compiled models skip this rewrite.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not isinstance(conv.padding, tuple):
+            raise ValueError("ConvReLU needs numeric padding")
+        self.conv = conv
+        self.fused = True
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        conv = self.conv
+        if self.fused and x.is_cuda:
+            args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+            try:
+                if residual is None:
+                    return torch.cudnn_convolution_relu(x, conv.weight, conv.bias, *args)
+                return torch.cudnn_convolution_add_relu(
+                    x, conv.weight, residual, 1.0, conv.bias, *args
+                )
+            except RuntimeError as exc:  # no fused engine for this shape: run it unfused
+                self.fused = False
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                warnings.warn(
+                    f"cuDNN fused conv+ReLU unavailable ({reason}); running unfused", stacklevel=2
+                )
+        out = conv(x)
+        if residual is not None:
+            out = out + residual
+        return torch.relu_(out)
+
+
+class FusedBottleneck(nn.Module):
+    """A folded ``Bottleneck``: three fused convolutions, the last adding the shortcut."""
+
+    def __init__(self, block: Bottleneck) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = ConvReLU(block.conv1), ConvReLU(block.conv2)
+        self.conv3 = ConvReLU(block.conv3)
+        self.downsample = block.downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), identity)
+
+
+class FusedBasicBlock(nn.Module):
+    """A folded ``BasicBlock``: two fused convolutions, the second adding the shortcut."""
+
+    def __init__(self, block: BasicBlock) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = ConvReLU(block.conv1), ConvReLU(block.conv2)
+        self.downsample = block.downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv2(self.conv1(x), identity)
+
+
+def fuse_conv_relu(model: nn.Module) -> int:
+    """Replaces, in place, every conv followed (after BN folding) by ReLU with ``ConvReLU``:
+    ``ConvModule``s, conv-ReLU neighbours in an ``nn.Sequential`` (the stem) and whole residual
+    blocks (``FusedBottleneck``, ``FusedBasicBlock``). Run ``fuse_batchnorm`` first: a conv
+    still followed by a BatchNorm is left alone. Inference only, like BN folding.
+
+    Returns:
+        The number of convolutions fused.
+    """
+    fused = 0
+    for module in list(model.modules()):
+        if isinstance(module, ConvModule):
+            if isinstance(module.conv, nn.Conv2d) and isinstance(module.bn, nn.Identity):
+                module.conv, module.activate = ConvReLU(module.conv), nn.Identity()
+                fused += 1
+        elif isinstance(module, nn.Sequential):
+            fused += _fuse_sequential(module)
+    return fused
+
+
+def _fuse_sequential(sequence: nn.Sequential) -> int:
+    fused = 0
+    names = list(sequence._modules)
+    for index, name in enumerate(names):
+        child = sequence._modules[name]
+        if isinstance(child, Bottleneck | BasicBlock) and _all_folded(child):
+            replacement = FusedBottleneck if isinstance(child, Bottleneck) else FusedBasicBlock
+            sequence._modules[name] = replacement(child)  # type: ignore[arg-type]
+            fused += 3 if isinstance(child, Bottleneck) else 2
+        elif isinstance(child, nn.Conv2d) and isinstance(child.padding, tuple):
+            # conv, Identity (a folded BN), ReLU
+            following = [sequence._modules[n] for n in names[index + 1 : index + 3]]
+            if (
+                len(following) == 2
+                and isinstance(following[0], nn.Identity)
+                and isinstance(following[1], nn.ReLU)
+            ):
+                sequence._modules[name] = ConvReLU(child)
+                sequence._modules[names[index + 2]] = nn.Identity()
+                fused += 1
+    return fused
+
+
+def _all_folded(block: nn.Module) -> bool:
+    norms = [getattr(block, name) for name in ("bn1", "bn2", "bn3") if hasattr(block, name)]
+    return all(isinstance(norm, nn.Identity) for norm in norms)

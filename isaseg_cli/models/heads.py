@@ -26,8 +26,7 @@ class SelfAttentionBlock(nn.Module):
 
     ``attention`` picks the kernel: ``"matmul"`` (default) is mmseg's explicit
     matmul-softmax-matmul, bit-faithful to the reference; ``"sdpa"`` calls
-    ``F.scaled_dot_product_attention``, which uses a fused kernel where one accepts a value
-    wider than the key (CUDA memory-efficient / cuDNN) and PyTorch's math kernel otherwise.
+    ``F.scaled_dot_product_attention`` (see ``_fused_attention``).
     """
 
     def __init__(self, channels: int, attn_channels: int, *, sync_bn: bool = False) -> None:
@@ -58,7 +57,7 @@ class SelfAttentionBlock(nn.Module):
         """Attention of query (B, T, Ck) on key (B, T, Ck) over value (B, T, C) -> (B, T, C)."""
         scale = self.attn_channels**-0.5
         if self.attention == "sdpa":
-            return F.scaled_dot_product_attention(query, key, value, scale=scale)
+            return _fused_attention(query, key, value, scale)
         similarity = scale * torch.matmul(query, key.transpose(1, 2))  # (B, T, T)
         return torch.matmul(F.softmax(similarity, dim=-1), value)
 
@@ -74,6 +73,25 @@ class SelfAttentionBlock(nn.Module):
         key = to_tokens(self.key_project(x))
         value = to_tokens(self.value_project(x))
         return self.output_project(to_map(self.attend(query, key, value)))
+
+
+def _fused_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+    """``F.scaled_dot_product_attention`` in the form its fused kernels accept.
+
+    Those kernels take 4-d (batch, heads, tokens, width) inputs only (3-d ones go to the slow
+    math kernel), and flash attention wants the value as wide as the key: ISA's value (512)
+    is twice its key (256). So each group is one head, and the value is attended in
+    key-wide slices, each a flash-eligible call (the scores are recomputed per slice, which
+    is cheap next to the 1x1 projections around it).
+    """
+    query, key = query.unsqueeze(1), key.unsqueeze(1)
+    width = query.shape[-1]
+    slices = value.split(width, dim=-1) if value.shape[-1] % width == 0 else (value,)
+    outputs = [
+        F.scaled_dot_product_attention(query, key, part.unsqueeze(1), scale=scale)
+        for part in slices
+    ]
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)).squeeze(1)
 
 
 class ISAHead(nn.Module):

@@ -134,9 +134,25 @@ def test_random_weight_full_size_r50_masks_agree_on_gpu(precision: str) -> None:
 
 def test_automatic_settings_per_device() -> None:
     cuda = resolve_fast_settings(torch.device("cuda"), "bf16")
-    assert (cuda.fuse_bn, cuda.channels_last, cuda.attention) == (True, True, "sdpa")
+    assert (cuda.fuse_bn, cuda.fuse_relu, cuda.channels_last, cuda.attention) == (
+        True,
+        True,
+        True,
+        "sdpa",
+    )
+    # Inductor fuses the epilogues itself and cannot trace cuDNN's fused operators.
+    assert not resolve_fast_settings(torch.device("cuda"), "bf16", compile=True).fuse_relu
     cpu = resolve_fast_settings(CPU, "bf16")
-    assert (cpu.fuse_bn, cpu.channels_last, cpu.attention) == (True, True, "matmul")
+    assert (cpu.fuse_bn, cpu.fuse_relu, cpu.channels_last, cpu.attention) == (
+        True,
+        False,
+        True,
+        "matmul",
+    )
+    with pytest.raises(InputError, match="fused conv"):
+        resolve_fast_settings(CPU, "bf16", fuse_relu=True, compile=True)
+    with pytest.raises(InputError, match="fused conv"):
+        resolve_fast_settings(CPU, "fp32", fuse_bn=False, fuse_relu=True)
     assert resolve_fast_settings(CPU, "fp32").is_noop
     assert not resolve_fast_settings(CPU, "fp32", fuse_bn=True).is_noop
     with pytest.raises(InputError, match="fp16"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,7 +11,14 @@ import torch
 from torch import nn
 
 from isaseg_cli.models.build import build_model
-from isaseg_cli.models.fuse import fuse_batchnorm, to_channels_last
+from isaseg_cli.models.fuse import (
+    ConvReLU,
+    FusedBasicBlock,
+    FusedBottleneck,
+    fuse_batchnorm,
+    fuse_conv_relu,
+    to_channels_last,
+)
 from tests.conftest import TINY, tiny_model_spec
 
 
@@ -83,3 +91,33 @@ def test_channels_last_keeps_outputs(fixture_input) -> None:
         reference = model(fixture_input)["out"]
     assert np.array_equal(ours.argmax(1).numpy(), reference.argmax(1).numpy())
     assert (ours - reference).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_conv_relu_fusion_replaces_every_relu_and_keeps_the_function(depth: int) -> None:
+    """Off CUDA a ConvReLU runs conv, residual addition and ReLU as separate operators, the
+    same ones the folded model runs: the result must be identical, not merely close."""
+    torch.manual_seed(0)
+    spec = tiny_model_spec()
+    spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=depth))
+    model = build_model(spec, with_aux=False).eval()
+    folded = copy.deepcopy(model)
+    fuse_batchnorm(folded)
+    fused = copy.deepcopy(folded)
+    convs_before_relu = fuse_conv_relu(fused)
+    assert not any(isinstance(m, nn.ReLU) for m in fused.modules())
+    assert convs_before_relu == sum(isinstance(m, ConvReLU) for m in fused.modules())
+    block, blocks, per_block = (FusedBasicBlock, 8, 2) if depth == 18 else (FusedBottleneck, 16, 3)
+    assert sum(isinstance(m, block) for m in fused.modules()) == blocks
+    # Every conv of every residual block, the 3 stem convs and the head's 12 ConvModules
+    # (in_conv, out_conv, and 2 key + 2 query + 1 output projection per relation).
+    assert convs_before_relu == blocks * per_block + 3 + 12
+    images = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        assert torch.equal(fused(images)["out"], folded(images)["out"])
+
+
+def test_conv_relu_fusion_leaves_unfolded_convs_alone() -> None:
+    model = _fixture_model()
+    assert fuse_conv_relu(model) == 0  # every conv is still followed by its BatchNorm
+    assert not any(isinstance(m, ConvReLU) for m in model.modules())
