@@ -29,8 +29,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
     | tee "$OUT/nvidia_smi.csv"
 "$PY" benchmarks/gpu_suite.py --out "$OUT" --budget-s "${BUDGET_S:-270}" ${EXTRA:+--extra} 2>&1 | tee "$OUT/gpu_suite.log"
 status=${PIPESTATUS[0]}
-# The two CUDA-only tests (fp16/bf16 masks of a random-weight R-50 on the GPU); NO_TESTS=1 skips.
+# The CUDA-only tests (masks of a random-weight R-50 in fp16/bf16, fused convs, graphed
+# inference, the graphed and recomputing training step); NO_TESTS=1 skips them.
 [ -n "${NO_TESTS:-}" ] && exit "$status"
-timeout 120 "$PY" -m pytest -q -m gpu tests/unit/engine/test_fast.py -p no:cacheprovider 2>&1 \
-    | tail -n 5 | tee "$OUT/gpu_tests.log"
+timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider \
+    tests/unit/engine/test_fast.py tests/unit/engine/test_cuda_paths.py 2>&1 \
+    | tail -n 40 | tee "$OUT/gpu_tests.log"
 exit "$status"

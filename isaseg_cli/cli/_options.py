@@ -90,3 +90,17 @@ SetOpt = Annotated[
 JsonOutOpt = Annotated[
     Path | None, typer.Option(metavar="FILE", help="Also write the results as JSON here.")
 ]
+CudaGraphsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="Replay the training forward/backward as CUDA graphs (auto: one CUDA process).",
+    ),
+]
+RecomputeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--recompute/--no-recompute",
+        help="Recompute bottleneck tails in backward: less memory (auto: CUDA, one process).",
+    ),
+]

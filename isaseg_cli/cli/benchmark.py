@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._options import DeviceOpt, JsonOutOpt, PrecisionOpt, parse_size
+from isaseg_cli.cli._options import (
+    CudaGraphsOpt,
+    DeviceOpt,
+    JsonOutOpt,
+    PrecisionOpt,
+    RecomputeOpt,
+    parse_size,
+)
 from isaseg_cli.errors import InputError
 
 DEFAULT_MODEL = "isanet_r50-d8_4xb2-80k_cityscapes-512x1024"
@@ -79,6 +86,8 @@ def benchmark_cli(
         str,
         typer.Option(metavar="HxW,...", help="Feature maps for --attention."),
     ] = "64x64,128x128,128x256",
+    cuda_graphs: CudaGraphsOpt = None,
+    recompute: RecomputeOpt = None,
     profile: Annotated[
         Path | None,
         typer.Option(
@@ -90,6 +99,8 @@ def benchmark_cli(
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
     if train and attention:
         raise InputError("--train and --attention are separate benchmarks: pick one")
+    if not train and (cuda_graphs is not None or recompute is not None):
+        raise InputError("--cuda-graphs and --recompute apply to --train")
     if attention and profile is not None:
         raise InputError("--profile applies to the inference and --train benchmarks")
     from isaseg_cli.engine import benchmark as bench
@@ -125,7 +136,13 @@ def benchmark_cli(
             common["profile_to"] = profile
             if train:
                 result = bench.benchmark_train(
-                    entry, size=shape, batch_size=batch_size, compile=compile, **common
+                    entry,
+                    size=shape,
+                    batch_size=batch_size,
+                    compile=compile,
+                    cuda_graphs=cuda_graphs,
+                    recompute=recompute,
+                    **common,
                 )
             else:
                 result = bench.benchmark_inference(

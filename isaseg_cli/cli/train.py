@@ -11,9 +11,11 @@ import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
+    CudaGraphsOpt,
     DataRootOpt,
     JsonOutOpt,
     PrecisionOpt,
+    RecomputeOpt,
     SetOpt,
     TrustOpt,
     parse_size,
@@ -85,6 +87,8 @@ def train_cli(
     cudnn_benchmark: Annotated[
         bool, typer.Option("--cudnn-benchmark", help="Let cuDNN pick the fastest kernels.")
     ] = False,
+    cuda_graphs: CudaGraphsOpt = None,
+    recompute: RecomputeOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from WORK_DIR/latest.pth.")
     ] = False,
@@ -138,6 +142,8 @@ def train_cli(
                 val_interval=val_interval,
                 checkpoint_interval=checkpoint_interval,
                 cudnn_benchmark=cudnn_benchmark,
+                cuda_graphs=cuda_graphs,
+                recompute=recompute,
                 on_progress=_render.event_sink(update),
                 on_message=_render.info,
                 on_download=on_download,

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.cuda_graphs import graph_training_forward
+from isaseg_cli.engine.device import check_precision
 from isaseg_cli.engine.fast import (
     optimize_for_inference,
     prepare_for_training,
@@ -28,6 +29,7 @@ from isaseg_cli.engine.fast import (
     set_attention,
 )
 from isaseg_cli.engine.inference import forward_logits
+from isaseg_cli.engine.loop import train_one_iter
 from isaseg_cli.engine.loss import segmentation_losses
 from isaseg_cli.engine.memory import read_peak, reset_peak
 from isaseg_cli.engine.optim import build_optimizer
@@ -48,6 +50,7 @@ class Timing:
     times_ms: tuple[float, ...]
     peak_memory_bytes: int
     peak_memory_kind: str
+    peak_reserved_bytes: int | None = None  # CUDA: what the caching allocator held at most
 
     @property
     def median_ms(self) -> float:
@@ -108,6 +111,7 @@ class BenchmarkResult:
             "images_per_s": self.images_per_s,
             "peak_memory_bytes": timing.peak_memory_bytes,
             "peak_memory_kind": timing.peak_memory_kind,
+            "peak_reserved_bytes": timing.peak_reserved_bytes,
             "flops_per_iter": self.flops_per_iter,
             "achieved_tflops_per_s": self.achieved_tflops,
         }
@@ -155,9 +159,14 @@ def measure(
     on_progress: ProgressCallback | None = None,
     task: str = "benchmark",
     first_call: bool = True,
+    reset_memory_peak: bool = True,
 ) -> Timing:
     """Times ``step``: a first call (timed alone; skipped if ``first_call`` is False, when the
-    caller made it), ``warmup`` untimed calls, then ``iters`` timed calls."""
+    caller made it), ``warmup`` untimed calls, then ``iters`` timed calls.
+
+    The peak memory is that of the timed calls, or, with ``reset_memory_peak`` False, since
+    the caller's own ``reset_peak`` (CUDA graph replays allocate nothing: their memory is
+    seen when they are captured)."""
     if iters < 1 or warmup < 0:
         raise InputError("--iters must be at least 1 and --warmup at least 0")
     total = 1 + warmup + iters
@@ -170,7 +179,8 @@ def measure(
     for index in range(warmup):
         step()
         _report(on_progress, task, 2 + index, total)
-    reset_peak(device)
+    if reset_memory_peak:
+        reset_peak(device)
     times = []
     for index in range(iters):
         synchronize(device)
@@ -180,7 +190,8 @@ def measure(
         times.append((time.perf_counter() - start) * 1000.0)
         _report(on_progress, task, 2 + warmup + index, total, ms=times[-1])
     peak, kind = read_peak(device)
-    return Timing(first, tuple(times), peak, kind)
+    reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+    return Timing(first, tuple(times), peak, kind, reserved)
 
 
 def write_profile(
@@ -292,6 +303,7 @@ def benchmark_inference(
     channels_last: bool | None = None,
     fuse_bn: bool | None = None,
     fuse_relu: bool | None = None,
+    cuda_graphs: bool | None = None,
     warmup: int = 3,
     iters: int = 10,
     check_masks: bool = False,
@@ -328,6 +340,7 @@ def benchmark_inference(
             channels_last=channels_last,
             fuse_bn=fuse_bn,
             fuse_relu=fuse_relu,
+            cuda_graphs=cuda_graphs,
             compile=compile,
             compile_mode=compile_mode,
         )
@@ -340,7 +353,17 @@ def benchmark_inference(
         with torch.inference_mode():
             return forward_logits(runner, images, test, window_batch=window_batch)
 
-    timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    graphed = getattr(getattr(runner, "settings", None), "cuda_graphs", False)
+    if graphed:
+        reset_peak(device)  # graph replays allocate nothing: count from the eager first call
+    timing = measure(
+        step,
+        device,
+        warmup=warmup,
+        iters=iters,
+        on_progress=on_progress,
+        reset_memory_peak=not graphed,
+    )
     if profile_to is not None:
         write_profile(step, device, profile_to)
     agreement = None
@@ -386,62 +409,75 @@ def benchmark_train(
     plain: bool = False,
     attention: str | None = None,
     compile: bool = False,
+    cuda_graphs: bool | None = None,
+    recompute: bool | None = None,
     warmup: int = 3,
     iters: int = 10,
     profile_to: Path | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
-    """One training iteration (forward, decode + aux loss, backward, SGD step) of ``entry``.
+    """One training iteration of ``entry``: ``isaseg train``'s own step (``train_one_iter``:
+    forward, decode + aux loss, backward, SGD step) on random images and labels.
 
     Defaults are the entry's recipe per GPU: its crop and ``train.batch_size // train.gpus``.
-    Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, CUDA runs
-    channels-last with SDPA attention and the copy-saving interlacing. ``compile`` compiles
-    the model (forward and backward; inductor may recompute cheap ops instead of saving them).
-    ``profile_to``: also write a ``torch.profiler`` table of the costliest kernels there.
+    Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, the model is
+    set up as ``isaseg train`` sets it up (``prepare_for_training``: on CUDA channels-last,
+    SDPA, the copy-saving interlace and recomputed bottleneck tails) and, on CUDA without
+    ``compile``, the forward and backward replay CUDA graphs (``cuda_graphs``, ``None``:
+    automatic). ``compile`` compiles the model instead (inductor may recompute cheap ops
+    rather than save them). ``profile_to``: also write a ``torch.profiler`` kernel table there.
     """
     check_precision(precision, device)
+    if plain and (compile or cuda_graphs or recompute):
+        raise InputError("--plain times the reference step: no --compile, graphs or recompute")
     size = size or entry.data.crop_size
     batch_size = batch_size or max(1, entry.train.batch_size // entry.train.gpus)
     torch.manual_seed(0)
     model = build_model(entry.model).to(device).train()
     if plain:
-        applied = {"channels_last": False, "attention": "matmul", "fast_interlace": False}
+        applied: dict[str, object] = {"channels_last": False, "attention": "matmul"}
+        applied |= {"fast_interlace": False, "recompute": False}
     else:
-        applied = prepare_for_training(model, device)
+        applied = prepare_for_training(model, device, recompute=recompute)
     if attention is not None:
         set_attention(model, attention, fast_interlace=not plain)
         applied["attention"] = attention
-    channels_last = bool(applied["channels_last"])
+    if cuda_graphs is None:
+        cuda_graphs = not plain and not compile and device.type == "cuda"
+    if cuda_graphs and (compile or device.type != "cuda"):
+        raise InputError("CUDA graphs need a CUDA device and no --compile")
     if compile:
         model.compile(dynamic=False)
     optimizer = build_optimizer(model, entry.train)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     generator = torch.Generator().manual_seed(2)
     images = torch.randn(batch_size, 3, *size, generator=generator).to(device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, entry.model.num_classes, (batch_size, *size), generator=generator)
     labels = labels.to(device)
-    aux_weight = entry.model.aux_head.loss_weight if entry.model.aux_head else 0.0
-    ignore = entry.data.ignore_index
+    if cuda_graphs:
+        reset_peak(device)  # the capture is where the graphs' memory is allocated
+        graph_training_forward(model, images, precision)
 
     def step() -> Tensor:
-        with autocast(device, precision):
-            outputs = model(images)
-        losses = segmentation_losses(outputs, labels, aux_weight=aux_weight, ignore_index=ignore)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return losses["total"].detach()
+        losses = train_one_iter(model, images, labels, optimizer, scaler, entry, device, precision)
+        return losses["total"]
 
-    timing = measure(step, device, warmup=warmup, iters=iters, on_progress=on_progress)
+    timing = measure(
+        step,
+        device,
+        warmup=warmup,
+        iters=iters,
+        on_progress=on_progress,
+        reset_memory_peak=not cuda_graphs,
+    )
     if profile_to is not None:
         write_profile(step, device, profile_to)
     with torch.device("meta"):
         meta_model = build_model(entry.model).train()
         meta_images = torch.empty(images.shape)
         meta_labels = torch.zeros(labels.shape, dtype=torch.int64)
+
+    aux_weight = entry.model.aux_head.loss_weight if entry.model.aux_head else 0.0
 
     def meta_step() -> None:
         losses = segmentation_losses(meta_model(meta_images), meta_labels, aux_weight=aux_weight)
@@ -459,5 +495,11 @@ def benchmark_train(
         iters=iters,
         timing=timing,
         flops_per_iter=flops,
-        settings={"plain": plain, "fast": not plain, **applied, "compile": compile},
+        settings={
+            "plain": plain,
+            "fast": not plain,
+            **applied,
+            "compile": compile,
+            "cuda_graphs": cuda_graphs,
+        },
     )

@@ -51,11 +51,15 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    """Mixed precision for the model's forward (no-op for fp32)."""
+def autocast(device: torch.device, precision: str, *, cache: bool = True) -> Iterator[None]:
+    """Mixed precision for the model's forward (no-op for fp32).
+
+    ``cache=False`` drops autocast's cache of cast weights, which CUDA graph capture requires;
+    training passes it always (each weight is cast once per forward anyway).
+    """
     dtype = check_precision(precision, device)
     if dtype == torch.float32:
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=dtype):
+    with torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache):
         yield

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from isaseg_cli.engine.cuda_graphs import GraphedInference
 from isaseg_cli.engine.device import PRECISIONS, check_precision
 from isaseg_cli.engine.inference import slide_windows
 from isaseg_cli.errors import InputError
+from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.fuse import fuse_batchnorm, fuse_conv_relu, to_channels_last
 from isaseg_cli.models.heads import ATTENTION_KINDS, ISAHead, SelfAttentionBlock
 from isaseg_cli.models.segmentor import Segmentor
@@ -36,12 +38,13 @@ class FastSettings:
     fast_interlace: bool = True
     compile: bool = False
     compile_mode: str = "default"
+    cuda_graphs: bool = False
 
     @property
     def is_noop(self) -> bool:
         """Nothing to change: the plain model is already this path."""
         changes = (self.fuse_bn, self.fuse_relu, self.channels_last, self.compile)
-        changes += (self.attention != "matmul",)
+        changes += (self.attention != "matmul", self.cuda_graphs)
         return self.precision == "fp32" and not any(changes)
 
 
@@ -58,8 +61,13 @@ class InferenceSegmentor(Segmentor):
         self.memory_format = (
             torch.channels_last if settings.channels_last else torch.preserve_format
         )
+        self.graphed = GraphedInference(self.run) if settings.cuda_graphs else None
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.run(images) if self.graphed is None else self.graphed(images)
+
+    def run(self, images: Tensor) -> dict[str, Tensor]:
+        """The forward itself (what ``GraphedInference`` captures)."""
         size = images.shape[-2:]
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
         logits = self.decode_head(self.backbone(images))
@@ -76,17 +84,19 @@ def resolve_fast_settings(
     attention: str | None = None,
     compile: bool = False,
     compile_mode: str = "default",
+    cuda_graphs: bool | None = None,
 ) -> FastSettings:
     """Fills the automatic (``None``) choices for ``device`` and ``precision``.
 
-    Automatic: on CUDA everything (fold BN, fused conv+ReLU unless compiling, channels-last,
-    SDPA attention, copy-saving interlace); on the CPU, float32 changes nothing (the exact
-    reference path) and bf16 folds BN and runs channels-last (1.36x faster than NCHW there)
-    but keeps matmul attention, which SDPA's CPU kernels do not beat (docs/PERFORMANCE.md).
+    Automatic: on CUDA everything (fold BN, fused conv+ReLU and CUDA graphs unless compiling,
+    channels-last, SDPA attention, copy-saving interlace); on the CPU, float32 changes nothing
+    (the exact reference path) and bf16 folds BN and runs channels-last (1.36x faster than
+    NCHW there) but keeps matmul attention, which SDPA's CPU kernels do not beat
+    (docs/PERFORMANCE.md).
 
     Raises:
         InputError: unknown precision, attention or compile mode, fp16 on the CPU, or fused
-            conv+ReLU without folded BN or with compile.
+            conv+ReLU without folded BN or with compile, CUDA graphs off CUDA or with compile.
     """
     check_precision(precision, device)
     if attention is not None and attention not in ATTENTION_KINDS:
@@ -98,6 +108,8 @@ def resolve_fast_settings(
     fuse = (cuda or reduced or compile) if fuse_bn is None else fuse_bn
     if fuse_relu and (not fuse or compile):
         raise InputError("fused conv+ReLU needs folded BatchNorm and no --compile")
+    if cuda_graphs and (not cuda or compile):
+        raise InputError("CUDA graphs need a CUDA device and no --compile")
     attention = attention or ("sdpa" if cuda else "matmul")
     return FastSettings(
         precision=precision,
@@ -107,6 +119,7 @@ def resolve_fast_settings(
         attention=attention,
         compile=compile,
         compile_mode=compile_mode,
+        cuda_graphs=(cuda and not compile) if cuda_graphs is None else cuda_graphs,
     )
 
 
@@ -121,6 +134,7 @@ def optimize_for_inference(
     attention: str | None = None,
     compile: bool = False,
     compile_mode: str = "default",
+    cuda_graphs: bool | None = None,
 ) -> Segmentor:
     """A copy of ``model`` prepared for fast inference on ``device`` (or ``model`` itself when
     nothing applies: float32 on the CPU with every option left automatic).
@@ -144,6 +158,8 @@ def optimize_for_inference(
         compile: ``torch.compile`` the model (inductor, with freezing, so BN folding and
             weight casts become constants); the first call per input shape pays the compile.
         compile_mode: inductor mode; ``default`` compiles fastest.
+        cuda_graphs: replay a CUDA graph per input shape once the shape repeats
+            (``engine.cuda_graphs.GraphedInference``; ``None``: on CUDA without compile).
 
     Raises:
         InputError: an unknown or unsupported option value.
@@ -158,6 +174,7 @@ def optimize_for_inference(
         attention=attention,
         compile=compile,
         compile_mode=compile_mode,
+        cuda_graphs=cuda_graphs,
     )
     if settings.is_noop:
         return model
@@ -197,18 +214,31 @@ def set_attention(model: torch.nn.Module, attention: str, *, fast_interlace: boo
             module.fast_interlace = fast_interlace
 
 
-def prepare_for_training(model: torch.nn.Module, device: torch.device) -> dict[str, object]:
+def prepare_for_training(
+    model: torch.nn.Module, device: torch.device, *, recompute: bool | None = None
+) -> dict[str, object]:
     """Sets up ``model`` (in place) for fast training on ``device``; returns what it applied.
 
     On CUDA: channels-last parameters, SDPA for both ISA relations and the copy-saving
-    interlace, which keep the maths and the state-dict (keys and values) of the reference
-    model. Elsewhere nothing changes: CPU training stays the reference code path.
+    interlace, which keep the maths and the state dict (keys and values) of the reference
+    model; and ``recompute`` (``None``: on CUDA without SyncBatchNorm) has every bottleneck
+    recompute its tail in the backward pass instead of keeping it (``Bottleneck.recompute_tail``:
+    the same gradients, about a quarter less activation memory). Elsewhere, unless
+    ``recompute`` asks for it, nothing changes: CPU training stays the reference code path.
     """
-    if device.type != "cuda":
-        return {"channels_last": False, "attention": "matmul", "fast_interlace": False}
+    cuda = device.type == "cuda"
+    sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    if recompute is None:
+        recompute = cuda and not sync_bn
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            module.recompute_tail = recompute
+    applied: dict[str, object] = {"recompute": recompute}
+    if not cuda:
+        return applied | {"channels_last": False, "attention": "matmul", "fast_interlace": False}
     set_attention(model, "sdpa", fast_interlace=True)
     to_channels_last(model)
-    return {"channels_last": True, "attention": "sdpa", "fast_interlace": True}
+    return applied | {"channels_last": True, "attention": "sdpa", "fast_interlace": True}
 
 
 def compile_options(mode: str) -> dict[str, object]:

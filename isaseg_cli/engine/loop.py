@@ -18,6 +18,7 @@ from isaseg_cli.data.datasets import Sample, dataset_classes, list_samples
 from isaseg_cli.data.loader import iterate_forever
 from isaseg_cli.engine import train_state
 from isaseg_cli.engine.checkpoint import apply_weights
+from isaseg_cli.engine.cuda_graphs import graph_training_forward
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
 from isaseg_cli.engine.distributed import (
     DistInfo,
@@ -90,6 +91,8 @@ def fit(
     val_interval: int | None = None,
     checkpoint_interval: int | None = None,
     cudnn_benchmark: bool = False,
+    cuda_graphs: bool | None = None,
+    recompute: bool | None = None,
     log_interval: int = LOG_INTERVAL,
     on_progress: ProgressCallback | None = None,
     on_message: Callable[[str], None] | None = None,
@@ -122,6 +125,10 @@ def fit(
             entry's ``train`` values (``val_interval`` 0: no validation); the checkpoints'
             meta records the result.
         cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
+        cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
+            single process); ``engine.cuda_graphs`` says why.
+        recompute: recompute the bottleneck tails in the backward pass to save activation
+            memory (``None``: on CUDA without SyncBatchNorm); ``prepare_for_training``.
         log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).
         on_progress: ``ProgressEvent("train", iteration, max_iters, {...})`` after each
             iteration, and validation's ``"eval"`` events (rank 0 only).
@@ -143,6 +150,7 @@ def fit(
     if torch_device.type == "cuda" and info.distributed:
         torch_device = torch.device("cuda", info.local_rank)
     check_precision(precision, torch_device)
+    use_graphs = _use_cuda_graphs(cuda_graphs, torch_device, info)
     if spec.batch_size % info.world_size:
         raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
     if len(dataset_classes(entry.data)) != entry.model.num_classes:
@@ -179,8 +187,18 @@ def fit(
         else:
             apply_weights(model, payload, str(work_dir / train_state.LATEST))
         run = build_run(
-            entry, model, train_samples, val_samples, work_dir, torch_device, precision, seed, info
+            entry,
+            model,
+            train_samples,
+            val_samples,
+            work_dir,
+            torch_device,
+            precision,
+            seed,
+            info,
+            recompute=recompute,
         )
+        run.cuda_graphs = use_graphs
         start_iter = 0
         if payload is not None:
             start_iter = train_state.restore(
@@ -247,7 +265,7 @@ def train_one_iter(
 
     The forward runs under autocast; the losses are computed in float32 (spec §5.4).
     """
-    with autocast(device, precision):
+    with autocast(device, precision, cache=False):
         outputs = net(images)
     aux_weight = entry.model.aux_head.loss_weight if entry.model.aux_head else 0.0
     losses = segmentation_losses(
@@ -260,6 +278,14 @@ def train_one_iter(
     return {name: value.detach() for name, value in losses.items()}
 
 
+def _use_cuda_graphs(asked: bool | None, device: torch.device, info: DistInfo) -> bool:
+    if asked is None:
+        return device.type == "cuda" and not info.distributed
+    if asked and (device.type != "cuda" or info.distributed):
+        raise InputError("CUDA graphs need a CUDA device and a single process")
+    return asked
+
+
 def _train(
     run: TrainRun, start_iter: int, log_interval: int, on_progress: ProgressCallback | None
 ) -> tuple[dict[str, float], Path | None]:
@@ -270,9 +296,13 @@ def _train(
     checkpoint, rate = None, None
     window_start, window_iters = time.perf_counter(), 0
     run.net.train()
+    graphed = False
     for iteration in range(start_iter + 1, spec.iters + 1):
         images, labels = next(batches)
         images = images.to(run.device, non_blocking=True)  # (N, 3, h, w)
+        if run.cuda_graphs and not graphed:  # captured with the first batch's shape
+            graph_training_forward(run.model, images, run.precision)
+            graphed = True
         labels = labels.to(run.device, non_blocking=True)  # (N, h, w)
         lr = run.optimizer.param_groups[0]["lr"]
         losses = train_one_iter(

@@ -51,6 +51,7 @@ class TrainRun:
     log: TrainLog | None = None
     best_miou: float | None = None
     best_iter: int | None = None
+    cuda_graphs: bool = False  # the training forward/backward replay CUDA graphs
 
 
 def build_run(
@@ -63,13 +64,15 @@ def build_run(
     precision: str,
     seed: int,
     info: DistInfo,
+    *,
+    recompute: bool | None = None,
 ) -> TrainRun:
     """Moves ``model`` to ``device`` and prepares it for speed there (``prepare_for_training``;
     DDP-wrapped when distributed), and builds the optimizer,
     the poly schedule, the gradient scaler (enabled for fp16) and the seeded train loader."""
     spec = entry.train
     model.to(device)
-    prepare_for_training(model, device)
+    prepare_for_training(model, device, recompute=recompute)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(

@@ -1,0 +1,73 @@
+"""Recomputing the bottleneck tails in the backward pass changes memory, not results."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+from isaseg_cli.engine.loss import segmentation_losses
+from isaseg_cli.models.backbone import Bottleneck
+from isaseg_cli.models.build import build_model
+from isaseg_cli.models.recompute import preserved_running_stats
+from tests.conftest import tiny_model_spec
+
+
+def _bottleneck_model() -> nn.Module:
+    spec = tiny_model_spec()
+    spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=50))
+    torch.manual_seed(0)
+    return build_model(spec).train()
+
+
+def _step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(1)  # the heads' dropout draws the same masks in both runs
+    losses = segmentation_losses(model(images), labels, aux_weight=0.4, ignore_index=255)
+    losses["total"].backward()
+    return losses["total"].detach()
+
+
+def test_recomputed_tails_give_identical_gradients_and_statistics() -> None:
+    plain = _bottleneck_model()
+    lean = copy.deepcopy(plain)
+    blocks = [m for m in lean.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16
+    for block in blocks:
+        block.recompute_tail = True
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    labels = torch.randint(0, 5, (2, 64, 96), generator=torch.Generator().manual_seed(3))
+    for _ in range(2):  # the second step starts from statistics the first one updated
+        assert torch.equal(_step(plain, images, labels), _step(lean, images, labels))
+    # Each BatchNorm recorded each batch once: same running statistics and batch counts.
+    for (name, ours), theirs in zip(
+        lean.state_dict().items(), plain.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs), name
+    for (name, ours), theirs in zip(lean.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(ours.grad, theirs.grad), name
+
+
+def test_tails_are_not_recomputed_in_eval_or_without_gradients() -> None:
+    model = _bottleneck_model()
+    for block in model.modules():
+        if isinstance(block, Bottleneck):
+            block.recompute_tail = True
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        model.eval()
+        assert model(images)["out"].shape == (1, 5, 32, 32)
+        model.train()
+        model(images)  # no autograd graph: nothing to recompute, statistics updated once
+    norm = model.backbone.layer1[0].bn2
+    assert norm.num_batches_tracked.item() == 1
+
+
+def test_preserved_running_stats_puts_the_buffers_back() -> None:
+    norm = nn.BatchNorm2d(4).train()
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with preserved_running_stats([norm]):
+        norm(torch.randn(2, 4, 3, 3) + 5)
+        assert norm.num_batches_tracked.item() == 1
+    assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), before, strict=True))
