@@ -7,8 +7,8 @@
 # installs nothing and downloads nothing (random weights). Results: $OUT/gpu_benchmark.json
 # (one record per configuration, written as it goes), gpu_suite.log, gpu_tests.log.
 # BUDGET_S caps the suite's own time (default 270 s); the compiled runs are skipped past it.
-# EXTRA=1 runs instead compiled training and two more compile modes, each beside its eager
-# baseline (a second call; give it BUDGET_S=480).
+# EXTRA=1 runs instead two more compile modes beside the eager baseline (a second call; give
+# it BUDGET_S=480). QUICK=1 runs only the rows the targets need (about 3 minutes with tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/bench-out}"
@@ -27,7 +27,8 @@ if not torch.cuda.is_available():
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv \
     | tee "$OUT/nvidia_smi.csv"
-"$PY" benchmarks/gpu_suite.py --out "$OUT" --budget-s "${BUDGET_S:-270}" ${EXTRA:+--extra} 2>&1 | tee "$OUT/gpu_suite.log"
+"$PY" benchmarks/gpu_suite.py --out "$OUT" --budget-s "${BUDGET_S:-270}" ${EXTRA:+--extra} \
+    ${QUICK:+--quick} 2>&1 | tee "$OUT/gpu_suite.log"
 status=${PIPESTATUS[0]}
 # The CUDA-only tests (masks of a random-weight R-50 in fp16/bf16, fused convs, graphed
 # inference, the graphed and recomputing training step); NO_TESTS=1 skips them.

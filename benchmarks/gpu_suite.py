@@ -180,6 +180,11 @@ def main() -> None:
         help="Write torch.profiler tables (profile_*.txt) for the main configurations.",
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Only the rows the targets need, plus two explaining ones (a short re-check).",
+    )
+    parser.add_argument(
         "--extra",
         action="store_true",
         help="Instead: two more compile modes beside the eager baseline (a second call).",
@@ -197,7 +202,7 @@ def main() -> None:
     full = FULL if gpu else (64, 128)
     timed = {"warmup": 5, "iters": args.iters} if gpu else {"warmup": 0, "iters": 1}
     suite.run("environment", lambda: _environment(device))
-    if gpu:
+    if gpu and not args.quick:
         suite.run("sdpa kernels for ISA shapes", probe_sdpa)
 
     def infer(entry: ZooEntry, **kw: Any) -> Callable[[], Any]:
@@ -229,8 +234,12 @@ def main() -> None:
     suite.run("r101 bf16 fast", infer(r101, precision="bf16", check_masks=True))
     suite.run("train r101 fp32 plain", train("fp32", True, **profile("train_r101_fp32")))
     suite.run("train r101 bf16 fast", train("bf16", False, **graphs, **profile("train_r101_bf16")))
-    suite.run("train r101 bf16 fast no-graphs", train("bf16", False, cuda_graphs=False))
     suite.run("train r101 bf16 fast no-recompute", train("bf16", False, recompute=False, **graphs))
+    if args.quick:
+        suite.run("r50 fp32 fast", infer(r50, check_masks=True, fuse_bn=True))
+        print("\n".join(["", "== targets (issue 7) ==", *targets(suite.records)]), flush=True)
+        return
+    suite.run("train r101 bf16 fast no-graphs", train("bf16", False, cuda_graphs=False))
     suite.run("r50 bf16 fast no-graphs", infer(r50, precision="bf16", cuda_graphs=False))
     suite.run(
         "r50 bf16 fast no-graphs unfused",

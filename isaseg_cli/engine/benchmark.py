@@ -355,7 +355,10 @@ def benchmark_inference(
 
     graphed = getattr(getattr(runner, "settings", None), "cuda_graphs", False)
     if graphed:
-        reset_peak(device)  # graph replays allocate nothing: count from the eager first call
+        # The first call of a shape runs eagerly (cuDNN autotunes there, with large
+        # workspaces); the next one captures the graph, where its memory is allocated.
+        step()
+        reset_peak(device)
     timing = measure(
         step,
         device,
@@ -438,6 +441,8 @@ def benchmark_train(
         applied: dict[str, object] = {"channels_last": False, "attention": "matmul"}
         applied |= {"fast_interlace": False, "recompute": False}
     else:
+        if compile and recompute is None:
+            recompute = False  # inductor plans its own recomputation
         applied = prepare_for_training(model, device, recompute=recompute)
     if attention is not None:
         set_attention(model, attention, fast_interlace=not plain)
@@ -455,7 +460,11 @@ def benchmark_train(
     labels = torch.randint(0, entry.model.num_classes, (batch_size, *size), generator=generator)
     labels = labels.to(device)
     if cuda_graphs:
-        reset_peak(device)  # the capture is where the graphs' memory is allocated
+        # One eager step first: cuDNN's autotuning tries kernels with large workspaces, which
+        # would otherwise count as the step's memory. Then the capture, where the graphs'
+        # memory is allocated (replays allocate nothing).
+        train_one_iter(model, images, labels, optimizer, scaler, entry, device, precision)
+        reset_peak(device)
         graph_training_forward(model, images, precision)
 
     def step() -> Tensor:

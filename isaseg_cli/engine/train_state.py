@@ -153,7 +153,12 @@ def restore(
         raise InputError(
             f"the checkpoint is at iteration {start_iter}, past --max-iters {max_iters}"
         )
+    # The implementation choice (fused on CUDA, foreach elsewhere) is this machine's, not the
+    # saved run's: a run saved on a GPU may resume on a CPU.
+    chosen = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
     optimizer.load_state_dict(payload["optimizer"])
+    for group, choice in zip(optimizer.param_groups, chosen, strict=True):
+        group.update(choice)
     scheduler.load_state_dict(payload["scheduler"])
     scheduler.max_iters = max_iters  # type: ignore[attr-defined]
     if scaler.is_enabled() and "scaler" in payload:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
+from isaseg_cli.models.heads import SelfAttentionBlock
 from isaseg_cli.models.layers import ConvModule
 
 # Attribute pairs whose conv feeds straight into the BN in our modules (ConvModule, BasicBlock,
@@ -132,7 +133,7 @@ class FusedBottleneck(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = ConvReLU(block.conv1), ConvReLU(block.conv2)
         self.conv3 = ConvReLU(block.conv3)
-        self.downsample = block.downsample
+        self.downsample = _move_shortcut_bias(block.downsample, block.conv3)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -145,24 +146,42 @@ class FusedBasicBlock(nn.Module):
     def __init__(self, block: BasicBlock) -> None:
         super().__init__()
         self.conv1, self.conv2 = ConvReLU(block.conv1), ConvReLU(block.conv2)
-        self.downsample = block.downsample
+        self.downsample = _move_shortcut_bias(block.downsample, block.conv2)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         return self.conv2(self.conv1(x), identity)
 
 
+@torch.no_grad()
+def _move_shortcut_bias(downsample: nn.Module | None, last: nn.Conv2d) -> nn.Module | None:
+    """``relu(last(x) + b + shortcut(y) + c) == relu(last(x) + (b + c) + shortcut(y))``: the
+    folded shortcut conv's bias ``c`` joins the last conv's, so the shortcut is a bare cuDNN
+    convolution instead of a convolution plus a broadcast addition over its whole output."""
+    if not isinstance(downsample, nn.Sequential):
+        return downsample
+    conv = downsample[0]
+    if isinstance(conv, nn.Conv2d) and conv.bias is not None and last.bias is not None:
+        last.bias.add_(conv.bias)
+        conv.bias = None
+    return downsample
+
+
 def fuse_conv_relu(model: nn.Module) -> int:
     """Replaces, in place, every conv followed (after BN folding) by ReLU with ``ConvReLU``:
     ``ConvModule``s, conv-ReLU neighbours in an ``nn.Sequential`` (the stem) and whole residual
-    blocks (``FusedBottleneck``, ``FusedBasicBlock``). Run ``fuse_batchnorm`` first: a conv
-    still followed by a BatchNorm is left alone. Inference only, like BN folding.
+    blocks (``FusedBottleneck``, ``FusedBasicBlock``); the biases of the shortcut convs and of
+    the attention values move into the convs after them, which add them for free. Run
+    ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left alone. Inference
+    only, like BN folding.
 
     Returns:
         The number of convolutions fused.
     """
     fused = 0
     for module in list(model.modules()):
+        if isinstance(module, SelfAttentionBlock):
+            _move_value_bias(module)
         if isinstance(module, ConvModule):
             if isinstance(module.conv, nn.Conv2d) and isinstance(module.bn, nn.Identity):
                 module.conv, module.activate = ConvReLU(module.conv), nn.Identity()
@@ -170,6 +189,22 @@ def fuse_conv_relu(model: nn.Module) -> int:
         elif isinstance(module, nn.Sequential):
             fused += _fuse_sequential(module)
     return fused
+
+
+@torch.no_grad()
+def _move_value_bias(block: SelfAttentionBlock) -> None:
+    """Each attention row sums to one, so a bias added to every value comes out unchanged:
+    ``attend(q, k, v + b) == attend(q, k, v) + b``, and the output projection (a folded 1x1
+    conv ``W``) turns it into ``W @ b``, which joins its own bias. The value projection is then
+    a bare convolution (no broadcast addition over the 512-channel map)."""
+    value, output = block.value_project, block.output_project.conv
+    if value.bias is None or output.bias is None or not isinstance(output, nn.Conv2d):
+        return
+    if output.kernel_size != (1, 1):
+        return
+    weight = output.weight.double().flatten(1)  # (out, in)
+    output.bias.add_((weight @ value.bias.double()).to(output.bias.dtype))
+    value.bias = None
 
 
 def _fuse_sequential(sequence: nn.Sequential) -> int:

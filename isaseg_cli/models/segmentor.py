@@ -37,7 +37,12 @@ class Segmentor(nn.Module):
         return outputs
 
     def resize(self, logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
-        """Bilinear resize with this model's ``align_corners`` (mmseg's ``resize``)."""
+        """Bilinear resize with this model's ``align_corners`` (mmseg's ``resize``).
+
+        Channels-last logits (a channels-last model) are made contiguous first: a few classes
+        per pixel make the NHWC resize kernels slow on CUDA, and the full-size logits are
+        read per class afterwards (argmax, losses). A no-op for the reference layout.
+        """
         return F.interpolate(
-            logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners
+            logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=self.align_corners
         )

@@ -1,9 +1,9 @@
-"""The CUDA training fast path against the eager reference step (run on a GPU machine:
+"""The CUDA-only paths (graphed and recomputing training steps, fused convs, graphed
+inference) against their eager counterparts (run on a GPU machine:
 ``pytest -m gpu``; skipped elsewhere)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
@@ -30,56 +30,78 @@ def _bottleneck_entry():
     return dataclasses.replace(entry, model=spec)
 
 
-def _three_steps(model, entry, batches, precision: str) -> list[float]:
-    optimizer = build_optimizer(model, entry.train)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    losses = []
-    for images, labels in batches:
-        step = train_one_iter(model, images, labels, optimizer, scaler, entry, CUDA, precision)
-        losses.append(step["total"].item())
-    return losses
-
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_graphed_recomputing_step_follows_the_eager_reference(precision: str) -> None:
-    """Three SGD steps with CUDA graphs, channels-last, SDPA and recomputed tails against the
-    plain eager model: same losses and weights up to kernel-choice rounding, and the BN
-    statistics recorded once per step (not during the graphs' warm-up runs)."""
-    entry = _bottleneck_entry()
+def _fast_model(entry, recompute: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    reference = build_model(entry.model).to(CUDA).train()
-    fast = copy.deepcopy(reference)
-    applied = prepare_for_training(fast, CUDA)
-    assert applied["recompute"] and applied["channels_last"]
+    model = build_model(entry.model).to(CUDA).train()
+    applied = prepare_for_training(model, CUDA, recompute=recompute)
+    assert applied["recompute"] == recompute and applied["channels_last"]
+    for module in model.modules():  # dropout draws would differ between the two runs
+        if isinstance(module, torch.nn.Dropout2d):
+            module.p = 0.0
+    return model
+
+
+def _batches():
     generator = torch.Generator().manual_seed(1)
-    batches = [
+    return [
         (
             torch.randn(2, 3, 64, 64, generator=generator).to(CUDA),
             torch.randint(0, 5, (2, 64, 64), generator=generator).to(CUDA),
         )
-        for _ in range(3)
+        for _ in range(2)
     ]
-    # Dropout draws differ between the graphs and the eager run: compare without it (before
-    # the capture, which records the dropout as it is).
-    for model in (reference, fast):
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout2d):
-                module.p = 0.0
-    graph_training_forward(fast, batches[0][0].clone(), precision)
-    ours = _three_steps(fast, entry, batches, precision)
-    theirs = _three_steps(reference, entry, batches, precision)
-    tolerance = 1e-3 if precision == "fp32" else 3e-2  # TF32 / bf16 kernels differ by path
-    assert ours == pytest.approx(theirs, rel=tolerance)
-    pairs = zip(fast.state_dict().items(), reference.state_dict().values(), strict=True)
-    for (name, a), b in pairs:
+
+
+def _step(model, entry, images, labels, precision: str) -> tuple[float, dict]:
+    """One SGD step; the loss and the gradients it applied (lr 0: weights stay put)."""
+    optimizer = build_optimizer(model, dataclasses.replace(entry.train, lr=0.0))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    loss = train_one_iter(model, images, labels, optimizer, scaler, entry, CUDA, precision)
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()}
+    return loss["total"].item(), grads
+
+
+def _relative(ours: dict, theirs: dict) -> float:
+    diff = sum((ours[k] - theirs[k]).pow(2).sum() for k in theirs).sqrt()
+    return (diff / sum(theirs[k].pow(2).sum() for k in theirs).sqrt()).item()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graphed_step_equals_the_eager_step(precision: str) -> None:
+    """The same fast model with and without CUDA graphs: the same losses and gradients for
+    two different batches (the second replays the graph on new data), and the BatchNorm
+    statistics recorded once per step, not during the graphs' warm-up runs."""
+    entry = _bottleneck_entry()
+    eager, graphed = _fast_model(entry, True), _fast_model(entry, True)
+    batches = _batches()
+    graph_training_forward(graphed, batches[0][0].clone(), precision)
+    tolerance = 1e-4 if precision == "fp32" else 1e-2
+    for images, labels in batches:
+        loss, grads = _step(graphed, entry, images, labels, precision)
+        reference_loss, reference_grads = _step(eager, entry, images, labels, precision)
+        assert loss == pytest.approx(reference_loss, rel=tolerance)
+        assert _relative(grads, reference_grads) <= tolerance
+    pairs = zip(graphed.named_buffers(), eager.buffers(), strict=True)
+    for (name, ours), theirs in pairs:
         if name.endswith("num_batches_tracked"):
-            assert a.item() == b.item() == 3, name
+            assert ours.item() == theirs.item() == 2, name
         else:
-            assert torch.allclose(a.float(), b.float(), rtol=tolerance, atol=tolerance), name
+            assert torch.allclose(ours, theirs, rtol=tolerance, atol=tolerance), name
     # Eval mode and other shapes run the eager forward.
-    fast.eval()
+    graphed.eval()
     with torch.no_grad():
-        assert fast(torch.randn(1, 3, 48, 80, device=CUDA))["out"].shape == (1, 5, 48, 80)
+        assert graphed(torch.randn(1, 3, 48, 80, device=CUDA))["out"].shape == (1, 5, 48, 80)
+
+
+def test_recomputed_tails_give_the_same_gradients_on_the_gpu() -> None:
+    entry = _bottleneck_entry()
+    images, labels = _batches()[0]
+    loss, grads = _step(_fast_model(entry, True), entry, images, labels, "fp32")
+    reference_loss, reference_grads = _step(
+        _fast_model(entry, False), entry, images, labels, "fp32"
+    )
+    assert loss == pytest.approx(reference_loss, rel=1e-5)
+    assert _relative(grads, reference_grads) <= 1e-4
 
 
 def test_every_conv_runs_fused_on_the_gpu() -> None:
