@@ -198,9 +198,9 @@ def _move_value_bias(block: SelfAttentionBlock) -> None:
     conv ``W``) turns it into ``W @ b``, which joins its own bias. The value projection is then
     a bare convolution (no broadcast addition over the 512-channel map)."""
     value, output = block.value_project, block.output_project.conv
-    if value.bias is None or output.bias is None or not isinstance(output, nn.Conv2d):
+    if not isinstance(output, nn.Conv2d) or output.kernel_size != (1, 1):
         return
-    if output.kernel_size != (1, 1):
+    if value.bias is None or output.bias is None:
         return
     weight = output.weight.double().flatten(1)  # (out, in)
     output.bias.add_((weight @ value.bias.double()).to(output.bias.dtype))
