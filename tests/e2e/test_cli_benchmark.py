@@ -91,6 +91,18 @@ def test_train_benchmark_writes_json(tmp_path) -> None:
     assert SPEED_FIELDS <= set(record)
     assert record["kind"] == "train" and record["batch_size"] == 2
     assert record["flops_per_iter"] > 0
+    # CPU training is the reference path unless asked; no graphs off CUDA.
+    assert record["settings"]["recompute"] is False and record["settings"]["cuda_graphs"] is False
+
+
+def test_train_benchmark_recomputes_and_profiles_on_request(tmp_path) -> None:
+    out, profile = tmp_path / "train.json", tmp_path / "kernels.txt"
+    args = ["benchmark", "isanet_r50_voc", "--train", "--size", "32x32", "--batch-size", "2"]
+    args += ["--device", "cpu", "--warmup", "0", "--iters", "1", "--recompute"]
+    result = runner.invoke(app, [*args, "--profile", str(profile), "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["settings"]["recompute"] is True
+    assert "aten::" in profile.read_text()  # the profiler's operator table
 
 
 def test_attention_benchmark_runs_at_tiny_sizes(tmp_path) -> None:
@@ -129,6 +141,10 @@ def test_bad_options_are_one_line_errors() -> None:
         (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
         (["--plain", "--precision", "bf16", "--device", "cpu"], "--plain"),
         (["no_such_model"], "unknown model"),
+        (["--recompute", "--device", "cpu"], "apply to --train"),
+        (["--train", "--cuda-graphs", "--device", "cpu"], "CUDA graphs need a CUDA device"),
+        (["--train", "--plain", "--recompute", "--device", "cpu"], "--plain"),
+        (["--attention", "--profile", "p.txt"], "--profile applies"),
     ):
         result = runner.invoke(app, ["benchmark", *args])
         assert result.exit_code == 2, (args, result.output)

@@ -96,6 +96,7 @@ def test_resume_continues_the_run_with_its_own_recipe(city_root: Path, tmp_path:
         (["--classes", "a,b", "--num-classes", "3"], "--num-classes 3 but --classes names 2"),
         (["--pretrained", "{tmp}/absent.pth"], "file"),
         (["--work-dir", "{tmp}/file/run"], "cannot write to the work dir"),
+        (["--device", "cpu", "--cuda-graphs"], "CUDA graphs need a CUDA device"),
     ],
 )
 def test_bad_input_is_one_line_before_training(
