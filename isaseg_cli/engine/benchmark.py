@@ -160,13 +160,15 @@ def measure(
     task: str = "benchmark",
     first_call: bool = True,
     reset_memory_peak: bool = True,
+    profile_to: Path | None = None,
 ) -> Timing:
     """Times ``step``: a first call (timed alone; skipped if ``first_call`` is False, when the
     caller made it), ``warmup`` untimed calls, then ``iters`` timed calls.
 
     The peak memory is that of the timed calls, or, with ``reset_memory_peak`` False, since
     the caller's own ``reset_peak`` (CUDA graph replays allocate nothing: their memory is
-    seen when they are captured)."""
+    seen when they are captured). With ``profile_to``, a ``torch.profiler`` table of a few
+    more calls is written there (``write_profile``)."""
     if iters < 1 or warmup < 0:
         raise InputError("--iters must be at least 1 and --warmup at least 0")
     total = 1 + warmup + iters
@@ -191,6 +193,8 @@ def measure(
         _report(on_progress, task, 2 + warmup + index, total, ms=times[-1])
     peak, kind = read_peak(device)
     reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+    if profile_to is not None:
+        write_profile(step, device, profile_to)
     return Timing(first, tuple(times), peak, kind, reserved)
 
 
@@ -366,9 +370,8 @@ def benchmark_inference(
         iters=iters,
         on_progress=on_progress,
         reset_memory_peak=not graphed,
+        profile_to=profile_to,
     )
-    if profile_to is not None:
-        write_profile(step, device, profile_to)
     agreement = None
     if check_masks and runner is not model:
         with torch.inference_mode():
@@ -478,9 +481,8 @@ def benchmark_train(
         iters=iters,
         on_progress=on_progress,
         reset_memory_peak=not cuda_graphs,
+        profile_to=profile_to,
     )
-    if profile_to is not None:
-        write_profile(step, device, profile_to)
     with torch.device("meta"):
         meta_model = build_model(entry.model).train()
         meta_images = torch.empty(images.shape)

@@ -78,11 +78,12 @@ class SelfAttentionBlock(nn.Module):
 def _fused_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
     """``F.scaled_dot_product_attention`` in the form its fused kernels accept.
 
-    Those kernels take 4-d (batch, heads, tokens, width) inputs only (3-d ones go to the slow
-    math kernel), and flash attention wants the value as wide as the key: ISA's value (512)
-    is twice its key (256). So each group is one head, and the value is attended in
-    key-wide slices, each a flash-eligible call (the scores are recomputed per slice, which
-    is cheap next to the 1x1 projections around it).
+    Those kernels take 4-d (batch, heads, tokens, width) inputs only (3-d ones go to the
+    math kernel), and the flash and cuDNN kernels want the value as wide as the key: ISA's
+    value (512) is twice its key (256), which only the memory-efficient kernel accepts (probed
+    on an H200, docs/PERFORMANCE.md). So each group is one head, and the value is attended in
+    key-wide slices (the scores are recomputed per slice, cheap next to the 1x1 projections
+    around them).
     """
     query, key = query.unsqueeze(1), key.unsqueeze(1)
     width = query.shape[-1]
