@@ -64,28 +64,14 @@ def test_inference_benchmark_writes_json(tmp_path) -> None:
     assert "images/s" in result.output
 
 
+# One R-50 training step on a 32x32 crop, batch 2, on the CPU.
+TRAIN_ARGS = ["benchmark", "isanet_r50_voc", "--train", "--size", "32x32", "--batch-size", "2"]
+TRAIN_ARGS += ["--device", "cpu", "--warmup", "0", "--iters", "1"]
+
+
 def test_train_benchmark_writes_json(tmp_path) -> None:
     out = tmp_path / "train.json"
-    result = runner.invoke(
-        app,
-        [
-            "benchmark",
-            "isanet_r50_voc",
-            "--train",
-            "--size",
-            "32x32",
-            "--batch-size",
-            "2",
-            "--device",
-            "cpu",
-            "--warmup",
-            "0",
-            "--iters",
-            "1",
-            "--json-out",
-            str(out),
-        ],
-    )
+    result = runner.invoke(app, [*TRAIN_ARGS, "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert SPEED_FIELDS <= set(record)
@@ -97,9 +83,8 @@ def test_train_benchmark_writes_json(tmp_path) -> None:
 
 def test_train_benchmark_recomputes_and_profiles_on_request(tmp_path) -> None:
     out, profile = tmp_path / "train.json", tmp_path / "kernels.txt"
-    args = ["benchmark", "isanet_r50_voc", "--train", "--size", "32x32", "--batch-size", "2"]
-    args += ["--device", "cpu", "--warmup", "0", "--iters", "1", "--recompute"]
-    result = runner.invoke(app, [*args, "--profile", str(profile), "--json-out", str(out)])
+    args = [*TRAIN_ARGS, "--recompute", "--profile", str(profile), "--json-out", str(out)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["settings"]["recompute"] is True
     assert "aten::" in profile.read_text()  # the profiler's operator table
