@@ -33,9 +33,9 @@ def _bottleneck_entry():
 
 def _fast_model(entry, recompute: bool) -> torch.nn.Module:
     """The tiny bottleneck model, well conditioned: with PyTorch's random init its gradients
-    are chaotic (channels-last alone moved them by 5 % on the CPU, and kernel rounding by
-    2-4 % on the H200), so the last BN of each block starts at 0.1, as in a trained network
-    (then channels-last moves them by 1e-5)."""
+    are chaotic (channels-last alone moved them by 5 % on the CPU, and other kernels' rounding
+    by 0.2 to 4 % on the H200), so the last BN of each block starts at 0.1, as in a trained
+    network (then channels-last moves them by 1e-5 on the CPU)."""
     torch.manual_seed(0)
     model = build_model(entry.model).to(CUDA).train()
     with torch.no_grad():
