@@ -59,26 +59,28 @@ def graph_training_forward(model: Segmentor, sample_images: Tensor, precision: s
 
 
 class GraphedInference:
-    """Calls ``forward`` through a CUDA graph per input shape, once that shape comes back.
+    """Calls ``forward`` (images -> a tensor) through a CUDA graph per input shape, once that
+    shape comes back.
 
     Inference of a fused, bf16 ISANet on a fast GPU takes a few milliseconds, about what the
     CPU needs to launch its kernels one by one; replaying a captured graph costs one launch.
     The first call with a shape runs eagerly (it also lets cuDNN autotune and the fused-conv
     fallbacks settle); the second captures the graph (one more forward's time); later ones
     replay it. At most ``max_graphs`` shapes are captured, each with its own memory pool
-    (about one eager forward's activations); other shapes keep running eagerly. Outputs are
-    copied out of the graph's buffers, so each call returns tensors of its own.
+    (about one eager forward's activations); other shapes keep running eagerly. The output is
+    copied out of the graph's buffer, so each call returns a tensor of its own: keep it small
+    (``InferenceSegmentor`` captures the low-resolution logits and resizes them outside).
 
     Only without autograd (``torch.no_grad`` or ``torch.inference_mode``), on CUDA inputs.
     """
 
-    def __init__(self, forward: Callable[[Tensor], dict[str, Tensor]], max_graphs: int = 3):
+    def __init__(self, forward: Callable[[Tensor], Tensor], max_graphs: int = 3):
         self.forward = forward
         self.max_graphs = max_graphs
         self.seen: set[tuple[object, ...]] = set()
         self.graphs: dict[tuple[object, ...], _Captured] = {}
 
-    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+    def __call__(self, images: Tensor) -> Tensor:
         if torch.is_grad_enabled() or not images.is_cuda:
             return self.forward(images)
         key = (tuple(images.shape), images.dtype, images.device, images.stride())
@@ -90,16 +92,16 @@ class GraphedInference:
             captured = self.graphs[key] = _capture(self.forward, images)
         captured.images.copy_(images)
         captured.graph.replay()
-        return {name: value.clone() for name, value in captured.outputs.items()}
+        return captured.output.clone()
 
 
 class _Captured(NamedTuple):
     graph: torch.cuda.CUDAGraph
     images: Tensor
-    outputs: dict[str, Tensor]
+    output: Tensor
 
 
-def _capture(forward: Callable[[Tensor], dict[str, Tensor]], images: Tensor) -> _Captured:
+def _capture(forward: Callable[[Tensor], Tensor], images: Tensor) -> _Captured:
     static = images.clone()
     side = torch.cuda.Stream(device=images.device)
     side.wait_stream(torch.cuda.current_stream(images.device))
@@ -108,5 +110,5 @@ def _capture(forward: Callable[[Tensor], dict[str, Tensor]], images: Tensor) -> 
     torch.cuda.current_stream(images.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        outputs = forward(static)
-    return _Captured(graph, static, outputs)
+        output = forward(static)
+    return _Captured(graph, static, output)

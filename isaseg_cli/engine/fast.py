@@ -64,14 +64,15 @@ class InferenceSegmentor(Segmentor):
         self.graphed = GraphedInference(self.run) if settings.cuda_graphs else None
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        return self.run(images) if self.graphed is None else self.graphed(images)
+        logits = self.run(images) if self.graphed is None else self.graphed(images)
+        return {"out": self.resize(logits, images.shape[-2:])}
 
-    def run(self, images: Tensor) -> dict[str, Tensor]:
-        """The forward itself (what ``GraphedInference`` captures)."""
-        size = images.shape[-2:]
+    def run(self, images: Tensor) -> Tensor:
+        """Backbone and head: float32 logits at the feature resolution (what
+        ``GraphedInference`` captures; the resize to the input size stays outside, so the graph
+        replay need not copy full-size logits out of its pool)."""
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
-        logits = self.decode_head(self.backbone(images))
-        return {"out": self.resize(logits.float(), size)}
+        return self.decode_head(self.backbone(images)).float()
 
 
 def resolve_fast_settings(

@@ -5,15 +5,14 @@ ISA: Huang et al., "Interlaced Sparse Self-Attention for Semantic Segmentation" 
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from isaseg_cli.models.layers import ConvModule
+from isaseg_cli.models.regroup import regroup
 
 ATTENTION_KINDS = ("matmul", "sdpa")
 
@@ -61,18 +60,28 @@ class SelfAttentionBlock(nn.Module):
         similarity = scale * torch.matmul(query, key.transpose(1, 2))  # (B, T, T)
         return torch.matmul(F.softmax(similarity, dim=-1), value)
 
-    def forward_grouped(
-        self, x: Tensor, to_tokens: Callable[[Tensor], Tensor], to_map: Callable[[Tensor], Tensor]
-    ) -> Tensor:
-        """The same block on an ungrouped map: the 1x1 projections run per pixel on ``x``
-        (N, C, H, W) as it lies, and only the attention sees groups, through ``to_tokens``
-        (map -> (groups, T, channels)) and ``to_map`` (its inverse). Saves the regrouping copy
-        of the input and of the output that ``forward`` needs.
+    def forward_tokens(self, tokens: Tensor) -> Tensor:
+        """The block on groups already laid out as tokens (groups, T, C), contiguous.
+
+        The 1x1 projections run on a (groups, C, T, 1) channels-last view of the tokens, so
+        neither their inputs nor the attention's operands need a regrouping copy.
         """
-        query = to_tokens(self.query_project(x))
-        key = to_tokens(self.key_project(x))
-        value = to_tokens(self.value_project(x))
-        return self.output_project(to_map(self.attend(query, key, value)))
+        x = _tokens_as_map(tokens)
+        query = _map_as_tokens(self.query_project(x))
+        key = _map_as_tokens(self.key_project(x))
+        value = _map_as_tokens(self.value_project(x))
+        context = self.attend(query, key, value)
+        return _map_as_tokens(self.output_project(_tokens_as_map(context)))
+
+
+def _tokens_as_map(tokens: Tensor) -> Tensor:
+    """(groups, T, C) -> (groups, C, T, 1), a view (channels-last when ``tokens`` is contiguous)."""
+    return tokens.unsqueeze(2).permute(0, 3, 1, 2)
+
+
+def _map_as_tokens(x: Tensor) -> Tensor:
+    """The inverse of ``_tokens_as_map`` (a view for a channels-last map)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 def _fused_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
@@ -108,9 +117,10 @@ class ISAHead(nn.Module):
         dropout: channel dropout before the classifier.
         feature_index: which backbone stage output the head reads.
 
-    ``fast_interlace`` (default False, the reference code path) runs each relation's per-pixel
-    projections on the padded map and regroups only the attention's tokens (the same maths,
-    fewer copies; equal to float rounding). State-dict keys do not depend on it.
+    ``fast_interlace`` (default False, the reference code path) keeps the groups token-major,
+    channels last, from one relation to the next and runs the per-pixel projections on them
+    as they lie (the same maths, fewer copies; equal to float rounding). State-dict keys do
+    not depend on it.
     """
 
     def __init__(
@@ -152,7 +162,7 @@ class ISAHead(nn.Module):
         if pad_h > 0 or pad_w > 0:
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         if self.fast_interlace:
-            x = self._relations_ungrouped(x)
+            x = self._relations_token_major(x)
         else:
             x = self._relations_regrouped(x)
         if pad_h > 0 or pad_w > 0:
@@ -177,49 +187,27 @@ class ISAHead(nn.Module):
         x = x.permute(0, 3, 1, 4, 2, 5)  # (n, c, num_h, group_h, num_w, group_w)
         return x.reshape(n, c, num_h * group_h, num_w * group_w)
 
-    def _relations_ungrouped(self, x: Tensor) -> Tensor:
-        """Both relations with the projections on the padded map (n, c, Hp, Wp) itself."""
-        n, _, height, width = x.shape
+    def _relations_token_major(self, x: Tensor) -> Tensor:
+        """Both relations on the padded map (n, c, Hp, Wp) with three regrouping copies in all
+        (into the long-range groups, between the relations, back to the image), the channels
+        last in each: each relation's projections run on its tokens where they lie."""
+        n, c, height, width = x.shape
         group_h, group_w = self.group_size
-        grid = (n, height // group_h, group_h, width // group_w, group_w)  # (n, gy, ly, gx, lx)
+        num_h, num_w = height // group_h, width // group_w
         # Keep the caller's memory format, so a channels-last model stays channels-last.
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        for relation, order in ((self.global_relation, _GLOBAL), (self.local_relation, _LOCAL)):
-            x = relation.forward_grouped(
-                x,
-                functools.partial(_to_tokens, grid=grid, order=order),
-                functools.partial(_to_map, grid=grid, order=order, channels_last=channels_last),
-            )
-        return x
-
-
-# Axes of the grid (n, gy, ly, gx, lx): three batch axes, then the two token axes of a group.
-_GLOBAL = (0, 2, 4, 1, 3)  # long range: a group per in-block offset (ly, lx); tokens (gy, gx)
-_LOCAL = (0, 1, 3, 2, 4)  # short range: a group per block (gy, gx); tokens (ly, lx)
-
-
-def _to_tokens(x: Tensor, grid: tuple[int, ...], order: tuple[int, ...]) -> Tensor:
-    """(n, c, Hp, Wp) -> (groups, tokens, c) with the grid axes taken in ``order``."""
-    n, num_h, group_h, num_w, group_w = grid
-    x = x.view(n, x.shape[1], num_h, group_h, num_w, group_w)  # (n, c, gy, ly, gx, lx)
-    x = x.permute(*[axis + 1 if axis else 0 for axis in order], 1)  # grid axes in order, then c
-    a, b, c, t1, t2, channels = x.shape
-    return x.reshape(a * b * c, t1 * t2, channels)
-
-
-def _to_map(
-    tokens: Tensor, grid: tuple[int, ...], order: tuple[int, ...], channels_last: bool
-) -> Tensor:
-    """The inverse of ``_to_tokens``: (groups, tokens, c) -> (n, c, Hp, Wp), one copy."""
-    n, num_h, group_h, num_w, group_w = grid
-    channels = tokens.shape[-1]
-    x = tokens.view(*[grid[axis] for axis in order], channels)  # grid axes in order, then c
-    inverse = [order.index(axis) for axis in range(5)]
-    if channels_last:
-        x = x.permute(*inverse, 5).contiguous()  # (n, gy, ly, gx, lx, c)
-        return x.view(n, num_h * group_h, num_w * group_w, channels).permute(0, 3, 1, 2)
-    x = x.permute(inverse[0], 5, *inverse[1:])  # (n, c, gy, ly, gx, lx)
-    return x.reshape(n, channels, num_h * group_h, num_w * group_w)
+        grid = x.permute(0, 2, 3, 1).view(n, num_h, group_h, num_w, group_w, c)
+        # Long range: a group per in-block offset (ly, lx), its tokens (gy, gx).
+        tokens = regroup(grid, (0, 2, 4, 1, 3, 5)).view(n * group_h * group_w, num_h * num_w, c)
+        tokens = self.global_relation.forward_tokens(tokens)
+        # Short range: a group per block (gy, gx), its tokens (ly, lx).
+        tokens = tokens.view(n, group_h, group_w, num_h, num_w, c)
+        tokens = regroup(tokens, (0, 3, 4, 1, 2, 5)).view(n * num_h * num_w, group_h * group_w, c)
+        tokens = self.local_relation.forward_tokens(tokens)
+        tokens = tokens.view(n, num_h, num_w, group_h, group_w, c)  # (n, gy, gx, ly, lx, c)
+        if channels_last:
+            return regroup(tokens, (0, 1, 3, 2, 4, 5)).view(n, height, width, c).permute(0, 3, 1, 2)
+        return regroup(tokens, (0, 5, 1, 3, 2, 4)).view(n, c, height, width)
 
 
 class FCNHead(nn.Module):

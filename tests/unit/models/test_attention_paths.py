@@ -1,7 +1,7 @@
 """The opt-in fast attention paths compute what mmseg's path computes.
 
 ``attention="sdpa"`` (scaled_dot_product_attention, value wider than key) against the explicit
-matmul-softmax-matmul, and ``fast_interlace`` (per-pixel projections on the ungrouped map)
+matmul-softmax-matmul, and ``fast_interlace`` (token-major groups, projections where the tokens lie)
 against the regrouping reference, at sizes that need padding, in eval and in training mode.
 """
 
