@@ -428,7 +428,8 @@ def benchmark_train(
     Defaults are the entry's recipe per GPU: its crop and ``train.batch_size // train.gpus``.
     Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, the model is
     set up as ``isaseg train`` sets it up (``prepare_for_training``: on CUDA channels-last,
-    SDPA, the copy-saving interlace and recomputed bottleneck tails) and, on CUDA without
+    SDPA, the copy-saving interlace, the matrix-product loss resize and recomputed bottleneck
+    tails) and, on CUDA without
     ``compile``, the forward and backward replay CUDA graphs (``cuda_graphs``, ``None``:
     automatic). ``compile`` compiles the model instead (inductor may recompute cheap ops
     rather than save them). ``profile_to``: also write a ``torch.profiler`` kernel table there.
@@ -442,7 +443,7 @@ def benchmark_train(
     model = build_model(entry.model).to(device).train()
     if plain:
         applied: dict[str, object] = {"channels_last": False, "attention": "matmul"}
-        applied |= {"fast_interlace": False, "recompute": False}
+        applied |= {"fast_interlace": False, "recompute": False, "matmul_resize": False}
     else:
         if compile and recompute is None:
             recompute = False  # inductor plans its own recomputation

@@ -220,9 +220,10 @@ def prepare_for_training(
 ) -> dict[str, object]:
     """Sets up ``model`` (in place) for fast training on ``device``; returns what it applied.
 
-    On CUDA: channels-last parameters, SDPA for both ISA relations and the copy-saving
-    interlace, which keep the maths and the state dict (keys and values) of the reference
-    model; and ``recompute`` (``None``: on CUDA without SyncBatchNorm) has every bottleneck
+    On CUDA: channels-last parameters, SDPA for both ISA relations, the copy-saving interlace
+    and the logits resized for the loss by matrix products (``Segmentor.matmul_resize``),
+    which keep the maths and the state dict (keys and values) of the reference model; and
+    ``recompute`` (``None``: on CUDA without SyncBatchNorm) has every bottleneck
     recompute its tail in the backward pass instead of keeping it (``Bottleneck.recompute_tail``:
     the same gradients; R-101 bf16 on an H200: 6.2 to 4.3 GiB per step). Elsewhere, unless
     ``recompute`` asks for it, nothing changes: CPU training stays the reference code path.
@@ -241,10 +242,22 @@ def prepare_for_training(
             module.recompute_tail = recompute
     applied: dict[str, object] = {"recompute": recompute}
     if not cuda:
-        return applied | {"channels_last": False, "attention": "matmul", "fast_interlace": False}
+        return applied | {
+            "channels_last": False,
+            "attention": "matmul",
+            "fast_interlace": False,
+            "matmul_resize": False,
+        }
     set_attention(model, "sdpa", fast_interlace=True)
     to_channels_last(model)
-    return applied | {"channels_last": True, "attention": "sdpa", "fast_interlace": True}
+    if isinstance(model, Segmentor):
+        model.matmul_resize = True
+    return applied | {
+        "channels_last": True,
+        "attention": "sdpa",
+        "fast_interlace": True,
+        "matmul_resize": isinstance(model, Segmentor),
+    }
 
 
 def compile_options(mode: str) -> dict[str, object]:

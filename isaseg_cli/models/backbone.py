@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from isaseg_cli.models.layers import norm_layer
-from isaseg_cli.models.recompute import checkpoint_with_norms
+from isaseg_cli.models.recompute import recomputed_tail
 
 # depth -> (block kind, blocks per stage)
 _STAGE_BLOCKS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -80,17 +80,17 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion, sync_bn)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        # Training memory: keep only conv2's output and the shortcut for the backward pass, and
-        # recompute bn2-ReLU-conv3-bn3-add-ReLU there (the 1x1 conv3 is 8 % of the block's
-        # FLOPs; the tensors it spares are 42 % of the block's). Off by default: the reference
-        # keeps everything. Not for SyncBatchNorm (its recomputation would communicate again).
+        # Training memory: keep only conv2's output and the block's output for the backward
+        # pass, and recompute bn2-ReLU-conv3 there (models/recompute.py: the 1x1 conv3 is 8 %
+        # of the block's FLOPs; the tensors it spares are 42 % of the block's). Off by default:
+        # the reference keeps everything. Not for SyncBatchNorm.
         self.recompute_tail = False
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.conv2(self.relu(self.bn1(self.conv1(x))))
         if self.recompute_tail and self.training and torch.is_grad_enabled():
-            return checkpoint_with_norms(self._tail, out, identity, norms=(self.bn2, self.bn3))
+            return recomputed_tail(self, out, identity)
         return self._tail(out, identity)
 
     def _tail(self, out: Tensor, identity: Tensor) -> Tensor:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from isaseg_cli.models.interpolate import bilinear_resize
 
 
 class Segmentor(nn.Module):
@@ -27,6 +30,9 @@ class Segmentor(nn.Module):
         self.decode_head = decode_head
         self.auxiliary_head = auxiliary_head
         self.align_corners = align_corners
+        # With autograd on, resize by matrix products (models/interpolate.py: float32 logits,
+        # a fast backward on CUDA). Off by default: the reference resizes with interpolate.
+        self.matmul_resize = False
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         size = images.shape[-2:]
@@ -43,6 +49,8 @@ class Segmentor(nn.Module):
         per pixel make the NHWC resize kernels slow on CUDA, and the full-size logits are
         read per class afterwards (argmax, losses). A no-op for the reference layout.
         """
+        if self.matmul_resize and torch.is_grad_enabled():
+            return bilinear_resize(logits, (size[0], size[1]), self.align_corners)
         return F.interpolate(
             logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=self.align_corners
         )

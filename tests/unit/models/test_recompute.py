@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import pytest
 import torch
 from torch import nn
 
 from isaseg_cli.engine.loss import segmentation_losses
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
-from isaseg_cli.models.recompute import preserved_running_stats
+from isaseg_cli.models.recompute import recomputed_tail
 from tests.conftest import tiny_model_spec
 
 
@@ -64,10 +65,33 @@ def test_tails_are_not_recomputed_in_eval_or_without_gradients() -> None:
     assert norm.num_batches_tracked.item() == 1
 
 
-def test_preserved_running_stats_puts_the_buffers_back() -> None:
-    norm = nn.BatchNorm2d(4).train()
-    before = [buffer.clone() for buffer in norm.buffers()]
-    with preserved_running_stats([norm]):
-        norm(torch.randn(2, 4, 3, 3) + 5)
-        assert norm.num_batches_tracked.item() == 1
-    assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), before, strict=True))
+def _saved_bytes(model: nn.Module, images: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of one forward."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(images)
+    return sum(storages.values())
+
+
+def test_recomputed_tails_keep_fewer_activations() -> None:
+    plain = _bottleneck_model()
+    lean = copy.deepcopy(plain)
+    for block in lean.modules():
+        if isinstance(block, Bottleneck):
+            block.recompute_tail = True
+    images = torch.randn(2, 3, 64, 96)
+    ours, theirs = _saved_bytes(lean, images), _saved_bytes(plain, images)
+    assert ours < 0.8 * theirs, (ours, theirs)
+
+
+def test_the_recomputed_tail_refuses_sync_batchnorm() -> None:
+    block = _bottleneck_model().backbone.layer1[0]
+    block.bn2 = nn.SyncBatchNorm(block.bn2.num_features)
+    with pytest.raises(ValueError, match="SyncBatchNorm"):
+        recomputed_tail(block, torch.randn(1, 4, 8, 8), torch.randn(1, 16, 8, 8))
