@@ -1,0 +1,102 @@
+"""Times single operators of the bf16 R-50 forward at 1024x2048 against alternatives.
+
+    python benchmarks/op_probe.py --out DIR      # on a CUDA machine; DIR/op_probe.json
+
+Each row is the median of CUDA-event timings, after a warm-up, with cuDNN autotuning on, and
+says whether the alternative's result equals the baseline's (bit for bit). It answers which
+of the small remaining costs in the run-3 profile (docs/PERFORMANCE.md) are worth changing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from isaseg_cli.models.regroup import regroup
+
+
+def _time(fn: Callable[[], torch.Tensor], iters: int = 50) -> tuple[float, torch.Tensor]:
+    for _ in range(5):
+        out = fn()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000)
+    return statistics.median(times), out
+
+
+def _maxpool_3d(x: torch.Tensor) -> torch.Tensor:
+    """NHWC max-pool 3x3/2 as max_pool3d over the contiguous (N, 1, H, W, C) view."""
+    pooled = F.max_pool3d(x.permute(0, 2, 3, 1).unsqueeze(1), (3, 3, 1), (2, 2, 1), (1, 1, 0))
+    return pooled.squeeze(1).permute(0, 3, 1, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    cuda = torch.device("cuda")
+    bf16 = torch.bfloat16
+    cl = torch.channels_last
+    rows: list[dict[str, object]] = []
+
+    def row(name: str, fn: Callable[[], torch.Tensor], baseline: torch.Tensor | None = None):
+        us, out = _time(fn)
+        record: dict[str, object] = {"op": name, "us": round(us, 1)}
+        if baseline is not None:
+            record["equal"] = bool(torch.equal(out, baseline))
+        rows.append(record)
+        print(json.dumps(record), flush=True)
+        return out
+
+    stem = torch.relu(torch.randn(1, 64, 512, 1024, device=cuda)).to(bf16, memory_format=cl)
+    base = row("maxpool2d nhwc", lambda: F.max_pool2d(stem, 3, 2, 1))
+    row("maxpool3d on nhwc view", lambda: _maxpool_3d(stem), base)
+    stem_nchw = stem.contiguous()
+    row("maxpool2d nchw (input already nchw)", lambda: F.max_pool2d(stem_nchw, 3, 2, 1), base)
+
+    image = torch.randn(1, 3, 1024, 2048, device=cuda)
+    weight3 = torch.randn(32, 3, 3, 3, device=cuda).to(bf16, memory_format=cl)
+    weight8 = F.pad(weight3, (0, 0, 0, 0, 0, 5)).contiguous(memory_format=cl)
+    x3 = image.to(bf16, memory_format=cl)
+    row("image fp32 nchw -> bf16 nhwc, 3 ch", lambda: image.to(bf16, memory_format=cl))
+
+    def pad8() -> torch.Tensor:
+        padded = torch.zeros(1, 8, 1024, 2048, device=cuda, dtype=bf16).to(memory_format=cl)
+        padded[:, :3] = image
+        return padded
+
+    x8 = row("image fp32 nchw -> bf16 nhwc, padded to 8 ch", pad8)
+    conv3 = row("stem conv 3->32 s2, 3 ch", lambda: F.conv2d(x3, weight3, None, 2, 1))
+    row("stem conv 3->32 s2, padded to 8 ch", lambda: F.conv2d(x8, weight8, None, 2, 1), conv3)
+
+    feature = torch.randn(1, 512, 128, 256, device=cuda).to(bf16, memory_format=cl)
+    grid = feature.permute(0, 2, 3, 1).view(1, 16, 8, 32, 8, 512)
+    order = (0, 2, 4, 1, 3, 5)
+    plain = row("regroup 512 ch, element copy", lambda: grid.permute(*order).contiguous())
+    row("regroup 512 ch, int64 words", lambda: regroup(grid, order), plain)
+    other = torch.randn_like(feature).contiguous(memory_format=cl)
+    row("cat 2x512 ch nhwc", lambda: torch.cat([feature, other], dim=1))
+
+    logits = torch.randn(1, 19, 128, 256, device=cuda)
+    row(
+        "resize logits to 1024x2048 fp32",
+        lambda: F.interpolate(logits, (1024, 2048), mode="bilinear", align_corners=False),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "op_probe.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
