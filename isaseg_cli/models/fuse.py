@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
-from isaseg_cli.models.heads import SelfAttentionBlock
+from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
 from isaseg_cli.models.layers import ConvModule
 
 # Attribute pairs whose conv feeds straight into the BN in our modules (ConvModule, BasicBlock,
@@ -126,6 +126,46 @@ class ConvReLU(nn.Module):
         return torch.relu_(out)
 
 
+class ConcatConvReLU(nn.Module):
+    """``relu(conv(cat([a, b])) + bias)`` without the concatenation copy.
+
+    A convolution of concatenated channels is the sum of convolutions of the parts with the
+    matching slices of its weight: ``b``'s bare convolution is added by ``a``'s in its fused
+    epilogue (``ConvReLU`` with a residual). For ISA's ``out_conv`` on a 128x256 map this
+    spares writing and reading a 1024-channel tensor. ``forward_parts((a, b))`` is what
+    ``ISAHead`` calls; ``forward`` takes the concatenated input too.
+    """
+
+    def __init__(self, conv: nn.Conv2d, first_width: int) -> None:
+        super().__init__()
+        if conv.groups != 1 or not 0 < first_width < conv.in_channels:
+            raise ValueError("ConcatConvReLU splits an ungrouped conv inside its input width")
+        self.first_width = first_width
+        self.first = ConvReLU(_conv_slice(conv, 0, first_width, with_bias=True))
+        self.second = _conv_slice(conv, first_width, conv.in_channels, with_bias=False)
+
+    def forward_parts(self, parts: tuple[Tensor, Tensor]) -> Tensor:
+        first, second = parts
+        return self.first(first, self.second(second))
+
+    def forward(self, x: Tensor) -> Tensor:
+        first, second = x.split([self.first_width, x.shape[1] - self.first_width], dim=1)
+        return self.forward_parts((first, second))
+
+
+@torch.no_grad()
+def _conv_slice(conv: nn.Conv2d, start: int, stop: int, *, with_bias: bool) -> nn.Conv2d:
+    """A copy of ``conv`` reading only its input channels ``start:stop``."""
+    kwargs = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+    bias = with_bias and conv.bias is not None
+    part = nn.Conv2d(stop - start, conv.out_channels, conv.kernel_size, bias=bias, **kwargs)
+    part = part.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    part.weight.copy_(conv.weight[:, start:stop])
+    if bias:
+        part.bias.copy_(conv.bias)
+    return part
+
+
 class FusedBottleneck(nn.Module):
     """A folded ``Bottleneck``: three fused convolutions, the last adding the shortcut."""
 
@@ -170,10 +210,11 @@ def _move_shortcut_bias(downsample: nn.Module | None, last: nn.Conv2d) -> nn.Mod
 def fuse_conv_relu(model: nn.Module) -> int:
     """Replaces, in place, every conv followed (after BN folding) by ReLU with ``ConvReLU``:
     ``ConvModule``s, conv-ReLU neighbours in an ``nn.Sequential`` (the stem) and whole residual
-    blocks (``FusedBottleneck``, ``FusedBasicBlock``); the biases of the shortcut convs and of
-    the attention values move into the convs after them, which add them for free. Run
-    ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left alone. Inference
-    only, like BN folding.
+    blocks (``FusedBottleneck``, ``FusedBasicBlock``); the ISA head's ``out_conv`` then takes
+    its two inputs without concatenating them (``ConcatConvReLU``); the biases of the
+    shortcut convs and of the attention values move into the convs after them, which add
+    them for free. Run ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left
+    alone. Inference only, like BN folding.
 
     Returns:
         The number of convolutions fused.
@@ -188,7 +229,19 @@ def fuse_conv_relu(model: nn.Module) -> int:
                 fused += 1
         elif isinstance(module, nn.Sequential):
             fused += _fuse_sequential(module)
+    for module in model.modules():
+        if isinstance(module, ISAHead):
+            _split_out_conv(module)
     return fused
+
+
+def _split_out_conv(head: ISAHead) -> None:
+    """The head's fused ``out_conv`` (on the attention output and the map concatenated)
+    becomes a ``ConcatConvReLU``."""
+    out_conv = head.out_conv
+    if isinstance(out_conv, ConvModule) and isinstance(out_conv.conv, ConvReLU):
+        conv = out_conv.conv.conv
+        head.out_conv = ConcatConvReLU(conv, conv.in_channels // 2)
 
 
 @torch.no_grad()

@@ -149,7 +149,10 @@ class ISAHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> Tensor:
         x = self.in_conv(features[self.feature_index])
-        x = self.out_conv(torch.cat([self.interlaced_attention(x), x], dim=1))
+        parts = (self.interlaced_attention(x), x)
+        # A fused out_conv (models/fuse.ConcatConvReLU) takes the parts unconcatenated.
+        forward_parts = getattr(self.out_conv, "forward_parts", None)
+        x = forward_parts(parts) if forward_parts else self.out_conv(torch.cat(parts, dim=1))
         return self.conv_seg(self.dropout(x))
 
     def interlaced_attention(self, x: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.fuse import (
+    ConcatConvReLU,
     ConvReLU,
     FusedBasicBlock,
     FusedBottleneck,
@@ -136,3 +137,24 @@ def test_moved_biases_leave_no_bias_on_shortcuts_and_values() -> None:
     blocks = [m for m in model.modules() if isinstance(m, FusedBottleneck)]
     assert all(b.downsample[0].bias is None for b in blocks if b.downsample is not None)
     assert model.decode_head.global_relation.value_project.bias is None
+
+
+def test_concat_conv_relu_is_the_conv_of_the_concatenation() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(10, 6, 3, padding=1, bias=True)
+    split = ConcatConvReLU(conv, 4)
+    first, second = torch.randn(2, 4, 7, 9), torch.randn(2, 6, 7, 9)
+    with torch.no_grad():
+        reference = torch.relu(conv(torch.cat([first, second], dim=1)))
+        assert torch.allclose(split.forward_parts((first, second)), reference, atol=1e-5)
+        assert torch.allclose(split(torch.cat([first, second], dim=1)), reference, atol=1e-5)
+    assert split.second.bias is None
+    with pytest.raises(ValueError, match="splits"):
+        ConcatConvReLU(conv, 10)
+
+
+def test_the_fused_head_skips_the_concatenation() -> None:
+    model = build_model(tiny_model_spec(), with_aux=False).eval()
+    fuse_batchnorm(model)
+    fuse_conv_relu(model)
+    assert isinstance(model.decode_head.out_conv, ConcatConvReLU)
