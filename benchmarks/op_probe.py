@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from isaseg_cli.models.fuse import SpaceToDepthConvReLU
 from isaseg_cli.models.regroup import regroup
 
 
@@ -106,6 +107,10 @@ def main() -> None:
         "stem conv+bias+relu nhwc (fused, as the fast path)",
         lambda: torch.cudnn_convolution_relu(x3, weight3, bias, (2, 2), (1, 1), (1, 1), 1),
     )
+    stem_conv = torch.nn.Conv2d(3, 32, 3, 2, 1).to(cuda, bf16, memory_format=cl)
+    blocks = SpaceToDepthConvReLU(stem_conv).to(memory_format=cl)
+    with torch.no_grad():
+        row("stem as 2x2 conv on pixel blocks, from the fp32 image", lambda: blocks(image))
     row(
         "stem conv+bias+relu nchw in, then to nhwc",
         lambda: torch.cudnn_convolution_relu(

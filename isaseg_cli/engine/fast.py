@@ -18,7 +18,12 @@ from isaseg_cli.engine.device import PRECISIONS, check_precision
 from isaseg_cli.engine.inference import slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.backbone import Bottleneck
-from isaseg_cli.models.fuse import fuse_batchnorm, fuse_conv_relu, to_channels_last
+from isaseg_cli.models.fuse import (
+    SpaceToDepthConvReLU,
+    fuse_batchnorm,
+    fuse_conv_relu,
+    to_channels_last,
+)
 from isaseg_cli.models.heads import ATTENTION_KINDS, ISAHead, SelfAttentionBlock
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
@@ -50,7 +55,8 @@ class FastSettings:
 
 class InferenceSegmentor(Segmentor):
     """A Segmentor for inference only: casts the input to its weights' dtype and memory
-    format, and returns float32 logits resized to the input size (in float32)."""
+    format (unless its stem reads the image as it comes: ``SpaceToDepthConvReLU``), and
+    returns float32 logits resized to the input size (in float32)."""
 
     def __init__(self, source: Segmentor, settings: FastSettings, dtype: torch.dtype) -> None:
         super().__init__(
@@ -62,6 +68,8 @@ class InferenceSegmentor(Segmentor):
             torch.channels_last if settings.channels_last else torch.preserve_format
         )
         self.graphed = GraphedInference(self.run) if settings.cuda_graphs else None
+        modules = source.backbone.modules()
+        self.cast_input = not any(isinstance(m, SpaceToDepthConvReLU) for m in modules)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         logits = self.run(images) if self.graphed is None else self.graphed(images)
@@ -71,7 +79,8 @@ class InferenceSegmentor(Segmentor):
         """Backbone and head: float32 logits at the feature resolution (what
         ``GraphedInference`` captures; the resize to the input size stays outside, so the graph
         replay need not copy full-size logits out of its pool)."""
-        images = images.to(dtype=self.dtype, memory_format=self.memory_format)
+        if self.cast_input:
+            images = images.to(dtype=self.dtype, memory_format=self.memory_format)
         return self.decode_head(self.backbone(images)).float()
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from isaseg_cli.models.backbone import BasicBlock, Bottleneck
+from isaseg_cli.models.backbone import BasicBlock, Bottleneck, ResNetV1c
 from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
 from isaseg_cli.models.layers import ConvModule
 
@@ -126,6 +127,72 @@ class ConvReLU(nn.Module):
         return torch.relu_(out)
 
 
+class SpaceToDepthConvReLU(nn.Module):
+    """The stem's first conv-ReLU (3x3, stride 2, padding 1 on the 3-channel image) as a
+    2x2 stride-1 conv over 2x2 pixel blocks.
+
+    cuDNN has no tensor-core kernel for a 3-channel NHWC input: it runs a generic one, 0.1 ms
+    at 1024x2048 on an H200 (``benchmarks/op_probe.py``), after its own padding and layout
+    passes over the image. Stacking each 2x2 block's 3x4 values as channels (zero-padded to
+    16) gives a half-size map on which the stride-2 window of every output pixel spans 2x2
+    blocks: the same conv, its weight rearranged, zeros where the blocks overhang the 3x3
+    window. One copy builds the block map from the image as it comes (float32 NCHW, cast on
+    the way), with the conv's zero padding as a leading row and column, so this module also
+    replaces the fast path's cast of the input.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not self.applies_to(conv):
+            raise ValueError("SpaceToDepthConvReLU takes a 3x3, stride-2, padding-1 conv")
+        self.in_channels = conv.in_channels
+        width = -(-4 * conv.in_channels // 8) * 8  # a multiple of 8 for the tensor cores
+        block_conv = nn.Conv2d(width, conv.out_channels, 2, bias=conv.bias is not None)
+        block_conv = block_conv.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            weight = torch.zeros_like(block_conv.weight)
+            for dy in range(2):
+                for dx in range(2):
+                    # Block offset a, in-block offset d: image row 2(i - 1 + a) + d = 2i - 1 + ky.
+                    for a in range(2):
+                        for b in range(2):
+                            ky, kx = 2 * a + dy - 1, 2 * b + dx - 1
+                            if 0 <= ky <= 2 and 0 <= kx <= 2:
+                                channels = slice(2 * dy + dx, 4 * conv.in_channels, 4)
+                                weight[:, channels, a, b] = conv.weight[:, :, ky, kx]
+            block_conv.weight.copy_(weight)
+            if conv.bias is not None:
+                block_conv.bias.copy_(conv.bias)
+        self.conv = ConvReLU(block_conv)
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        """Whether ``conv`` is a stem conv this rewrite reproduces."""
+        return (
+            isinstance(conv, nn.Conv2d)
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (2, 2)
+            and conv.padding == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.groups == 1
+            and conv.in_channels <= 4
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        n, channels, height, width = images.shape
+        if height % 2 or width % 2:  # the extra zero row/column is the conv's bottom padding
+            images = F.pad(images, (0, width % 2, 0, height % 2))
+        rows, cols = (height + 1) // 2, (width + 1) // 2
+        weight = self.conv.conv.weight
+        blocks = torch.zeros(
+            (n, rows + 1, cols + 1, weight.shape[1]), dtype=weight.dtype, device=images.device
+        )
+        inner = blocks[:, 1:, 1:, : 4 * channels].unflatten(3, (channels, 2, 2))
+        pixels = images.unflatten(3, (cols, 2)).unflatten(2, (rows, 2))  # (n, c, i, dy, j, dx)
+        inner.copy_(pixels.permute(0, 2, 4, 1, 3, 5))
+        return self.conv(blocks.permute(0, 3, 1, 2))
+
+
 class ConcatConvReLU(nn.Module):
     """``relu(conv(cat([a, b])) + bias)`` without the concatenation copy.
 
@@ -211,7 +278,8 @@ def fuse_conv_relu(model: nn.Module) -> int:
     """Replaces, in place, every conv followed (after BN folding) by ReLU with ``ConvReLU``:
     ``ConvModule``s, conv-ReLU neighbours in an ``nn.Sequential`` (the stem) and whole residual
     blocks (``FusedBottleneck``, ``FusedBasicBlock``); the ISA head's ``out_conv`` then takes
-    its two inputs without concatenating them (``ConcatConvReLU``); the biases of the
+    its two inputs without concatenating them (``ConcatConvReLU``) and the stem's first conv
+    reads 2x2 pixel blocks (``SpaceToDepthConvReLU``); the biases of the
     shortcut convs and of the attention values move into the convs after them, which add
     them for free. Run ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left
     alone. Inference only, like BN folding.
@@ -232,6 +300,9 @@ def fuse_conv_relu(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, ISAHead):
             _split_out_conv(module)
+        elif isinstance(module, ResNetV1c) and isinstance(module.stem[0], ConvReLU):
+            if SpaceToDepthConvReLU.applies_to(module.stem[0].conv):
+                module.stem[0] = SpaceToDepthConvReLU(module.stem[0].conv)
     return fused
 
 

@@ -16,6 +16,7 @@ from isaseg_cli.models.fuse import (
     ConvReLU,
     FusedBasicBlock,
     FusedBottleneck,
+    SpaceToDepthConvReLU,
     fuse_batchnorm,
     fuse_conv_relu,
     to_channels_last,
@@ -158,3 +159,34 @@ def test_the_fused_head_skips_the_concatenation() -> None:
     fuse_batchnorm(model)
     fuse_conv_relu(model)
     assert isinstance(model.decode_head.out_conv, ConcatConvReLU)
+
+
+@pytest.mark.parametrize("size", [(8, 10), (9, 7), (1, 1), (2, 3), (33, 64)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_space_to_depth_stem_is_the_stride_2_conv(size, channels_last) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    stem = SpaceToDepthConvReLU(conv)
+    images = torch.randn(2, 3, *size)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ours, reference = stem(images), torch.relu(conv(images))
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-6)
+    # The block map is cast to the weights' dtype on the way in.
+    with torch.no_grad():
+        half = stem.to(torch.bfloat16)(images)
+    assert half.dtype == torch.bfloat16
+
+
+def test_space_to_depth_applies_to_the_resnet_stem_only() -> None:
+    assert SpaceToDepthConvReLU.applies_to(nn.Conv2d(3, 32, 3, stride=2, padding=1))
+    assert not SpaceToDepthConvReLU.applies_to(nn.Conv2d(32, 32, 3, stride=1, padding=1))
+    assert not SpaceToDepthConvReLU.applies_to(nn.Conv2d(3, 32, 7, stride=2, padding=3))
+    with pytest.raises(ValueError, match="3x3"):
+        SpaceToDepthConvReLU(nn.Conv2d(3, 32, 1))
+    model = build_model(tiny_model_spec(), with_aux=False).eval()
+    fuse_batchnorm(model)
+    fuse_conv_relu(model)
+    assert isinstance(model.backbone.stem[0], SpaceToDepthConvReLU)
