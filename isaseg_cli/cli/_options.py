@@ -76,7 +76,9 @@ ScalesOpt = Annotated[
     str | None,
     typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
 ]
-DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+]
 PrecisionOpt = Annotated[
     Literal["fp32", "bf16", "fp16"],
     typer.Option(help="fp32 as published; bf16/fp16 autocast (fp16: GPU only)."),

@@ -78,7 +78,10 @@ def train_cli(
         int | None, typer.Option(min=2, metavar="N", help="Class count (names class0...).")
     ] = None,
     device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps (torchrun: per rank).")
+        str,
+        typer.Option(
+            "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (torchrun: per rank)."
+        ),
     ] = "auto",
     precision: PrecisionOpt = "fp32",
     seed: Annotated[
