@@ -30,6 +30,6 @@ write_synthetic_dataset('cityscapes', Path('$WORK/city'), num_images=4, size=(10
     image="$(find "$WORK/city/leftImg8bit/val" -name '*.png' | head -n 1)"
     "$PY" -m isaseg_cli predict "$image" --model "$R101" --checkpoint "$WORK/run/latest.pth" \
         --precision bf16 --device cuda --out "$WORK/mask.png" --json-out "$OUT/predict.json"
-    "$PY" -c "import cv2, sys; m = cv2.imread('$WORK/mask.png', -1); print('mask', m.shape, m.dtype)"
+    "$PY" -c "import cv2; m = cv2.imread('$WORK/mask.png', -1); print('mask', m.shape, m.dtype)"
     "$PY" -m isaseg_cli benchmark --precision bf16 --device cuda --json-out "$OUT/benchmark.json"
 } 2>&1 | tee "$OUT/e2e.log"
