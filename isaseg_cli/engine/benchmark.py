@@ -429,10 +429,10 @@ def benchmark_train(
     Mixed precision through autocast (a grad scaler for fp16). Unless ``plain``, the model is
     set up as ``isaseg train`` sets it up (``prepare_for_training``: on CUDA channels-last,
     SDPA, the copy-saving interlace, the matrix-product loss resize and recomputed bottleneck
-    tails) and, on CUDA without
-    ``compile``, the forward and backward replay CUDA graphs (``cuda_graphs``, ``None``:
-    automatic). ``compile`` compiles the model instead (inductor may recompute cheap ops
-    rather than save them). ``profile_to``: also write a ``torch.profiler`` kernel table there.
+    tails) and, on CUDA without ``compile``, the forward and backward replay CUDA graphs
+    (``cuda_graphs``, ``None``: automatic). ``compile`` compiles the model instead (inductor
+    may recompute cheap ops rather than save them). ``profile_to``: also write a
+    ``torch.profiler`` kernel table there.
     """
     check_precision(precision, device)
     if plain and (compile or cuda_graphs or recompute):

@@ -9,6 +9,7 @@ gains a ``bias``): it is built for running, never for saving. Keep the original 
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import torch
@@ -145,21 +146,18 @@ class SpaceToDepthConvReLU(nn.Module):
         super().__init__()
         if not self.applies_to(conv):
             raise ValueError("SpaceToDepthConvReLU takes a 3x3, stride-2, padding-1 conv")
-        self.in_channels = conv.in_channels
         width = -(-4 * conv.in_channels // 8) * 8  # a multiple of 8 for the tensor cores
         block_conv = nn.Conv2d(width, conv.out_channels, 2, bias=conv.bias is not None)
         block_conv = block_conv.to(device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
             weight = torch.zeros_like(block_conv.weight)
-            for dy in range(2):
-                for dx in range(2):
-                    # Block offset a, in-block offset d: image row 2(i - 1 + a) + d = 2i - 1 + ky.
-                    for a in range(2):
-                        for b in range(2):
-                            ky, kx = 2 * a + dy - 1, 2 * b + dx - 1
-                            if 0 <= ky <= 2 and 0 <= kx <= 2:
-                                channels = slice(2 * dy + dx, 4 * conv.in_channels, 4)
-                                weight[:, channels, a, b] = conv.weight[:, :, ky, kx]
+            # Block offset (a, b), in-block offset (dy, dx): output row i reads image row
+            # 2(i - 1 + a) + dy = 2i - 1 + ky, so ky = 2a + dy - 1 (and kx alike).
+            for a, b, dy, dx in itertools.product(range(2), repeat=4):
+                ky, kx = 2 * a + dy - 1, 2 * b + dx - 1
+                if 0 <= ky <= 2 and 0 <= kx <= 2:
+                    channels = slice(2 * dy + dx, 4 * conv.in_channels, 4)  # (c, dy, dx) order
+                    weight[:, channels, a, b] = conv.weight[:, :, ky, kx]
             block_conv.weight.copy_(weight)
             if conv.bias is not None:
                 block_conv.bias.copy_(conv.bias)
@@ -279,10 +277,10 @@ def fuse_conv_relu(model: nn.Module) -> int:
     ``ConvModule``s, conv-ReLU neighbours in an ``nn.Sequential`` (the stem) and whole residual
     blocks (``FusedBottleneck``, ``FusedBasicBlock``); the ISA head's ``out_conv`` then takes
     its two inputs without concatenating them (``ConcatConvReLU``) and the stem's first conv
-    reads 2x2 pixel blocks (``SpaceToDepthConvReLU``); the biases of the
-    shortcut convs and of the attention values move into the convs after them, which add
-    them for free. Run ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left
-    alone. Inference only, like BN folding.
+    reads 2x2 pixel blocks (``SpaceToDepthConvReLU``); the biases of the shortcut convs and of
+    the attention values move into the convs after them, which add them for free. Run
+    ``fuse_batchnorm`` first: a conv still followed by a BatchNorm is left alone. Inference
+    only, like BN folding.
 
     Returns:
         The number of convolutions fused.
@@ -297,7 +295,7 @@ def fuse_conv_relu(model: nn.Module) -> int:
                 fused += 1
         elif isinstance(module, nn.Sequential):
             fused += _fuse_sequential(module)
-    for module in model.modules():
+    for module in list(model.modules()):
         if isinstance(module, ISAHead):
             _split_out_conv(module)
         elif isinstance(module, ResNetV1c) and isinstance(module.stem[0], ConvReLU):
