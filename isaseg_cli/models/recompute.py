@@ -22,7 +22,9 @@ from torch import Tensor, nn
 _aten = torch.ops.aten
 
 
-def _train_batch_norm(norm: nn.BatchNorm2d, x: Tensor, weight: Tensor, bias: Tensor):
+def _train_batch_norm(
+    norm: nn.BatchNorm2d, x: Tensor, weight: Tensor, bias: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """``norm(x)`` in training mode, as ``_BatchNorm.forward`` runs it, plus the batch mean and
     inverse standard deviation the backward pass needs."""
     momentum = 0.0 if norm.momentum is None else norm.momentum
@@ -35,7 +37,9 @@ def _train_batch_norm(norm: nn.BatchNorm2d, x: Tensor, weight: Tensor, bias: Ten
     )
 
 
-def _normalize(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor, eps: float):
+def _normalize(
+    x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor, eps: float
+) -> Tensor:
     """The BatchNorm output for known batch statistics (what the forward pass computed)."""
     if x.is_cuda:
         return torch.batch_norm_elemt(x, weight, bias, mean, invstd, eps)
