@@ -1,0 +1,68 @@
+"""Helpers shared by tests (imported as ``tests.helpers``; conftest.py holds fixtures only).
+
+The tolerance rule for comparing with mmsegmentation's reference arrays: the same mmseg gives
+slightly different float32 results on AVX2, AVX-512 and ARM CPUs (oneDNN picks other kernels, and
+large inputs accumulate more rounding; tests/fixtures/mmseg_tiny/README.md gives the measured
+figures, up to 1.1e-3 on logits of magnitude 17.5). So a tolerance scales with the reference: a
+fraction ``rel`` of its largest absolute value, never below ``floor``. A wrong resize, padding or
+permute moves logits by 1e-2 or more, far beyond it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+REL = 1e-4
+FLOOR = 1e-5
+
+
+def reference_tolerance(reference: np.ndarray, rel: float = REL, floor: float = FLOOR) -> float:
+    """``rel`` times the largest absolute value of ``reference``, at least ``floor``."""
+    return max(rel * float(np.abs(reference).max(initial=0.0)), floor)
+
+
+def assert_close_to_reference(
+    ours: torch.Tensor | np.ndarray,
+    reference: np.ndarray,
+    rel: float = REL,
+    floor: float = FLOOR,
+) -> float:
+    """Asserts equal shapes and ``max |ours - reference| <= reference_tolerance``.
+
+    Returns the largest difference, so a caller can record it.
+    """
+    ours_array = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else ours
+    assert ours_array.shape == reference.shape, (ours_array.shape, reference.shape)
+    difference = float(np.abs(ours_array.astype(np.float64) - reference).max(initial=0.0))
+    tolerance = reference_tolerance(reference, rel, floor)
+    assert difference <= tolerance, f"max |difference| {difference:.3g} > tolerance {tolerance:.3g}"
+    return difference
+
+
+def top2_margin(scores: np.ndarray, axis: int = 1) -> np.ndarray:
+    """The best minus the second-best score along the class axis."""
+    top2 = -np.partition(-scores, 1, axis=axis).take([0, 1], axis=axis)
+    return np.abs(top2.take(0, axis=axis) - top2.take(1, axis=axis))
+
+
+def assert_masks_match_except_ties(
+    mask: torch.Tensor | np.ndarray,
+    reference_mask: np.ndarray,
+    reference_scores: np.ndarray,
+    rel: float = REL,
+    floor: float = FLOOR,
+) -> int:
+    """Asserts the masks are equal wherever the reference's top-2 margin exceeds the tolerance.
+
+    ``reference_scores`` are the reference's (N, K, H, W) logits or probabilities, whose
+    tolerance (as in ``assert_close_to_reference``) decides which pixels count as tied. Returns
+    the number of pixels skipped as ties.
+    """
+    ours = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    assert ours.shape == reference_mask.shape, (ours.shape, reference_mask.shape)
+    tolerance = reference_tolerance(reference_scores, rel, floor)
+    tied = top2_margin(reference_scores, axis=1) <= tolerance
+    wrong = (ours != reference_mask) & ~tied
+    assert not wrong.any(), f"{int(wrong.sum())} pixel(s) differ where the reference is not tied"
+    return int(tied.sum())
