@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,18 +41,65 @@ def info(message: str) -> None:
     console.print(message, highlight=False, soft_wrap=True)
 
 
+def status(message: str) -> None:
+    """A passing note on stderr (a retry, a wait); printed above any live progress bar."""
+    err_console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+
+
 def is_main_process() -> bool:
     """Only rank 0 of a torchrun job draws bars and tables."""
     return os.environ.get("RANK", "0") == "0"
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    grid = Table(title=title, title_justify="left")
+def table(
+    title: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    droppable: tuple[str, ...] = (),
+    caption: str | None = None,
+) -> None:
+    """A rich table whose first column is never cut (it holds names users copy).
+
+    When the full table is wider than the terminal (or than 80 columns when piped), the
+    ``droppable`` columns are left out and the borders dropped, so the names still fit whole.
+    """
+    grid = _grid(title, columns, rows, caption, compact=False)
+    if droppable and _natural_width(grid) > console.width:
+        keep = [i for i, name in enumerate(columns) if name not in droppable]
+        narrow_rows = [[row[i] for i in keep] for row in rows]
+        grid = _grid(title, [columns[i] for i in keep], narrow_rows, caption, compact=True)
+    console.print(grid)
+
+
+def _natural_width(renderable: Any) -> int:
+    return console.measure(renderable, options=console.options.update_width(10_000)).maximum
+
+
+def _grid(
+    title: str, columns: list[str], rows: list[list[Any]], caption: str | None, *, compact: bool
+) -> Table:
+    grid = (
+        Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+        if not compact
+        else Table(
+            title=title,
+            title_justify="left",
+            caption=caption,
+            caption_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
+    )
     for index, name in enumerate(columns):
-        grid.add_column(name, justify="left" if index == 0 else "right")
+        if index == 0:
+            grid.add_column(name, justify="left", no_wrap=True)
+        else:
+            grid.add_column(name, justify="right")
     for row in rows:
         grid.add_row(*[_cell(value) for value in row])
-    console.print(grid)
+    return grid
 
 
 def _cell(value: Any) -> str:
@@ -79,10 +127,15 @@ def progress_bars(*, transfer: bool = False) -> Iterator[Callable[..., None]]:
     if not is_main_process():
         yield lambda *args, **kwargs: None
         return
+    label_width: int | None = None
     if transfer:
+        # Every column but the label has a bounded width (bytes, speed, ETA: ~34 characters
+        # with their gaps), so a label cut to what remains keeps the bar on one line.
+        bar_width = 20 if err_console.width < 100 else 40
+        label_width = max(8, err_console.width - bar_width - _TRANSFER_FIGURES_WIDTH)
         columns: list[Any] = [
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=bar_width),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
@@ -102,10 +155,23 @@ def progress_bars(*, transfer: bool = False) -> Iterator[Callable[..., None]]:
         def update(task: str, completed: int, total: int | None = None, **figures: Any) -> None:
             text = "  ".join(f"{k} {_figure(v)}" for k, v in figures.items())
             if task not in tasks:
-                tasks[task] = bars.add_task(task, total=total, info=text)
+                label = task if label_width is None else shorten_middle(task, label_width)
+                tasks[task] = bars.add_task(label, total=total, info=text)
             bars.update(tasks[task], completed=completed, total=total, info=text)
 
         yield update
+
+
+_TRANSFER_FIGURES_WIDTH = 37  # " 123.4/302.1 MB" + " 123.4 MB/s" + " 0:00:12" + gaps, spare 1
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle, keeping both ends (a file name's
+    start says what it is, its end carries the hash)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
 def _figure(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +37,8 @@ def download_cli(
     """Download checkpoints into the cache, verified by the SHA-256 prefix in their names.
 
     The cache is $ISASEG_HOME, else ~/.cache/isaseg. An interrupted download resumes on the next
-    run; $ISASEG_MIRROR replaces https://download.openmmlab.com for users behind a mirror.
+    run; $ISASEG_MIRROR replaces https://download.openmmlab.com for users behind a mirror. A
+    local FILE (a copy fetched another way) is copied into the cache under its published name.
     """
     from isaseg_cli.hub.cache import cached_path, url_filename
     from isaseg_cli.hub.fetch import fetch_url
@@ -45,16 +47,49 @@ def download_cli(
     with _render.progress_bars(transfer=True) as update:
         for url, sha256_prefix in jobs:
             label = url_filename(url)
+
+            def on_progress(done: int, total: int | None, label: str = label) -> None:
+                update(label, done, total)
+
+            if _is_local(url):
+                _import(Path(url).expanduser(), force, on_progress)
+                continue
             result = fetch_url(
                 url,
                 cached_path(url),
                 sha256_prefix=sha256_prefix,
                 force=force,
-                on_progress=lambda done, total, label=label: update(label, done, total),
+                on_progress=on_progress,
+                on_status=_render.status,
             )
             how = "downloaded" if result.downloaded else "already cached"
             check = "sha256 verified" if sha256_prefix else f"sha256 {result.sha256}, unchecked"
             _render.info(f"{result.path}  ({how}, {result.bytes / 1e6:.1f} MB, {check})")
+
+
+def _is_local(target: str) -> bool:
+    return "://" not in target
+
+
+def _import(source: Path, force: bool, on_progress: Callable[[int, int | None], None]) -> None:
+    """Copies a local file into the cache under the published name it turns out to have."""
+    from isaseg_cli.hub.fetch import expected_sha256_prefix
+    from isaseg_cli.hub.local import import_file
+    from isaseg_cli.zoo.catalog import load_zoo
+
+    zoo = load_zoo()
+    known = [e.weights for e in zoo.entries if e.weights is not None]
+    result, match = import_file(
+        source,
+        [*known, *zoo.pretrained.values()],
+        force=force,
+        on_progress=on_progress,
+        on_status=_render.status,
+    )
+    how = f"imported from {source}" if result.downloaded else "already cached"
+    verified = match is not None or expected_sha256_prefix(result.path.name) is not None
+    check = "sha256 verified" if verified else f"sha256 {result.sha256}, unchecked"
+    _render.info(f"{result.path}  ({how}, {result.bytes / 1e6:.1f} MB, {check})")
 
 
 def _resolve(target: str, pretrained_only: bool) -> tuple[str, str | None]:

@@ -30,9 +30,12 @@ def zoo_cli(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Also write the entries shown as JSON.")
     ] = None,
+    names: Annotated[
+        bool, typer.Option("--names", help="Print only the full names, one per line (for scripts).")
+    ] = False,
 ) -> None:
     """List the published ISANet checkpoints (a check marks the cached ones), or show one."""
-    from isaseg_cli.hub.cache import cached_path
+    from isaseg_cli.hub.cache import cached_path, checkpoint_dir
     from isaseg_cli.zoo.catalog import load_zoo
     from isaseg_cli.zoo.spec import to_dict
 
@@ -53,16 +56,27 @@ def zoo_cli(
         cached = cached_path(entry.weights.url).is_file()
         height, width = entry.data.crop_size
         figures = entry.published
+        label = entry.name
+        if entry.aliases:  # the short name to type; `isaseg zoo NAME` lists every alias
+            label += f"\n[dim]  alias {entry.aliases[0]}[/]"
         rows.append(
-            [entry.name, entry.data.dataset, f"R-{entry.model.backbone.depth}-D8",
+            [label, entry.data.dataset, f"R-{entry.model.backbone.depth}-D8",
              f"{height}x{width}", f"{entry.train.iters // 1000}k", figures.miou,
              figures.miou_ms_flip, figures.train_mem_gb, figures.fps, "✓" if cached else ""]
         )  # fmt: skip
         records.append({**to_dict(entry), "cached": cached})
-    columns = ["name", "dataset", "backbone", "crop", "iters", "mIoU", "ms+flip", "mem GB", "fps"]
-    _render.table(
-        f"ISANet model zoo ({len(rows)} of {len(zoo.entries)})", [*columns, "cached"], rows
-    )
+    if names:
+        for record in records:
+            _render.info(record["name"])
+    else:
+        columns = ["name", "dataset", "backbone", "crop", "iters", "mIoU", "ms+flip", "mem GB"]
+        _render.table(
+            f"ISANet model zoo ({len(rows)} of {len(zoo.entries)})",
+            [*columns, "fps", "cached"],
+            rows,
+            droppable=("dataset", "backbone", "crop", "iters", "mem GB"),  # the first 4 are in the name
+            caption=f"cached in {checkpoint_dir()}",
+        )
     if json_out is not None:
         _render.write_json(json_out, records)
 
@@ -84,11 +98,15 @@ def _show(name: str, json_out: Path | None) -> None:
         weights = zoo.resolve_pretrained(name)
         title, record = f"pretrained backbone {name.strip()}", to_dict(weights)
     path = cached_path(weights.url) if weights is not None else None
-    record["cached_path"] = str(path) if path is not None and path.is_file() else None
+    # where the file is, or would be once downloaded: the place to drop a copy fetched elsewhere
+    record["cached_path"] = str(path) if path is not None else None
+    record["cached"] = path is not None and path.is_file()
     lines = _flatten(record)
     width = max(len(key) for key, _ in lines)
     _render.info(f"[bold]{title}[/]")
     for key, value in lines:
+        if key == "cached" and value == "false":
+            value = f"false (`isaseg download {name.strip()}`, or put a copy at cached_path)"
         _render.info(f"  {key.ljust(width)}  {value}")
     if json_out is not None:
         _render.write_json(json_out, record)

@@ -1,29 +1,36 @@
 """Fetches a URL (or local file) into the cache: streamed, resumable, retried, verified, atomic.
 
-The final file appears (by ``os.replace``) only once complete and verified; until then the bytes
-sit in ``<dest>.part``, which a later call resumes with an HTTP Range request.
+One process at a time writes a cache file: it holds ``.locks/<name>.lock`` beside it (a
+``filelock`` lock, which works across processes; the empty lock files stay) while the bytes go
+to ``<dest>.part``, are verified and renamed to ``<dest>``. A later call resumes a ``.part``
+with an HTTP Range request. So ``<dest>`` only ever appears complete and verified, and it can be
+read without the lock.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
 import re
-import shutil
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import requests
+from filelock import FileLock, Timeout
 
 from isaseg_cli.errors import ChecksumError, DownloadError
+from isaseg_cli.hub import record
 from isaseg_cli.hub.cache import cached_path, url_filename
 from isaseg_cli.zoo.spec import WeightsSpec
 
 ProgressFn = Callable[[int, int | None], None]
+StatusFn = Callable[[str], None]
 
 OPENMMLAB_HOST = "https://download.openmmlab.com"
 CHUNK_BYTES = 1 << 16
@@ -62,12 +69,29 @@ def mirrored(url: str) -> str:
     return url
 
 
+def download_advice(url: str, dest: Path) -> str:
+    """What a user can do when ``url`` cannot be fetched into ``dest``."""
+    steps = [f"put a copy at {dest}", "import a copy you have with `isaseg download FILE`"]
+    if url.startswith(OPENMMLAB_HOST + "/"):
+        now = os.environ.get("ISASEG_MIRROR")
+        steps.append(
+            f"set ISASEG_MIRROR (now {now})"
+            if now
+            else f"set ISASEG_MIRROR to a mirror of {OPENMMLAB_HOST}"
+        )
+    return "to get it another way: " + ", or ".join(steps)
+
+
 def ensure_weights(
-    weights: WeightsSpec, *, force: bool = False, on_progress: ProgressFn | None = None
+    weights: WeightsSpec,
+    *,
+    force: bool = False,
+    on_progress: ProgressFn | None = None,
+    on_status: StatusFn | None = None,
 ) -> Path:
     """Returns the local, verified path of a published checkpoint, downloading it if needed.
 
-    Works offline when the file is already cached.
+    Works offline (and on a read-only cache) when the file is already cached.
 
     Raises:
         DownloadError: the file is not cached and cannot be fetched.
@@ -75,7 +99,12 @@ def ensure_weights(
     """
     dest = cached_path(weights.url)
     result = fetch_url(
-        weights.url, dest, sha256_prefix=weights.sha256, force=force, on_progress=on_progress
+        weights.url,
+        dest,
+        sha256_prefix=weights.sha256,
+        force=force,
+        on_progress=on_progress,
+        on_status=on_status,
     )
     return result.path
 
@@ -87,6 +116,7 @@ def fetch_url(
     sha256_prefix: str | None,
     force: bool = False,
     on_progress: ProgressFn | None = None,
+    on_status: StatusFn | None = None,
     timeout: tuple[float, float] = (10, 60),
     retries: int = 4,
     backoff: float = 1.0,
@@ -94,7 +124,10 @@ def fetch_url(
     """Fetches ``url`` (http(s), ``file://`` or a local path) to ``dest`` and verifies it.
 
     A verified file already at ``dest`` is returned without any network access unless ``force``;
-    one that fails verification is fetched again.
+    one that fails verification is fetched again. A file whose name carries no hash is checked
+    against the digest recorded when it was fetched, so a later change (a size change, a
+    rewrite) is caught. Several processes may call this for one ``dest`` at once: one fetches,
+    the others wait for it (saying so through ``on_status``) and then use its file.
 
     Args:
         url: The source; an ``https://download.openmmlab.com`` URL honours ``$ISASEG_MIRROR``.
@@ -102,45 +135,130 @@ def fetch_url(
         sha256_prefix: Lower-case hex the file's SHA-256 must start with; None skips the check.
         force: Fetch again even if ``dest`` exists and verifies (a partial file is discarded).
         on_progress: Called as ``(bytes_done, bytes_total_or_None)`` while transferring.
+        on_status: Called with a one-line message when waiting for another process or retrying.
         timeout: (connect, read) timeouts in seconds for each HTTP request.
-        retries: Further attempts after a connection error, timeout or 5xx answer.
+        retries: Further attempts after a timeout, a dropped connection or a 5xx answer; an
+            unreachable host (connection refused, DNS failure) gets one retry at most.
         backoff: Seconds before the first retry; doubled for each further one.
 
     Raises:
-        DownloadError: a 4xx answer, retries used up, a missing local file, or a write error.
+        DownloadError: a 4xx answer, retries used up, a missing local file, or a write error
+            (naming ``dest`` and what to do, never the hidden ``.part``).
         ChecksumError: the complete file does not match ``sha256_prefix`` (it is deleted).
     """
     expected = sha256_prefix.lower() if sha256_prefix else None
-    part = dest.with_name(dest.name + ".part")
-    if dest.is_file() and not force:
-        digest = _verified_digest(dest)
-        if expected is None or digest.startswith(expected):
-            return FetchResult(dest, dest.stat().st_size, digest, downloaded=False)
-        dest.unlink()  # a corrupt cached copy: fetch it again
-        _stamp_path(dest).unlink(missing_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not force and (found := _cached(dest, expected)) is not None:
+        return found
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(dest, on_status) as waited:
+            if waited or not force:  # another process may have just finished it
+                if (found := _cached(dest, expected)) is not None:
+                    return found
+            return _fetch_locked(
+                url, dest, expected, force, on_progress, on_status, timeout, retries, backoff
+            )
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # a partial file would keep the disk full
+            _part(dest).unlink(missing_ok=True)
+        raise _write_error(exc, dest) from None
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+@contextmanager
+def _exclusive(dest: Path, on_status: StatusFn | None) -> Iterator[bool]:
+    """Holds ``dest``'s lock; yields whether another process held it first."""
+    locks = dest.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    lock = FileLock(locks / f"{dest.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        if on_status is not None:
+            on_status(f"waiting for another download of {dest.name}")
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def _cached(dest: Path, expected: str | None) -> FetchResult | None:
+    """The finished file at ``dest`` if its bytes are still the right ones, else None."""
+    if not dest.is_file():
+        return None
+    known = record.read_record(dest)
+    stat = dest.stat()
+    if expected is None and known is not None and known.size != stat.st_size:
+        return None  # changed since it was fetched: no need to hash to know
+    digest = record.current_digest(dest, known)
+    reference = expected or (known.sha256 if known is not None else digest)
+    if not digest.startswith(reference):
+        return None
+    if known != record.DigestRecord(digest, stat.st_size, stat.st_mtime_ns):
+        record.write_record(dest, digest)
+    return FetchResult(dest, stat.st_size, digest, downloaded=False)
+
+
+def _fetch_locked(
+    url: str,
+    dest: Path,
+    expected: str | None,
+    force: bool,
+    on_progress: ProgressFn | None,
+    on_status: StatusFn | None,
+    timeout: tuple[float, float],
+    retries: int,
+    backoff: float,
+) -> FetchResult:
+    """The fetch itself, with ``dest``'s lock held; ``dest`` is missing, corrupt or forced."""
+    part = _part(dest)
+    if not force and dest.exists():  # a corrupt copy (a forced fetch keeps it until replaced)
+        dest.unlink()
+        record.record_path(dest).unlink(missing_ok=True)
     if force:
         part.unlink(missing_ok=True)
     source = mirrored(url)
-    try:
-        local = _local_path(source)
-        if local is None:
-            _download(source, part, on_progress, timeout, retries, backoff)
-        else:
-            _copy(local, part, on_progress)
-    except OSError as exc:
-        raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
-    digest = _sha256(part)
+    local = _local_path(source)
+    if local is None:
+        try:
+            _download(source, part, on_progress, on_status, timeout, retries, backoff)
+        except DownloadError as exc:
+            raise DownloadError(f"{exc}; {download_advice(url, dest)}") from None
+    else:
+        _copy(local, part, on_progress)
+    digest = record.sha256_of(part)
     if expected is not None and not digest.startswith(expected):
         part.unlink(missing_ok=True)
+        kept = "not copied into the cache" if local is not None else "the file was deleted"
         raise ChecksumError(
-            f"{url_filename(url)}: SHA-256 mismatch, expected a digest starting with {expected}, "
-            f"got {digest}; the file was deleted"
+            f"{local or url_filename(url)}: SHA-256 mismatch, expected a digest starting with "
+            f"{expected}, got {digest}; {kept}"
         )
     size = part.stat().st_size
     os.replace(part, dest)
-    _write_stamp(dest, digest)
+    record.write_record(dest, digest)
     return FetchResult(dest, size, digest, downloaded=True)
+
+
+def _write_error(exc: OSError, dest: Path) -> DownloadError:
+    """A one-line error naming the real target (not ``.part``/``.lock``) and what to do."""
+    where = Path(exc.filename) if exc.filename else dest
+    if where.parent in (dest.parent, dest.parent / ".locks") and where.name.startswith(dest.name):
+        where = dest
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        advice = "free some space, or set ISASEG_HOME to a folder on another disk"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = f"make {dest.parent} writable, or set ISASEG_HOME to a writable folder"
+    else:
+        advice = "check the cache folder, or set ISASEG_HOME to another folder"
+    return DownloadError(f"cannot write {where}: {reason}; {advice}")
 
 
 def _local_path(url: str) -> Path | None:
@@ -159,38 +277,50 @@ def _local_path(url: str) -> Path | None:
 
 
 def _copy(source: Path, part: Path, on_progress: ProgressFn | None) -> None:
+    try:
+        reader = source.open("rb")
+    except OSError as exc:
+        raise DownloadError(f"cannot read {source}: {exc.strerror or exc}") from None
     total = source.stat().st_size
     done = 0
-    with source.open("rb") as reader, part.open("wb") as writer:
+    with reader, part.open("wb") as writer:
         while chunk := reader.read(CHUNK_BYTES):
             writer.write(chunk)
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done, total)
-    shutil.copystat(source, part)
 
 
 def _download(
     url: str,
     part: Path,
     on_progress: ProgressFn | None,
+    on_status: StatusFn | None,
     timeout: tuple[float, float],
     retries: int,
     backoff: float,
 ) -> None:
+    attempts = retries + 1
     with requests.Session() as session:
         # identity encoding: Content-Length then counts the bytes we write, which resume relies on
         session.headers.update({"User-Agent": "isaseg", "Accept-Encoding": "identity"})
-        for attempt in range(retries + 1):
+        attempt = 1
+        while True:
             try:
                 _transfer(session, url, part, on_progress, timeout)
                 return
             except (*_TRANSIENT, _Retryable) as exc:
-                if attempt == retries:
-                    tries = f"{retries + 1} attempts" if retries else "1 attempt"
-                    message = f"{url}: giving up after {tries} ({_reason(exc)})"
-                    raise DownloadError(message) from None
-                time.sleep(backoff * 2**attempt)
+                reason = _reason(exc)
+                if reason in ("connection refused", "host not found"):
+                    attempts = min(attempts, attempt + 1)  # offline: waiting rarely helps
+                if attempt >= attempts:
+                    tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+                    raise DownloadError(f"{url}: giving up after {tries} ({reason})") from None
+                delay = backoff * 2 ** (attempt - 1)
+                attempt += 1
+                if on_status is not None:
+                    on_status(f"retry {attempt}/{attempts} in {delay:g} s: {reason}")
+                time.sleep(delay)
             except requests.RequestException as exc:  # a malformed URL, too many redirects, ...
                 raise DownloadError(f"{url}: {exc}") from None
 
@@ -250,47 +380,24 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
+        causes = _causes(exc)
+        if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return "connection refused"
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
+            return "host not found"
         return "connection failed"
     return str(exc) or type(exc).__name__
 
 
-def _stamp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _stamp_key(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size} {stat.st_mtime_ns}"
-
-
-def _write_stamp(path: Path, digest: str) -> None:
-    """Remembers the digest of a verified file beside it, keyed by its size and mtime."""
-    stamp = _stamp_path(path)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    try:
-        tmp.write_text(f"{digest} {_stamp_key(path)}\n")
-        os.replace(tmp, stamp)
-    except OSError:  # a read-only cache still works, it just hashes again next time
-        tmp.unlink(missing_ok=True)
-
-
-def _verified_digest(path: Path) -> str:
-    """The file's SHA-256, from its stamp when size and mtime are unchanged (hashing a 200 MB
-    checkpoint costs about half a second at every start), else computed and stamped."""
-    try:
-        digest, key = _stamp_path(path).read_text().strip().split(" ", 1)
-        if key == _stamp_key(path):
-            return digest
-    except (OSError, ValueError):
-        pass
-    digest = _sha256(path)
-    _write_stamp(path, digest)
-    return digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as reader:
-        while chunk := reader.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: requests -> urllib3 -> the socket error."""
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__]
+        pending += list(current.args)
+    return seen

@@ -1,45 +1,26 @@
-"""`isaseg zoo` and `isaseg download` end to end, downloads served from 127.0.0.1."""
+"""`isaseg zoo` end to end: the table at any width, one entry in full, names for scripts."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
+from isaseg_cli.zoo.catalog import load_zoo
 
 runner = CliRunner()
 PAYLOAD = bytes(range(256)) * 400
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
 R101_CITY = "isanet_r101-d8_4xb2-80k_cityscapes-769x769"
 R101_CITY_FILE = "isanet_r101-d8_769x769_80k_cityscapes_20210903_111319-24f71dfa.pth"
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP on 127.0.0.1 and its base URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -85,7 +66,9 @@ def test_zoo_shows_one_entry_in_full(home: Path, tmp_path: Path) -> None:
     for expected in (R101_CITY, legacy, R101_CITY_FILE, "[513, 513]", "resnet101_v1c"):
         assert expected in result.output
     record = json.loads(out.read_text())
-    assert record["name"] == R101_CITY and record["cached_path"] is None
+    assert record["name"] == R101_CITY and record["cached"] is False
+    assert record["cached_path"] == str(home / "checkpoints" / R101_CITY_FILE)  # where to put it
+    assert f"cached_path {record['cached_path']}" in " ".join(result.output.split())
     assert record["published"]["miou"] == 80.61
 
 
@@ -97,54 +80,42 @@ def test_unknown_name_exits_2_with_suggestions(home: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_download_url_into_the_cache(home: Path, served: tuple[Path, str]) -> None:
-    root, base = served
-    name = f"tiny_20240101_000000-{PREFIX}.pth"
-    (root / name).write_bytes(PAYLOAD)
-    result = runner.invoke(app, ["download", f"{base}/{name}"])
+def test_piped_zoo_fits_80_columns_with_every_full_name_and_alias(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    environ.update(PYTHONPATH=str(REPO), ISASEG_HOME=str(tmp_path / "home"))
+    done = subprocess.run(
+        [sys.executable, "-m", "isaseg_cli", "zoo"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # what `isaseg zoo | cat` sees: stdout is a pipe
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for entry in load_zoo().entries:
+        assert any(entry.name in line.split() for line in lines), entry.name
+        assert all(f"alias {alias}" in done.stdout for alias in entry.aliases[:1])
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_zoo_table_keeps_names_whole_at_any_width(
+    home: Path, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = runner.invoke(app, ["zoo"])
     assert result.exit_code == 0, result.output
-    cached = home / "checkpoints" / name
-    assert cached.read_bytes() == PAYLOAD
-    assert "downloaded" in result.output and "sha256 verified" in result.output
-    (root / name).unlink()  # the second run must not need the server
-    again = runner.invoke(app, ["download", f"{base}/{name}"])
-    assert again.exit_code == 0 and "already cached" in again.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    assert all(any(e.name in line.split() for line in lines) for e in load_zoo().entries)
+    header = next(line for line in lines if "name" in line.split()[:2])
+    assert ("dataset" in header) is (columns == 200)  # derivable columns dropped when narrow
 
 
-def test_download_hash_mismatch_exits_2_and_leaves_nothing(
-    home: Path, served: tuple[Path, str]
-) -> None:
-    root, base = served
-    name = "tiny_20240101_000000-00000000.pth"
-    (root / name).write_bytes(PAYLOAD)
-    result = runner.invoke(app, ["download", f"{base}/{name}"])
-    assert result.exit_code == 2
-    assert "SHA-256 mismatch" in result.output and "the file was deleted" in result.output
-    assert list((home / "checkpoints").iterdir()) == []
-
-
-def test_download_zoo_name_uses_the_mirror_and_verifies(
-    home: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root, base = served
-    monkeypatch.setenv("ISASEG_MIRROR", base)
-    folder = root / "mmsegmentation/v0.5/isanet/isanet_r101-d8_769x769_80k_cityscapes"
-    folder.mkdir(parents=True)
-    (folder / R101_CITY_FILE).write_bytes(PAYLOAD)  # not the real file: its hash cannot match
-    result = runner.invoke(app, ["download", "isanet_r101_cityscapes"])
-    assert result.exit_code == 2
-    assert "expected a digest starting with 24f71dfa" in result.output
-    assert list((home / "checkpoints").iterdir()) == []
-
-
-def test_download_pretrained_only_fetches_the_backbone(
-    home: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root, base = served
-    monkeypatch.setenv("ISASEG_MIRROR", base)
-    folder = root / "pretrain/third_party"
-    folder.mkdir(parents=True)
-    (folder / "resnet50_v1c-2cccc1ad.pth").write_bytes(PAYLOAD)
-    result = runner.invoke(app, ["download", "isanet_r50_ade20k", "--pretrained-only"])
-    assert result.exit_code == 2  # served and checked against the backbone's own hash
-    assert "resnet50_v1c-2cccc1ad.pth" in result.output and "2cccc1ad" in result.output
+def test_zoo_names_prints_one_full_name_per_line(home: Path) -> None:
+    result = runner.invoke(app, ["zoo", "--names"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [entry.name for entry in load_zoo().entries]
+    voc = runner.invoke(app, ["zoo", "--names", "--dataset", "voc"])
+    names = voc.output.splitlines()
+    assert names and all(name.endswith("voc12aug-512x512") for name in names)

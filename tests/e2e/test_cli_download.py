@@ -1,0 +1,352 @@
+"""`isaseg download` end to end: real CLI processes against a throttled, Range-aware HTTP server
+on 127.0.0.1, hostile URLs, read-only and full caches, offline failures and local imports."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from isaseg_cli.cli import app
+
+runner = CliRunner()
+PAYLOAD = random.Random(1).randbytes(1 << 20)
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+HASHED = f"tiny_20240101_000000-{DIGEST[:8]}.pth"
+R101_CITY_FILE = "isanet_r101-d8_769x769_80k_cityscapes_20210903_111319-24f71dfa.pth"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Files(ThreadingHTTPServer):
+    """Serves ``files`` (name -> bytes) by name; after the first 64 KB chunk of a body it waits
+    for ``gate`` (set unless a test holds transfers open), then ``delay`` s per chunk."""
+
+    files: dict[str, bytes]
+    delay: float
+    gets: list[str]
+    gate: threading.Event
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Files
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self.server.gets.append(self.path)
+        name = unquote(urlsplit(self.path).path.rsplit("/", 1)[-1])
+        body = self.server.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        for offset in range(start, len(body), 1 << 16):
+            self.wfile.write(body[offset : offset + (1 << 16)])
+            self.server.gate.wait(30)
+            time.sleep(self.server.delay)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Files]:
+    httpd = Files(("127.0.0.1", 0), Handler)
+    httpd.files, httpd.delay, httpd.gets, httpd.gate = {}, 0.0, [], threading.Event()
+    httpd.gate.set()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def base(server: Files) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ISASEG_MIRROR", raising=False)
+    return tmp_path / "home"
+
+
+def visible(folder: Path) -> list[str]:
+    """What a user sees in the cache folder (the lock files live in the hidden ``.locks``)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def isaseg(*args: str, home: Path, **env: str) -> subprocess.Popen[str]:
+    """A real ``python -m isaseg_cli`` process (this checkout first on the path)."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "ISASEG_HOME": str(home), **env}
+    environ.pop("ISASEG_MIRROR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "isaseg_cli", *args],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("name", [HASHED, "plain_weights.pth"], ids=["hashed", "unhashed"])
+def test_four_concurrent_downloads_leave_one_intact_file(
+    server: Files, tmp_path: Path, name: str
+) -> None:
+    server.files[name] = PAYLOAD
+    server.gate.clear()  # the first transfer stays open until every run has started
+    home = tmp_path / "home"
+    url = f"{base(server)}/files/{name}"
+    runs = [isaseg("download", url, home=home) for _ in range(4)]
+    errs: list[list[str]] = [[] for _ in runs]
+    readers = [
+        threading.Thread(target=lambda run=run, lines=lines: lines.extend(run.stderr), daemon=True)
+        for run, lines in zip(runs, errs, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+
+    def waiting() -> int:
+        return sum(any("waiting for another download of" in line for line in e) for e in errs)
+
+    deadline = time.monotonic() + 30
+    while waiting() + len(server.gets) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)  # each run either waits for the lock or (unlocked) asks the server
+    server.gate.set()
+    outs = [run.communicate(timeout=60)[0] for run in runs]
+    for reader in readers:
+        reader.join(10)
+    for run, lines in zip(runs, errs, strict=True):
+        assert run.returncode == 0, "".join(lines)
+        assert not any("Traceback" in line for line in lines)
+    assert (len(server.gets), waiting()) == (1, 3)  # one writer, three waiters
+    folder = home / "checkpoints"
+    assert visible(folder) == [name, f"{name}.sha256"]
+    assert (folder / name).read_bytes() == PAYLOAD
+    assert sum("(downloaded," in out for out in outs) == 1
+    assert sum("(already cached," in out for out in outs) == 3
+    again = isaseg("download", url, home=home)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0 and "already cached" in out, err
+
+
+def test_unhashed_file_that_changed_size_is_fetched_again(server: Files, home: Path) -> None:
+    server.files["plain.pth"] = PAYLOAD
+    url = f"{base(server)}/plain.pth"
+    assert runner.invoke(app, ["download", url]).exit_code == 0
+    cached = home / "checkpoints" / "plain.pth"
+    with cached.open("ab") as grown:  # what a second, unlocked writer used to do
+        grown.write(b"more bytes")
+    result = runner.invoke(app, ["download", url])
+    assert result.exit_code == 0, result.output
+    assert "(downloaded," in result.output and cached.read_bytes() == PAYLOAD
+    assert len(server.gets) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "safe_name"),
+    [
+        ("/.", None),
+        ("/x/%2e", None),
+        ("/%2e%2e", None),
+        ("/x/%2E%2e", None),
+        ("/", None),
+        ("/dir/", None),
+        ("/evil%00.pth", None),
+        ("/a%2Fb.pth", None),
+        ("/a%5Cb.pth", None),
+        ("/..%2F..%2Fescape.pth", None),
+        ("/%ff%fe.pth", None),
+        ("/.hidden.pth", None),
+        ("/w.pth.part", None),
+        ("/w.pth.sha256", None),
+        ("/new%0Aline.pth", None),
+        ("/" + "n" * 300 + ".pth", None),
+        ("/ok%20name.pth", "ok name.pth"),
+        ("/caf%C3%A9.pth?x=1#frag", "café.pth"),
+    ],
+)
+def test_hostile_url_names_are_refused_or_made_safe(
+    server: Files, home: Path, path: str, safe_name: str | None
+) -> None:
+    server.files.update({"good.pth": PAYLOAD, (safe_name or "-"): PAYLOAD})
+    url = base(server) + path
+    result = runner.invoke(app, ["download", url])
+    assert "Traceback" not in result.output
+    if safe_name is None:
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0]
+        assert server.gets == []  # refused before any request
+    else:
+        assert result.exit_code == 0, result.output
+        assert (home / "checkpoints" / safe_name).read_bytes() == PAYLOAD
+    assert [p.name for p in home.parent.iterdir()] in ([], ["home"])  # nothing escaped
+    folder = home / "checkpoints"
+    assert all(p.parent in (folder, folder / ".locks") for p in home.rglob("*") if p.is_file())
+    after = runner.invoke(app, ["download", f"{base(server)}/good.pth"])
+    assert after.exit_code == 0, after.output
+    assert (home / "checkpoints" / "good.pth").read_bytes() == PAYLOAD
+
+
+def test_offline_fails_fast_with_the_next_steps(home: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/files/{HASHED}"
+    started = time.monotonic()
+    result = runner.invoke(app, ["download", url])
+    assert time.monotonic() - started < 5  # one retry for a refused connection, not 20 s
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "retry 2/2 in 1 s: connection refused" in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert "giving up after 2 attempts (connection refused)" in error[0]
+    assert str(home / "checkpoints" / HASHED) in error[0]
+    assert "isaseg download FILE" in error[0]
+
+
+def test_zoo_download_failure_names_the_mirror(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    monkeypatch.setenv("ISASEG_MIRROR", f"http://127.0.0.1:{port}")
+    result = runner.invoke(app, ["download", "isanet_r101_cityscapes"])
+    assert result.exit_code == 2
+    assert f"set ISASEG_MIRROR (now http://127.0.0.1:{port})" in result.output
+    assert str(home / "checkpoints" / R101_CITY_FILE) in result.output
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_local_file_is_imported_and_verified(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "from-a-browser" / HASHED
+    source.parent.mkdir()
+    source.write_bytes(PAYLOAD)
+    result = runner.invoke(app, ["download", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "imported from" in result.output and "sha256 verified" in result.output
+    assert (home / "checkpoints" / HASHED).read_bytes() == PAYLOAD
+    wrong = tmp_path / "from-a-browser" / "tiny_20240101_000000-00000000.pth"
+    wrong.write_bytes(PAYLOAD)
+    bad = runner.invoke(app, ["download", str(wrong)])
+    assert bad.exit_code == 2 and "not copied into the cache" in bad.output
+    assert wrong.read_bytes() == PAYLOAD and not (home / "checkpoints" / wrong.name).exists()
+
+
+def test_progress_bar_fits_80_columns_when_piped(server: Files, tmp_path: Path) -> None:
+    name = "isanet_r101-d8_769x769_80k_cityscapes_20210903_111319-" + DIGEST[:8] + ".pth"
+    server.files[name] = PAYLOAD
+    run = isaseg("download", f"{base(server)}/{name}", home=tmp_path / "home", COLUMNS="80")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert err.strip() and all(len(line) <= 80 for line in err.splitlines()), err
+    assert name in out  # the full path is printed once the bar is done
+
+
+def mount_tmpfs(folder: Path, options: str) -> None:
+    """Mounts a small tmpfs on ``folder``, or skips the test saying why it cannot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'})")
+
+
+@pytest.fixture
+def mounts() -> Iterator[list[Path]]:
+    mounted: list[Path] = []
+    yield mounted
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_read_only_cache_is_a_one_line_error(
+    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+) -> None:
+    server.files[HASHED] = PAYLOAD
+    ro = tmp_path / "ro"
+    mount_tmpfs(ro, "ro,size=1m")
+    mounts.append(ro)
+    monkeypatch.setenv("ISASEG_HOME", str(ro / "home"))
+    result = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {ro / 'home'}")
+    assert "ISASEG_HOME" in lines[0] and server.gets == []
+
+
+def test_full_disk_is_a_one_line_error_naming_the_file(
+    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+) -> None:
+    server.files[HASHED] = PAYLOAD  # 1 MB into a 256 KB file system
+    small = tmp_path / "small"
+    mount_tmpfs(small, "size=256k")
+    mounts.append(small)
+    monkeypatch.setenv("ISASEG_HOME", str(small))
+    result = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert error == [
+        f"error: cannot write {small / 'checkpoints' / HASHED}: No space left on device; "
+        "free some space, or set ISASEG_HOME to a folder on another disk"
+    ]
+    assert visible(small / "checkpoints") == []  # the partial file is removed, freeing the disk
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "roomy"))
+    assert runner.invoke(app, ["download", f"{base(server)}/{HASHED}"]).exit_code == 0
+
+
+def test_download_zoo_name_uses_the_mirror_and_verifies(
+    server: Files, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISASEG_MIRROR", base(server))
+    server.files[R101_CITY_FILE] = PAYLOAD  # not the real file: its hash cannot match
+    result = runner.invoke(app, ["download", "isanet_r101_cityscapes"])
+    assert result.exit_code == 2
+    assert "expected a digest starting with 24f71dfa" in result.output
+    assert "the file was deleted" in result.output
+    assert visible(home / "checkpoints") == []
+    assert server.gets == ["/mmsegmentation/v0.5/isanet/isanet_r101-d8_769x769_80k_cityscapes/"
+                           + R101_CITY_FILE]  # fmt: skip
+
+
+def test_download_pretrained_only_fetches_the_backbone(
+    server: Files, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISASEG_MIRROR", base(server))
+    server.files["resnet50_v1c-2cccc1ad.pth"] = PAYLOAD
+    result = runner.invoke(app, ["download", "isanet_r50_ade20k", "--pretrained-only"])
+    assert result.exit_code == 2  # served and checked against the backbone's own hash
+    assert "resnet50_v1c-2cccc1ad.pth" in result.output and "2cccc1ad" in result.output
+    assert server.gets == ["/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"]
+
+
+def test_download_url_into_the_cache(server: Files, home: Path) -> None:
+    server.files[HASHED] = PAYLOAD
+    result = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
+    assert result.exit_code == 0, result.output
+    assert (home / "checkpoints" / HASHED).read_bytes() == PAYLOAD
+    assert "downloaded" in result.output and "sha256 verified" in result.output
+    server.files.clear()  # the second run must not need the server
+    again = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
+    assert again.exit_code == 0 and "already cached" in again.output
