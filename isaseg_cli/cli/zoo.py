@@ -74,7 +74,8 @@ def zoo_cli(
             f"ISANet model zoo ({len(rows)} of {len(zoo.entries)})",
             [*columns, "fps", "cached"],
             rows,
-            droppable=("dataset", "backbone", "crop", "iters", "mem GB"),  # the first 4 are in the name
+            # dataset, backbone, crop and iters are spelled out in the name itself
+            droppable=("dataset", "backbone", "crop", "iters", "mem GB"),
             caption=f"cached in {checkpoint_dir()}",
         )
     if json_out is not None:

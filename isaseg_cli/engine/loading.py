@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from isaseg_cli.engine.checkpoint import apply_weights, entry_from_meta, read_checkpoint
-from isaseg_cli.errors import CheckpointError
+from isaseg_cli.errors import CheckpointError, DownloadError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.classes import DATASETS
@@ -86,7 +86,13 @@ def load_model(
             )
         from isaseg_cli.engine.distributed import ensure_weights_once
 
-        checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
+        try:
+            checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
+        except DownloadError as exc:
+            # the same class: a checksum mismatch stays a ChecksumError
+            raise type(exc)(
+                f"{exc}; or skip the download: --checkpoint FILE --model {entry.name}"
+            ) from None
     path = Path(checkpoint)
     payload = read_checkpoint(path, trust=trust)
     if entry is None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from isaseg_cli.engine.checkpoint import extract_state_dict, read_checkpoint
 from isaseg_cli.engine.distributed import DistInfo, ensure_weights_once
-from isaseg_cli.errors import CheckpointError
+from isaseg_cli.errors import CheckpointError, DownloadError
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
 from isaseg_cli.models.layers import ConvModule
 from isaseg_cli.models.segmentor import Segmentor
@@ -71,8 +71,8 @@ def initialise(
 ) -> WeightsReport | None:
     """mmseg's initialisation, then the ImageNet backbone or a checkpoint to fine-tune from.
 
-    A ``WeightsSpec`` is downloaded into the cache first. The cache has no inter-process lock,
-    so under torchrun rank 0 fetches first, then each machine's local rank 0, then the rest.
+    A ``WeightsSpec`` is downloaded into the cache first (by one process per machine under
+    torchrun, see ``ensure_weights_once``).
     ``trust`` allows full unpickling of a local file (only for files you trust).
 
     Returns:
@@ -82,18 +82,25 @@ def initialise(
     source = init_from if init_from is not None else pretrained
     if source is None:
         return None
-    path = _fetch(source, info or DistInfo(), on_download)
+    instead = "--from FILE" if init_from is not None else "--pretrained FILE or --pretrained none"
+    path = _fetch(source, info or DistInfo(), on_download, instead)
     if init_from is not None:
         return load_finetune_weights(model, path, trust=trust)
     return load_pretrained_backbone(model, path, trust=trust)
 
 
 def _fetch(
-    source: WeightsSource, info: DistInfo, on_download: Callable[[int, int | None], None] | None
+    source: WeightsSource,
+    info: DistInfo,
+    on_download: Callable[[int, int | None], None] | None,
+    instead: str,
 ) -> Path:
     if isinstance(source, Path):
         return source
-    return ensure_weights_once(source, info, on_download)
+    try:
+        return ensure_weights_once(source, info, on_download)
+    except DownloadError as exc:
+        raise type(exc)(f"{exc}; or start from a local file instead: {instead}") from None
 
 
 def init_weights(model: Segmentor, *, backbone: bool = True) -> None:

@@ -350,3 +350,30 @@ def test_download_url_into_the_cache(server: Files, home: Path) -> None:
     server.files.clear()  # the second run must not need the server
     again = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
     assert again.exit_code == 0 and "already cached" in again.output
+
+
+def test_predict_offline_says_how_to_use_a_local_checkpoint(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_image_path: Path
+) -> None:
+    monkeypatch.setenv("ISASEG_MIRROR", f"http://127.0.0.1:{closed_port()}")
+    args = ["predict", str(tiny_image_path), "--model", "isanet_r50_cityscapes"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--out", str(tmp_path / "m.png")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    error = " ".join(result.output.split())  # rich may wrap the one long line
+    assert "connection refused" in error and "isaseg download FILE" in error
+    assert "--checkpoint FILE --model isanet_r50-d8_4xb2-80k_cityscapes-769x769" in error
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_train_offline_says_how_to_start_without_the_backbone(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, city_root: Path
+) -> None:
+    from tests.e2e.test_cli_train import TINY
+
+    monkeypatch.setenv("ISASEG_MIRROR", f"http://127.0.0.1:{closed_port()}")
+    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w"), *TINY]
+    result = runner.invoke(app, [*args, "--max-iters", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    error = " ".join(result.output.split())
+    assert str(home / "checkpoints" / "resnet50_v1c-2cccc1ad.pth") in error
+    assert "--pretrained FILE or --pretrained none" in error

@@ -6,12 +6,14 @@ import hashlib
 import random
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from isaseg_cli.errors import ChecksumError, DownloadError
 from isaseg_cli.hub import fetch, record
@@ -293,3 +295,68 @@ def test_verified_digest_is_stamped_and_a_changed_file_is_hashed_again(
     dest.write_bytes(b"x" * len(PAYLOAD))  # same size, new content and mtime
     result = get(url_of(server), dest)
     assert hashed and result.downloaded and dest.read_bytes() == PAYLOAD
+
+
+def test_retries_are_announced_on_one_line_each(server: Server, tmp_path: Path) -> None:
+    server.behaviour.fail_first = 2
+    said: list[str] = []
+    assert get(url_of(server), tmp_path / NAME, retries=3, on_status=said.append).sha256 == DIGEST
+    assert said == [
+        "retry 2/4 in 0 s: HTTP 500 Internal Server Error",
+        "retry 3/4 in 0 s: HTTP 500 Internal Server Error",
+    ]
+
+
+def test_a_refused_connection_is_retried_once_only(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    said: list[str] = []
+    dest = tmp_path / "cache" / NAME
+    with pytest.raises(DownloadError) as caught:
+        get(f"http://127.0.0.1:{port}/{NAME}", dest, retries=4, on_status=said.append)
+    assert said == ["retry 2/2 in 0 s: connection refused"]
+    message = str(caught.value)
+    assert "giving up after 2 attempts (connection refused)" in message
+    assert f"put a copy at {dest}" in message and "`isaseg download FILE`" in message
+    assert "ISASEG_MIRROR" not in message  # not an openmmlab URL: a mirror would not help
+
+
+def test_a_waiter_uses_the_file_the_lock_holder_finished(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / NAME
+    (tmp_path / ".locks").mkdir()
+    holder = FileLock(tmp_path / ".locks" / f"{NAME}.lock")
+    holder.acquire()
+    said: list[str] = []
+    results: list[fetch.FetchResult] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(get(url_of(server), dest, on_status=said.append))
+    )
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert said == [f"waiting for another download of {NAME}"]
+    dest.write_bytes(PAYLOAD)  # what the holder does: the finished file appears, then unlock
+    holder.release()
+    waiter.join(10)
+    assert results and not results[0].downloaded and results[0].sha256 == DIGEST
+    assert server.behaviour.requests == []
+
+
+def test_an_unhashed_file_is_checked_against_its_recorded_digest(
+    server: Server, tmp_path: Path
+) -> None:
+    dest = tmp_path / "plain.pth"
+    url = url_of(server)  # served under NAME, cached under a name without a hash
+    assert get(url, dest, sha256_prefix=None).downloaded
+    assert record.read_record(dest) == record.DigestRecord(
+        DIGEST, len(PAYLOAD), dest.stat().st_mtime_ns
+    )
+    assert not get(url, dest, sha256_prefix=None).downloaded
+    dest.write_bytes(bytes(len(PAYLOAD)))  # same size, other bytes
+    assert get(url, dest, sha256_prefix=None).downloaded and dest.read_bytes() == PAYLOAD
+    with dest.open("ab") as grown:
+        grown.write(b"tail")
+    assert get(url, dest, sha256_prefix=None).downloaded and dest.read_bytes() == PAYLOAD
+    assert len(server.behaviour.requests) == 3
