@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -253,13 +254,23 @@ def test_local_file_is_imported_and_verified(home: Path, tmp_path: Path) -> None
     assert wrong.read_bytes() == PAYLOAD and not (home / "checkpoints" / wrong.name).exists()
 
 
-def test_progress_bar_fits_80_columns_when_piped(server: Files, tmp_path: Path) -> None:
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_progress_bar_fits_80_columns(server: Files, tmp_path: Path, terminal: bool) -> None:
     name = "isanet_r101-d8_769x769_80k_cityscapes_20210903_111319-" + DIGEST[:8] + ".pth"
     server.files[name] = PAYLOAD
-    run = isaseg("download", f"{base(server)}/{name}", home=tmp_path / "home", COLUMNS="80")
+    server.delay = 0.02  # several frames of the live bar
+    env = {"COLUMNS": "80", **({"FORCE_COLOR": "1"} if terminal else {})}
+    run = isaseg("download", f"{base(server)}/{name}", home=tmp_path / "home", **env)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
-    assert err.strip() and all(len(line) <= 80 for line in err.splitlines()), err
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", err)  # colours; cursor moves end a frame's line
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", plain).replace("\r", "\n").splitlines()
+    frames = [line for line in frames if line.strip()]
+    assert frames and all(len(line) <= 80 for line in frames), frames
+    assert ("\x1b[" in err) is terminal  # the live bar redraws itself only on a terminal
+    bars = [line for line in frames if "/1.0 MB" in line]
+    assert any("1.0/1.0 MB" in line for line in bars)
+    assert all(line.startswith("isanet_r101") for line in bars)  # label, bar, figures: one line
     assert name in out  # the full path is printed once the bar is done
 
 
