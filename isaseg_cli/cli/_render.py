@@ -150,16 +150,22 @@ def progress_bars(*, transfer: bool = False) -> Iterator[Callable[..., None]]:
             TextColumn("{task.fields[info]}"),
         ]
     tasks: dict[str, TaskID] = {}
-    with Progress(*columns, console=err_console, transient=False) as bars:
+    bars = Progress(*columns, console=err_console, transient=False)
 
-        def update(task: str, completed: int, total: int | None = None, **figures: Any) -> None:
-            text = "  ".join(f"{k} {_figure(v)}" for k, v in figures.items())
-            if task not in tasks:
-                label = task if label_width is None else shorten_middle(task, label_width)
-                tasks[task] = bars.add_task(label, total=total, info=text)
-            bars.update(tasks[task], completed=completed, total=total, info=text)
+    def update(task: str, completed: int, total: int | None = None, **figures: Any) -> None:
+        text = "  ".join(f"{k} {_figure(v)}" for k, v in figures.items())
+        if task not in tasks:
+            if not tasks:  # started on first use: nothing is drawn when nothing is transferred
+                bars.start()
+            label = task if label_width is None else shorten_middle(task, label_width)
+            tasks[task] = bars.add_task(label, total=total, info=text)
+        bars.update(tasks[task], completed=completed, total=total, info=text)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bars.stop()
 
 
 _TRANSFER_FIGURES_WIDTH = 37  # " 123.4/302.1 MB" + " 123.4 MB/s" + " 0:00:12" + gaps, spare 1
