@@ -37,6 +37,7 @@ class Files(ThreadingHTTPServer):
     files: dict[str, bytes]
     delay: float
     gets: list[str]
+    ranges: list[str | None]
     gate: threading.Event
 
 
@@ -45,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
         self.server.gets.append(self.path)
+        self.server.ranges.append(self.headers.get("Range"))
         name = unquote(urlsplit(self.path).path.rsplit("/", 1)[-1])
         body = self.server.files.get(name)
         if body is None:
@@ -71,7 +73,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[Files]:
     httpd = Files(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.delay, httpd.gets, httpd.gate = {}, 0.0, [], threading.Event()
+    httpd.files, httpd.delay, httpd.gets, httpd.ranges = {}, 0.0, [], []
+    httpd.gate = threading.Event()
     httpd.gate.set()
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
@@ -388,3 +391,42 @@ def test_train_offline_says_how_to_start_without_the_backbone(
     error = " ".join(result.output.split())
     assert str(home / "checkpoints" / "resnet50_v1c-2cccc1ad.pth") in error
     assert "--pretrained FILE or --pretrained none" in error
+
+
+def test_a_killed_download_releases_its_lock_and_resumes(server: Files, tmp_path: Path) -> None:
+    server.files[HASHED] = PAYLOAD
+    server.gate.clear()  # the transfer stalls after its first chunk
+    home = tmp_path / "home"
+    url = f"{base(server)}/{HASHED}"
+    first = isaseg("download", url, home=home)
+    part = home / "checkpoints" / f"{HASHED}.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.kill()  # SIGKILL: no cleanup runs, the OS drops the lock
+    first.communicate(timeout=30)
+    server.gate.set()
+    again = isaseg("download", url, home=home)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert "waiting" not in err and "(downloaded," in out
+    assert server.ranges[0] is None and server.ranges[1] == "bytes=65536-"  # resumed
+    assert (home / "checkpoints" / HASHED).read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_a_cached_file_on_a_read_only_cache_still_works(
+    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+) -> None:
+    server.files[HASHED] = PAYLOAD
+    cache = tmp_path / "cache"
+    mount_tmpfs(cache, "size=4m")
+    mounts.append(cache)
+    monkeypatch.setenv("ISASEG_HOME", str(cache))
+    url = f"{base(server)}/{HASHED}"
+    assert runner.invoke(app, ["download", url]).exit_code == 0
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(cache)], capture_output=True)
+    if remount.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
+    server.files.clear()
+    result = runner.invoke(app, ["download", url])
+    assert result.exit_code == 0 and "already cached" in result.output, result.output
