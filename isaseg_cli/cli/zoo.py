@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.errors import InputError, ZooLookupError
+
+if TYPE_CHECKING:
+    from isaseg_cli.zoo.spec import ZooEntry
 
 DATASET_SYNONYMS = {"voc": "voc12aug"}
 
@@ -35,7 +38,7 @@ def zoo_cli(
     ] = False,
 ) -> None:
     """List the published ISANet checkpoints (a check marks the cached ones), or show one."""
-    from isaseg_cli.hub.cache import cached_path, checkpoint_dir
+    from isaseg_cli.hub.cache import checkpoint_dir
     from isaseg_cli.zoo.catalog import load_zoo
     from isaseg_cli.zoo.spec import to_dict
 
@@ -45,41 +48,49 @@ def zoo_cli(
         return
     wanted_dataset = _dataset_filter(dataset)
     wanted_depth = _depth_filter(backbone)
-    rows: list[list[Any]] = []
-    records: list[dict[str, Any]] = []
-    for entry in zoo.entries:
-        if wanted_dataset not in (None, entry.data.dataset):
-            continue
-        if wanted_depth not in (None, entry.model.backbone.depth):
-            continue
-        assert entry.weights is not None and entry.published is not None  # checked at load
-        cached = cached_path(entry.weights.url).is_file()
-        height, width = entry.data.crop_size
-        figures = entry.published
-        label = entry.name
-        if entry.aliases:  # the short name to type; `isaseg zoo NAME` lists every alias
-            label += f"\n[dim]  alias {entry.aliases[0]}[/]"
-        rows.append(
-            [label, entry.data.dataset, f"R-{entry.model.backbone.depth}-D8",
-             f"{height}x{width}", f"{entry.train.iters // 1000}k", figures.miou,
-             figures.miou_ms_flip, figures.train_mem_gb, figures.fps, "✓" if cached else ""]
-        )  # fmt: skip
-        records.append({**to_dict(entry), "cached": cached})
+    entries = [
+        entry
+        for entry in zoo.entries
+        if wanted_dataset in (None, entry.data.dataset)
+        and wanted_depth in (None, entry.model.backbone.depth)
+    ]
+    cached = [_cached(entry) for entry in entries]
     if names:
-        for record in records:
-            _render.info(record["name"])
+        for entry in entries:
+            _render.info(entry.name)
     else:
         columns = ["name", "dataset", "backbone", "crop", "iters", "mIoU", "ms+flip", "mem GB"]
         _render.table(
-            f"ISANet model zoo ({len(rows)} of {len(zoo.entries)})",
+            f"ISANet model zoo ({len(entries)} of {len(zoo.entries)})",
             [*columns, "fps", "cached"],
-            rows,
+            [_row(entry, here) for entry, here in zip(entries, cached, strict=True)],
             # dataset, backbone, crop and iters are spelled out in the name itself
             droppable=("dataset", "backbone", "crop", "iters", "mem GB"),
             caption=f"cached in {checkpoint_dir()}",
         )
     if json_out is not None:
+        records = [{**to_dict(e), "cached": here} for e, here in zip(entries, cached, strict=True)]
         _render.write_json(json_out, records)
+
+
+def _cached(entry: ZooEntry) -> bool:
+    from isaseg_cli.hub.cache import cached_path
+
+    assert entry.weights is not None  # every listed entry has weights: checked at load
+    return cached_path(entry.weights.url).is_file()
+
+
+def _row(entry: ZooEntry, cached: bool) -> list[Any]:
+    """One table row; the name cell carries the first alias, the short name to type."""
+    assert entry.published is not None  # checked at load
+    label = entry.name + (f"\n[dim]  alias {entry.aliases[0]}[/]" if entry.aliases else "")
+    height, width = entry.data.crop_size
+    figures = entry.published
+    backbone = f"R-{entry.model.backbone.depth}-D8"
+    iters = f"{entry.train.iters // 1000}k"
+    mark = "✓" if cached else ""
+    return [label, entry.data.dataset, backbone, f"{height}x{width}", iters, figures.miou,
+            figures.miou_ms_flip, figures.train_mem_gb, figures.fps, mark]  # fmt: skip
 
 
 def _show(name: str, json_out: Path | None) -> None:
