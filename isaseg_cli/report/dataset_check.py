@@ -205,23 +205,25 @@ def reduce_zero_label_hints(
     """A hint when the stored values say reduce_zero_label is wrong for this data.
 
     Needed: 0 and K both occur and nothing above K (but 255), so 0 reads as "unlabelled" and the
-    K classes as 1..K (ADE20K's convention). Not needed: it is on, but no pixel holds 0, the
-    value it turns into ignore, so the labels look 0-based and would all shift down by one.
+    K classes as 1..K (ADE20K's convention). Not needed: it is on, but no pixel holds 0 (the
+    value it turns into ignore), or 255 already marks ignored pixels and no value reaches K: the
+    labels look 0-based, and would all shift down by one.
     """
     stored = [v for v in np.flatnonzero(histogram) if v != IGNORE_INDEX]
     if not stored:
         return ()
+    zero_based = 0 not in stored or (histogram[IGNORE_INDEX] > 0 and max(stored) < num_classes)
     if not reduce_zero_label and 0 in stored and max(stored) == num_classes:
         return (
             f"the labels hold values 0..{num_classes} for {num_classes} classes: 0 looks like "
             f"'unlabelled' and the classes like 1..{num_classes}; set reduce_zero_label "
             "(check-data --reduce-zero-label; train/eval --set data.reduce_zero_label=true)",
         )
-    if reduce_zero_label and 0 not in stored:
+    if reduce_zero_label and zero_based:
         return (
-            "reduce_zero_label is on but no pixel holds 0 (the value it makes 'ignore'): the "
-            "labels look 0-based already, and reduce_zero_label shifts every class down by one; "
-            "check with --no-reduce-zero-label",
+            "reduce_zero_label is on, but the labels look 0-based (255 marks ignored pixels or "
+            "no pixel holds 0, and no value reaches the class count): it would turn class 0 "
+            "into 'ignore' and shift every class down by one; check with --no-reduce-zero-label",
         )
     return ()
 
