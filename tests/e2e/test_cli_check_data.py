@@ -96,7 +96,8 @@ def test_each_planted_defect_is_reported_with_its_file(damaged: dict[str, Path],
         assert any(f["kind"] == kind and f["file"] == path for f in report["findings"])
     messages = dict(rows)
     assert "holds 5 colours ((0, 0, 0), (0, 0, 255)," in messages["channels"]  # 4 classes, ignore
-    assert "value 9 (25 pixels)" in messages["values"] and "0..3, 255 = ignore" in messages["values"]
+    assert "value 9 (25 pixels)" in messages["values"]
+    assert "0..3, 255 = ignore" in messages["values"]
     assert "80x48 but image" in messages["size"] and "96x64" in messages["size"]
     assert report["images"] == 5 and not report["clean"]
 
@@ -151,7 +152,8 @@ def test_voc_split_file_names_without_files_are_named(tmp_path: Path) -> None:
 
 def test_cannot_run_exits_2_with_one_line(tmp_path: Path) -> None:
     missing = check(tmp_path / "nowhere", "--dataset", "cityscapes")
-    assert missing.exit_code == 2 and "data root" in missing.output and "leftImg8bit" in missing.output
+    assert missing.exit_code == 2
+    assert "data root" in missing.output and "leftImg8bit" in missing.output
     root = write_synthetic_dataset("custom", tmp_path / "custom", num_images=2)
     no_classes = check(root)
     assert no_classes.exit_code == 2 and "--classes" in no_classes.output
@@ -175,9 +177,8 @@ def test_eval_and_train_stop_with_the_finding_check_data_reports(
     assert check(root, *args).exit_code == 1
     message = json.loads(out.read_text())["findings"][0]["message"]
     assert message.startswith(f"label {label} has 3 channels (RGB)")
-    evaluated = runner.invoke(
-        app, ["eval", "--checkpoint", str(tiny_checkpoint), "--data-root", str(root), "--device", "cpu"]
-    )
+    eval_args = ["eval", "--checkpoint", str(tiny_checkpoint), "--data-root", str(root)]
+    evaluated = runner.invoke(app, [*eval_args, "--device", "cpu"])
     assert evaluated.exit_code == 2 and message.split(";")[0] in evaluated.output
     train_label = root / "labels" / "train" / "img_000.png"
     Image.open(train_label).resize((10, 10)).save(train_label)
