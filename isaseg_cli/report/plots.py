@@ -43,7 +43,7 @@ def row_normalised(counts: np.ndarray) -> np.ndarray:
 def confusion_heatmap(counts: np.ndarray, classes: Sequence[str], path: Path) -> Path:
     """The K x K confusion matrix, normalised by row, as a PNG heat map."""
     k = len(classes)
-    side = min(3.5 + 0.32 * k, 30.0)
+    side = min(3.5 + 0.32 * k, 18.0)
     figure = _figure(side + 1.5, side)
     axes = figure.add_subplot()
     shares = row_normalised(counts)
@@ -55,6 +55,9 @@ def confusion_heatmap(counts: np.ndarray, classes: Sequence[str], path: Path) ->
     if k <= MAX_TICK_LABELS:
         axes.set_xticks(range(k), labels=list(classes), rotation=90, fontsize=8)
         axes.set_yticks(range(k), labels=list(classes), fontsize=8)
+    else:
+        axes.set_xlabel("predicted class (index, as in the per-class table)")
+        axes.set_ylabel("label class (index)")
     if k <= MAX_CELL_NUMBERS:
         for row in range(k):
             for col in range(k):
@@ -85,6 +88,6 @@ def class_bars(
     axes.set_xlim(0, 100)
     axes.set_xlabel("%")
     axes.set_title("Per-class IoU and accuracy, sorted by IoU")
-    axes.legend(loc="lower right")
+    figure.legend(loc="outside lower center", ncol=2)
     figure.savefig(path)
     return path
