@@ -113,6 +113,7 @@ def _show(result: CheckDataResult) -> None:
         f"{ignored:.2f} % of pixels ignored, {result.seconds:.1f} s"
     )
     if result.absent:
-        _render.info(f"classes never present: {', '.join(result.absent)}")
+        listed = ", ".join(result.absent[:SHOWN]) + (", ..." if len(result.absent) > SHOWN else "")
+        _render.info(f"{len(result.absent)} classes never present: {listed}")
     for hint in result.hints:
         _render.warn(hint)

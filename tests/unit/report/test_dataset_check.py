@@ -12,7 +12,8 @@ from PIL import Image
 from isaseg_cli.data.base import Sample
 from isaseg_cli.data.datasets import list_samples
 from isaseg_cli.data.synthetic import write_synthetic_dataset
-from isaseg_cli.report.dataset_check import class_stats, reduce_zero_label_hints
+from isaseg_cli.errors import DatasetNotFoundError
+from isaseg_cli.report.dataset_check import check_before_run, class_stats, reduce_zero_label_hints
 from isaseg_cli.report.label_check import inspect_label
 from isaseg_cli.report.pairing import pair_split
 from isaseg_cli.zoo.classes import DATASETS
@@ -95,3 +96,19 @@ def test_reduce_zero_label_shifts_the_value_check(tmp_path: Path) -> None:
     assert "reduce_zero_label a stored value v is class v - 1" in reduced.findings[0].message
     assert reduced.histogram is not None
     assert reduced.histogram[[0, 1, 4, 5, 255]].tolist() == [4, 4, 4, 4, 8]
+
+
+def test_the_pre_run_check_names_the_first_finding_and_counts_the_rest(tmp_path: Path) -> None:
+    root = write_synthetic_dataset("custom", tmp_path / "custom", num_images=3)
+    spec = DataSpec(dataset="custom", classes=("a", "b", "c", "d"))
+    check_before_run(spec, root, "train")  # clean: no error
+    for name in ("img_000.png", "img_002.png"):
+        label = root / "labels" / "train" / name
+        Image.open(label).resize((8, 8)).save(label)
+    with pytest.raises(DatasetNotFoundError) as raised:
+        check_before_run(spec, root, "train")
+    first = root / "labels" / "train" / "img_000.png"
+    assert str(raised.value) == (
+        f"label {first} is 8x8 but image {root / 'images' / 'train' / 'img_000.png'} is 96x64 "
+        "(1 more in the train split; isaseg check-data lists them all)"
+    )
