@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -81,22 +82,48 @@ def inspect_label(
     findings = check_header(sample)
     if any(f.kind in ("unreadable", "unreadable image") for f in findings):
         return LabelReport(path, tuple(findings), None)
-    with Image.open(path) as image:
-        mode, values = image.mode, np.array(image)
+    values, mode = _decode(path)
     if values.ndim == 3:
         colour = next(f for f in findings if f.kind == "channels")
         detail = _colour_detail(values, palette)
         findings[findings.index(colour)] = Finding("channels", path, f"{colour.message}; {detail}")
         return LabelReport(path, tuple(findings), None)
-    if values.size and (values.min() < 0 or values.max() > IGNORE_INDEX):
-        message = f"label {path} holds value {values.max()}; class-index labels are 8-bit (0..255)"
-        return LabelReport(path, (*findings, Finding("values", path, message)), None)
-    histogram = np.bincount(values.astype(np.uint8).ravel(), minlength=256)
+    if values.dtype != np.uint8:
+        if values.size and (values.min() < 0 or values.max() > IGNORE_INDEX):
+            message = f"label {path} holds value {values.max()}; class-index labels are 8-bit"
+            return LabelReport(path, (*findings, Finding("values", path, message)), None)
+        values = values.astype(np.uint8)
+    histogram = value_histogram(values)
     reduced = REDUCED if reduce_zero_label else np.arange(256)
     bad = [v for v in np.flatnonzero(histogram) if num_classes <= reduced[v] != IGNORE_INDEX]
     if bad:
         findings.append(_values(path, bad, histogram, num_classes, reduce_zero_label, mode))
     return LabelReport(path, tuple(findings), histogram)
+
+
+def _decode(path: Path) -> tuple[np.ndarray, str]:
+    """The label's values as Pillow (the loader's reader) gives them, and its mode.
+
+    An 8-bit grayscale PNG, the usual label, decodes the same in OpenCV at 1.5x the speed (no
+    copy out of Pillow); a palette PNG must go through Pillow, which keeps its indices.
+    """
+    with Image.open(path) as image:
+        mode, fmt, size = image.mode, image.format, image.size
+        if not (mode == "L" and fmt == "PNG"):
+            return np.array(image), mode
+    values = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if values is None or values.dtype != np.uint8 or values.shape != (size[1], size[0]):
+        with Image.open(path) as image:
+            return np.array(image), mode
+    return values, mode
+
+
+def value_histogram(values: np.ndarray) -> np.ndarray:
+    """Pixel counts of the 256 values of a uint8 map, as int64."""
+    if values.size < 1 << 24:  # OpenCV counts in float32, exact below 2^24 per bin; 2x bincount
+        counts = cv2.calcHist([np.ascontiguousarray(values)], [0], None, [256], [0, 256])
+        return counts.ravel().astype(np.int64)
+    return np.bincount(values.ravel(), minlength=256)
 
 
 def _unreadable_image(path: Path) -> Finding:
