@@ -83,6 +83,7 @@ def main() -> None:
         "count": args.count,
         "workers": args.workers,
         "cpus": os.cpu_count(),
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         "check_before_run_s": round(header_s, 2),
         "check_data_s": round(check_s, 2),
         "check_data_labels_per_s": round(args.count / check_s, 1),
