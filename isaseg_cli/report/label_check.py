@@ -12,8 +12,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from isaseg_cli.data.base import IGNORE_INDEX, Sample, reduce_zero
-from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.errors import IsasegError
 from isaseg_cli.report.pairing import Finding
 
 # Stored value -> value after mmseg's reduce_zero_label, for all 256 byte values.
@@ -39,11 +37,12 @@ def image_size(path: Path) -> tuple[int, int] | None:
             return image.size
     except (OSError, UnidentifiedImageError):
         pass
+    # The loader's own decoder (read_image_bgr), without importing torch with it.
     try:
-        height, width = read_image_bgr(path).shape[:2]
-    except IsasegError:
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, cv2.error):
         return None
-    return width, height
+    return None if image is None else (image.shape[1], image.shape[0])
 
 
 def check_header(sample: Sample) -> list[Finding]:
