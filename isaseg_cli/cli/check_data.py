@@ -24,7 +24,8 @@ def check_data_cli(
     ] = "custom",
     data_root: DataRootOpt = None,
     split: Annotated[
-        list[str] | None, typer.Option(metavar="NAME", help="Split to check; repeat for more.")
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Split to check (default train); repeat for more."),
     ] = None,
     classes: Annotated[
         str | None,
