@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from isaseg_cli.engine.evaluate import EvalResult
+    from isaseg_cli.report.eval_report import ReportCollector
     from isaseg_cli.zoo.spec import ZooEntry
 
 
@@ -74,6 +75,14 @@ def eval_cli(
         Literal["index", "labelids"],
         typer.Option(help="Class-index PNG with palette, or Cityscapes labelIds for its scripts."),
     ] = "index",
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also write an HTML report there: plots, per-image metrics, worst images "
+            "(needs isaseg[report]).",
+        ),
+    ] = None,
     settings: SetOpt = None,
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
@@ -84,18 +93,21 @@ def eval_cli(
     from isaseg_cli.data.datasets import default_data_root, list_samples
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
+    from isaseg_cli.report.dataset_check import check_before_run
 
     ratios = parse_ratios(scales)
     if ratios is not None and not ms_flip:
         raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
+    check_before_run(entry.data, root, split)
     samples = list_samples(entry.data, root, split)
     whole_split = limit is None or limit >= len(samples)
     samples = samples[:limit]
     check_save_format(save_format, entry)
     target = resolve_device(device)
     check_precision(precision, target)
+    collector = _start_report(report, entry) if report is not None else None
     with _process_group(target) as target:
         loaded = _load(entry, checkpoint, trust_checkpoint, target)
         with _render.progress_bars() as update:
@@ -113,6 +125,7 @@ def eval_cli(
                 save_format=save_format,
                 palette=loaded.palette,
                 on_progress=_render.event_sink(update),
+                on_image=None if collector is None else collector.add,
             )
     comparable = split == "val" and whole_split and not result.interrupted
     published = _published(entry, ms_flip, comparable)
@@ -132,6 +145,8 @@ def eval_cli(
         _show(payload, ms_flip)
         if json_out is not None:
             _render.write_json(json_out, payload)
+        if report is not None and collector is not None:
+            _write_report(report, collector, payload, loaded)
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -275,3 +290,23 @@ def _show(payload: dict[str, Any], ms_flip: bool) -> None:
 
 def _images(count: int) -> str:
     return f"{count} image" + ("" if count == 1 else "s")
+
+
+def _start_report(report: Path, entry: ZooEntry) -> ReportCollector:
+    """Checks the report folder and the extra before any work, and gathers per-image metrics."""
+    from isaseg_cli.engine.distributed import dist_info
+    from isaseg_cli.report.eval_report import ReportCollector, check_report_dir
+
+    if dist_info().world_size > 1:
+        raise InputError("--report runs in one process; evaluate without torchrun for a report")
+    check_report_dir(report)
+    return ReportCollector(entry.model.num_classes)
+
+
+def _write_report(
+    report: Path, collector: ReportCollector, payload: dict[str, Any], loaded: Any
+) -> None:
+    from isaseg_cli.report.eval_report import write_report
+
+    index = write_report(report, collector, payload, classes=loaded.classes, palette=loaded.palette)
+    _render.info(f"Report: {index}")

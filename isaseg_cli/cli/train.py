@@ -116,6 +116,7 @@ def train_cli(
     """
     from isaseg_cli.data.datasets import default_data_root
     from isaseg_cli.engine.loop import fit
+    from isaseg_cli.report.dataset_check import check_before_run
     from isaseg_cli.zoo.catalog import resolve_entry
 
     zoo_entry = resolve_entry(model or DEFAULT_MODEL)
@@ -123,6 +124,7 @@ def train_cli(
     base = _resumed_entry(work, model) if resume else zoo_entry
     entry = _entry(base, dataset, classes, num_classes, crop_size, lr, settings or [])
     root = data_root or default_data_root(entry.data.dataset)
+    check_before_run(entry.data, root, "train")
     start = _starting_weights(entry, pretrained, init_from, resume)
     with _render.progress_bars() as update:
 

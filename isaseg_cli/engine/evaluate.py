@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,6 +134,7 @@ def evaluate(
     save_format: str = "index",
     palette: Any = None,
     on_progress: ProgressCallback | None = None,
+    on_image: Callable[[EvalRecord, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Runs the entry's test pipeline on every sample and scores the masks against the labels.
 
@@ -157,6 +158,8 @@ def evaluate(
             image's own relative name, ready for cityscapesScripts.
         on_progress: gets ``ProgressEvent("eval", done, total, {"img/s", "mIoU"})`` after each
             image (process 0 only; counts are that process's shard).
+        on_image: gets each record and its (H, W) predicted class indices (this process's
+            shard), e.g. for per-image metrics.
 
     Returns:
         An EvalResult; Ctrl-C ends the loop early with ``interrupted=True``.
@@ -211,6 +214,8 @@ def evaluate(
                 matrix.update(mask, torch.from_numpy(record.label))
                 if targets:
                     _save(targets[done], mask.cpu().numpy(), save_format, palette)
+                if on_image is not None:
+                    on_image(record, mask.cpu().numpy())
                 done += 1
                 if on_progress is not None and rank == 0:
                     rate = done / max(time.perf_counter() - start, 1e-9)
