@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import cv2
@@ -17,7 +18,7 @@ from isaseg_cli.data.mask_io import (
     save_index_png,
     to_cityscapes_label_ids,
 )
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
 
 PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (0, 0, 142), (255, 255, 0))
@@ -63,11 +64,12 @@ def test_atomic_write_keeps_the_old_file_when_the_replace_fails(tmp_path, monkey
     target.write_bytes(b"old")
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device", str(src))
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="no space left") as caught:
         atomic_write_bytes(target, b"new contents")
+    assert str(caught.value) == f"cannot write {target}: no space left on the device"
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary left
 

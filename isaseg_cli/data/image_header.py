@@ -1,0 +1,54 @@
+"""Image sizes from file headers, so an image too large to decode is refused before decoding.
+
+Pillow is imported inside the functions: the CLI takes ``DEFAULT_MAX_PIXELS`` for its help text.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from isaseg_cli.errors import InputError
+
+# 50 megapixels: a 48 MP photo or an 8K frame passes. Scores are kept at the input size (K float32
+# per pixel), so 50 MP with 19 classes already needs ~4 GB; a decompression bomb needs far more.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def read_image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the header (PNG, JPEG, BMP, TIFF, WebP, ...) without decoding pixels.
+
+    Returns None when Pillow does not know the format (OpenCV may still decode it).
+
+    Raises:
+        InputError: the header announces more pixels than Pillow's decompression-bomb limit.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # lazy: reads the header only
+                return image.size
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InputError(
+            f"{path} has more than {limit:,} pixels (a decompression bomb?); not decoded"
+        ) from None
+    except Exception:  # unknown or broken header: leave the verdict to the decoder
+        return None
+
+
+def check_image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuses an image whose header announces more than ``max_pixels`` pixels.
+
+    Raises:
+        InputError: the image is larger than ``max_pixels`` (or than Pillow's bomb limit).
+    """
+    size = read_image_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        width, height = size
+        raise InputError(
+            f"{path} is {width}x{height} ({width * height:,} pixels), which exceeds "
+            f"--max-pixels {max_pixels:,} (raise it, or tile the image)"
+        )
