@@ -19,6 +19,7 @@ from isaseg_cli.cli._options import (
     DataRootOpt,
     DeviceOpt,
     JsonOutOpt,
+    MaxPixelsOpt,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
@@ -30,6 +31,7 @@ from isaseg_cli.cli._options import (
     parse_ratios,
     parse_size,
 )
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -75,13 +77,17 @@ def eval_cli(
         typer.Option(help="Class-index PNG with palette, or Cityscapes labelIds for its scripts."),
     ] = "index",
     settings: SetOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
 
-    Files are checked before the model loads. torchrun processes share the images; Ctrl-C
-    prints the partial result.
+    Files, options and output paths are checked before the model loads. An image that cannot
+    be read or segmented stops the run (exit 2): the metrics would be wrong without it.
+    torchrun processes share the images; Ctrl-C prints the partial result.
     """
+    from isaseg_cli.data.base import duplicate_samples
     from isaseg_cli.data.datasets import default_data_root, list_samples
+    from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
 
@@ -91,9 +97,14 @@ def eval_cli(
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
     samples = list_samples(entry.data, root, split)
+    _warn_duplicates(duplicate_samples(samples))
     whole_split = limit is None or limit >= len(samples)
     samples = samples[:limit]
     check_save_format(save_format, entry)
+    if save_dir is not None:
+        check_writable(save_dir, "--save-dir", folder=True)
+    if json_out is not None:
+        check_writable(json_out, "--json-out")
     target = resolve_device(device)
     check_precision(precision, target)
     with _process_group(target) as target:
@@ -112,6 +123,7 @@ def eval_cli(
                 save_dir=save_dir,
                 save_format=save_format,
                 palette=loaded.palette,
+                max_pixels=max_pixels,
                 on_progress=_render.event_sink(update),
             )
     comparable = split == "val" and whole_split and not result.interrupted
@@ -130,10 +142,27 @@ def eval_cli(
     payload = _payload(entry, result, published, settings_used)
     if _render.is_main_process():
         _show(payload, ms_flip)
+        if save_dir is not None:
+            _render.info(f"predictions: {result.saved} file(s) in {save_dir}")
         if json_out is not None:
             _render.write_json(json_out, payload)
+            _render.info(f"JSON: {json_out}")
     if result.interrupted:
+        _render.error(
+            f"interrupted after {result.images} of {len(samples)} image(s): the metrics above "
+            "cover those only; run the command again to evaluate the whole split"
+        )
         raise typer.Exit(130)
+
+
+def _warn_duplicates(duplicates: list[Any]) -> None:
+    """Duplicates count once per listing, as in mmsegmentation, so the figures stay comparable."""
+    if duplicates:
+        _render.warn(
+            f"{len(duplicates)} image(s) are listed more than once in the split, e.g. "
+            f"{duplicates[0].image_path}; each listing is counted, as mmsegmentation does "
+            "(remove the repeated lines to count each image once)"
+        )
 
 
 def _resolve(
