@@ -18,10 +18,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 def read_image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) from the header (PNG, JPEG, BMP, TIFF, WebP, ...) without decoding pixels.
 
-    Returns None when Pillow does not know the format (OpenCV may still decode it).
-
-    Raises:
-        InputError: the header announces more pixels than Pillow's decompression-bomb limit.
+    Returns None when Pillow does not know the format (OpenCV may still decode it), and
+    (-1, -1) when the header announces more than Pillow's decompression-bomb limit
+    (``bomb_limit``), which hides the exact size.
     """
     from PIL import Image
 
@@ -31,12 +30,16 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
             with Image.open(path) as image:  # lazy: reads the header only
                 return image.size
     except Image.DecompressionBombError:
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise InputError(
-            f"{path} has more than {limit:,} pixels (a decompression bomb?); not decoded"
-        ) from None
+        return (-1, -1)
     except Exception:  # unknown or broken header: leave the verdict to the decoder
         return None
+
+
+def bomb_limit() -> int:
+    """The pixel count above which Pillow refuses even to report an image's size."""
+    from PIL import Image
+
+    return 2 * (Image.MAX_IMAGE_PIXELS or 0)
 
 
 def check_image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -46,9 +49,14 @@ def check_image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         InputError: the image is larger than ``max_pixels`` (or than Pillow's bomb limit).
     """
     size = read_image_size(path)
-    if size is not None and size[0] * size[1] > max_pixels:
-        width, height = size
-        raise InputError(
-            f"{path} is {width}x{height} ({width * height:,} pixels), which exceeds "
-            f"--max-pixels {max_pixels:,} (raise it, or tile the image)"
-        )
+    if size is None:
+        return
+    advice = f"exceeds --max-pixels {max_pixels:,} (raise it, or tile the image)"
+    if size == (-1, -1):
+        limit = bomb_limit()
+        if limit > max_pixels:
+            raise InputError(f"{path} has more than {limit:,} pixels, which {advice}")
+        raise InputError(f"{path} has more than {limit:,} pixels, beyond what Pillow reads")
+    width, height = size
+    if width * height > max_pixels:
+        raise InputError(f"{path} is {width}x{height} ({width * height:,} pixels), which {advice}")
