@@ -143,7 +143,7 @@ def predict_cli(
             max_pixels=max_pixels,
             on_progress=_render.event_sink(update),
         )
-    _report(result, segmenter, json_out, out)
+    _report(result, segmenter, json_out, out, probs)
 
 
 def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
@@ -186,7 +186,11 @@ def _load(
 
 
 def _report(
-    result: PredictResult, segmenter: Segmenter, json_out: Path | None, out: Path | None
+    result: PredictResult,
+    segmenter: Segmenter,
+    json_out: Path | None,
+    out: Path | None,
+    probs: Path | None,
 ) -> None:
     """Failures, then where each kind of output went; the exit code says how it ended."""
     for _, reason in result.failures:
@@ -202,8 +206,8 @@ def _report(
     _render.written("masks", result.masks, result.output_dir)
     if result.overlay_dir is not None:
         _render.written("overlays", result.overlays, result.overlay_dir)
-    if result.probs:
-        _render.written("probabilities", result.probs, result.probs[0].parent)
+    if probs is not None:
+        _render.written("probabilities", result.probs, probs.parent)
     if result.stopped is not None:
         _render.error(result.stopped)
         raise typer.Exit(2)

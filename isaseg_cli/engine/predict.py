@@ -54,7 +54,7 @@ class PredictResult:
         inputs: inputs planned (skipped ones included).
         masks, overlays, probs: the files written, by kind.
         failures: (input, reason) for inputs that could not be read, decoded or segmented.
-        images: segmented images and video frames.
+        images: segmented images and video frames (whether or not their results were written).
         skipped: inputs left out because their results existed (``skip_existing``).
         interrupted: Ctrl-C stopped the run; the files listed are complete.
         stopped: the write error that stopped the run, if one did.
@@ -259,9 +259,9 @@ class _Run:
                     self._fail(job.source, exc)
             for (image, job), result in self._segment(readable):
                 mask, probs = result if isinstance(result, tuple) else (result, None)
+                self.count += 1
                 try:
                     self._save(image, mask, probs, job)
-                    self.count += 1
                 except OutputError:
                     raise
                 except Exception as exc:

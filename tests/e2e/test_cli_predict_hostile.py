@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from tests.conftest import TINY
-from tests.helpers_images import write_png_bomb
+from tests.hostile import write_png_bomb
 
 # Torch, the tiny model and small images need ~0.5 GB; decoding the 30,000 x 30,000 PNG alone
 # would take 2.7 GB and the 60,000 x 60,000 one 10.8 GB.
