@@ -13,6 +13,7 @@ from isaseg_cli.errors import InputError
 # 50 megapixels: a 48 MP photo or an 8K frame passes. Scores are kept at the input size (K float32
 # per pixel), so 50 MP with 19 classes already needs ~4 GB; a decompression bomb needs far more.
 DEFAULT_MAX_PIXELS = 50_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_image_size(path: str | Path) -> tuple[int, int] | None:
@@ -20,7 +21,7 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
 
     Returns None when Pillow does not know the format (OpenCV may still decode it), and
     (-1, -1) when the header announces more than Pillow's decompression-bomb limit
-    (``bomb_limit``), which hides the exact size.
+    (``bomb_limit``), which hides the exact size of any format but PNG.
     """
     from PIL import Image
 
@@ -30,9 +31,18 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
             with Image.open(path) as image:  # lazy: reads the header only
                 return image.size
     except Image.DecompressionBombError:
-        return (-1, -1)
+        return _png_size(path) or (-1, -1)
     except Exception:  # unknown or broken header: leave the verdict to the decoder
         return None
+
+
+def _png_size(path: str | Path) -> tuple[int, int] | None:
+    """A PNG's size from its IHDR chunk, which the format puts first, right after the signature."""
+    with open(path, "rb") as file:
+        head = file.read(24)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def bomb_limit() -> int:

@@ -91,9 +91,9 @@ def test_bad_options_and_outputs_fail_before_any_download(tmp_path, mirror, read
 
 
 def test_a_full_disk_names_the_file_and_reports_what_was_written(tmp_path, tiny_checkpoint):
-    image = _image(tmp_path / "big.png", size=(256, 512))
+    image = _image(tmp_path / "big.png", size=(160, 400))
     with tmpfs(tmp_path / "full", "size=1m") as full:
-        probs = full / "p.npy"  # 5 classes x 256 x 512 float32 = 2.6 MB
+        probs = full / "p.npy"  # 5 classes x 160 x 400 float32 = 1.3 MB
         result = _predict(tiny_checkpoint, image, "--out", tmp_path / "m.png", "--probs", probs)
         assert result.exit_code == 2, result.output
         assert f"error: cannot write {probs}: no space left on the device" in result.output
