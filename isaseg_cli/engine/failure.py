@@ -16,7 +16,10 @@ def describe(exc: BaseException) -> str:
     text = lines[-1] if lines else ""
     # OpenCV prefixes "OpenCV(4.x) /path/file.cpp:123: error: (-215:Assertion failed) ".
     text = text.split(" error: ", 1)[-1]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    kind = type(exc).__name__
+    if type(exc).__module__ not in ("builtins", "__main__"):
+        kind = f"{type(exc).__module__.split('.')[0]}.{kind}"  # cv2.error, not a bare "error"
+    return f"{kind}: {text}" if text else kind
 
 
 def failure_for(path: str | Path, exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from isaseg_cli.data.mask_io import (
     atomic_write_bytes,
+    check_writable,
     colorize,
     overlay,
     save_image_bgr,
@@ -141,3 +142,16 @@ def test_save_image_bgr_writes_by_suffix_and_refuses_unknown_ones(tmp_path) -> N
     with pytest.raises(InputError, match="format"):
         save_image_bgr(tmp_path / "x.nope", image)
     assert not (tmp_path / "x.nope").exists()
+
+
+def test_check_writable_probes_without_leaving_anything(tmp_path) -> None:
+    check_writable(tmp_path / "new" / "deeper" / "m.png", "--out")
+    check_writable(tmp_path / "folder", "--out", folder=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="--out .*file is a file; give a folder"):
+        check_writable(tmp_path / "file", "--out", folder=True)
+    with pytest.raises(OutputError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "m.png", "--out")
+    with pytest.raises(OutputError, match="is a folder; give a file name"):
+        check_writable(tmp_path, "--json-out")
