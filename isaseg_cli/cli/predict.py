@@ -134,6 +134,9 @@ def predict_cli(
         check_writable(json_out, "--json-out")
     name = model or (None if checkpoint else default_model())
     _check_model_options(name, fmt, options)
+    if not plan.jobs:
+        _render.info(f"skipped {plan.skipped} input(s) whose results exist: nothing to do")
+        return
     segmenter = _load(name, checkpoint, trust_checkpoint, options)
     with _render.progress_bars() as update:
         result = run_plan(

@@ -186,3 +186,8 @@ def test_ctrl_c_lists_what_was_written_and_the_rerun_continues(
     assert resumed.exit_code == 0, resumed.output
     assert "skipped 1 input(s) whose results exist" in resumed.output
     assert sorted(path.name for path in out.iterdir()) == ["0.png", "1.png", "2.png"]
+    done = _predict(tiny_checkpoint, folder, "--out", out, "--skip-existing")
+    assert (
+        done.exit_code == 0
+        and "skipped 3 input(s) whose results exist: nothing to do" in done.output
+    )

@@ -115,7 +115,8 @@ def test_a_batch_that_fails_is_retried_image_by_image(tmp_path, segmenter, monke
 
     monkeypatch.setattr(Segmenter, "predict_batch", fails_with_the_thin_image)
     result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", batch_size=3)
-    assert result.failures == ((str(thin), f"{thin}: cv2.error: (-215:Assertion failed) inv_scale"),)
+    reason = f"{thin}: cv2.error: (-215:Assertion failed) inv_scale"
+    assert result.failures == ((str(thin), reason),)
     assert [path.name for path in result.masks] == [path.name for path in good]
     assert result.images == 2 and all(path.is_file() for path in result.masks)
 
