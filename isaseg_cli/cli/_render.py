@@ -76,8 +76,10 @@ def write_json(path: Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
         os.replace(tmp, path)
     except OSError as exc:
+        from isaseg_cli.data.mask_io import os_error_reason  # OpenCV loads only on failure
+
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {path}: {os_error_reason(exc)}") from None
 
 
 def written(kind: str, paths: Sequence[Path], folder: Path) -> None:

@@ -38,7 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the folder for {path}: {_reason(exc)}") from None
+        raise OutputError(f"cannot create the folder for {path}: {os_error_reason(exc)}") from None
     tmp = temporary_sibling(path, ".tmp")
     try:
         with open(tmp, "xb") as file:
@@ -46,17 +46,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+        raise OutputError(f"cannot write {path}: {os_error_reason(exc)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "no space left on the device"
-    return exc.strerror or str(exc)
+_ADVICE = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EROFS: "choose a writable place",
+    errno.EACCES: "choose a writable place",
+    errno.EPERM: "choose a writable place",
+}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The system's words ("No space left on device") and what to do, without the temporary
+    file's name that ``str(exc)`` would show."""
+    advice = _ADVICE.get(exc.errno or 0)
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}; {advice}" if advice else reason
 
 
 def check_writable(path: str | Path, flag: str, *, folder: bool = False) -> None:
@@ -83,7 +93,8 @@ def check_writable(path: str | Path, flag: str, *, folder: bool = False) -> None
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{flag} {path} cannot be written: {_reason(exc)} ({base})") from None
+        reason = os_error_reason(exc)
+        raise OutputError(f"{flag} {path} cannot be written ({base}): {reason}") from None
 
 
 def temporary_sibling(path: Path, suffix: str) -> Path:

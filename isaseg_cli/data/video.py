@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from isaseg_cli.data.mask_io import temporary_sibling
+from isaseg_cli.data.mask_io import os_error_reason, temporary_sibling
 from isaseg_cli.errors import InputError, OutputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -71,7 +71,9 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create the folder for {path}: {exc.strerror}") from None
+            raise OutputError(
+                f"cannot create the folder for {path}: {os_error_reason(exc)}"
+            ) from None
         self._tmp = temporary_sibling(self.path, suffix)  # OpenCV picks the container by suffix
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
@@ -94,7 +96,7 @@ class VideoWriter:
         try:
             os.replace(self._tmp, self.path)
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+            raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
         return self.path
 
     def __enter__(self) -> VideoWriter:

@@ -165,8 +165,8 @@ def test_unwritable_outputs_fail_before_any_download(tmp_path, city_root, monkey
         ):
             result = runner.invoke(app, [*base, flag, str(path)])
             assert result.exit_code == 2
-            line = f"error: {flag} {path} cannot be written: Read-only file system ({read_only})"
-            assert result.output.strip() == line
+            line = f"error: {flag} {path} cannot be written ({read_only}): Read-only file system; "
+            assert result.output.strip() == line + "choose a writable place"
         assert server.requests == 0
 
 

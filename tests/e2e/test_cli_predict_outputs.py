@@ -96,9 +96,18 @@ def test_a_full_disk_names_the_file_and_reports_what_was_written(tmp_path, tiny_
         probs = full / "p.npy"  # 5 classes x 160 x 400 float32 = 1.3 MB
         result = _predict(tiny_checkpoint, image, "--out", tmp_path / "m.png", "--probs", probs)
         assert result.exit_code == 2, result.output
-        assert f"error: cannot write {probs}: no space left on the device" in result.output
+        assert f"error: cannot write {probs}: No space left on device" in result.output
         assert ".tmp" not in result.output and "Traceback" not in result.output
         assert list(full.iterdir()) == []  # no temporary file left behind
+        with open(full / "filler", "wb") as filler, pytest.raises(OSError):
+            while True:
+                filler.write(bytes(65536))
+        report = full / "r.json"
+        late = _predict(tiny_checkpoint, image, "--out", tmp_path / "n.png", "--json-out", report)
+        assert late.exit_code == 2, late.output
+        full_disk = "No space left on device; free some space or write elsewhere"
+        assert late.output.strip().endswith(f"error: cannot write {report}: {full_disk}")
+        assert f"masks: {tmp_path / 'n.png'}" in late.output and ".tmp" not in late.output
     assert f"masks: {tmp_path / 'm.png'}" in result.output and (tmp_path / "m.png").is_file()
     assert "probabilities: none written" in result.output
     assert "Segmented 1 image(s)" in result.output

@@ -68,9 +68,12 @@ def test_atomic_write_keeps_the_old_file_when_the_replace_fails(tmp_path, monkey
         raise OSError(errno.ENOSPC, "No space left on device", str(src))
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OutputError, match="no space left") as caught:
+    with pytest.raises(OutputError, match="No space left") as caught:
         atomic_write_bytes(target, b"new contents")
-    assert str(caught.value) == f"cannot write {target}: no space left on the device"
+    assert (
+        str(caught.value)
+        == f"cannot write {target}: No space left on device; free some space or write elsewhere"
+    )
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary left
 
