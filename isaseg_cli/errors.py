@@ -31,3 +31,7 @@ class DatasetNotFoundError(IsasegError):
 
 class InputError(IsasegError):
     """A user input (image, video, option value) cannot be used."""
+
+
+class OutputError(IsasegError):
+    """An output file or folder cannot be written (read-only, full disk, a file in the way)."""

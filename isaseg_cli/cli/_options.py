@@ -106,3 +106,11 @@ RecomputeOpt = Annotated[
         help="Recompute bottleneck tails in backward: less memory (auto: CUDA, one process).",
     ),
 ]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Refuse images whose header announces more pixels (never decoded).",
+    ),
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from isaseg_cli.errors import OutputError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -112,11 +114,31 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Writes ``payload`` as JSON through a temporary file, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes ``payload`` as JSON through a temporary file, so a reader never sees half a file.
+
+    Raises:
+        OutputError: naming ``path`` (not the temporary file) when it cannot be written.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        from isaseg_cli.data.mask_io import os_error_reason  # OpenCV loads only on failure
+
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {os_error_reason(exc)}") from None
+
+
+def written(kind: str, paths: Sequence[Path], folder: Path) -> None:
+    """One line saying where the files of one kind went: the file itself when there is one."""
+    if not paths:
+        info(f"{kind}: none written")
+    elif len(paths) == 1:
+        info(f"{kind}: {paths[0]}")
+    else:
+        info(f"{kind}: {len(paths)} files in {folder}")
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from isaseg_cli.cli._options import (
     DataRootOpt,
     DeviceOpt,
     JsonOutOpt,
+    MaxPixelsOpt,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
@@ -30,6 +31,7 @@ from isaseg_cli.cli._options import (
     parse_ratios,
     parse_size,
 )
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -84,13 +86,17 @@ def eval_cli(
         ),
     ] = None,
     settings: SetOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
 
-    Files are checked before the model loads. torchrun processes share the images; Ctrl-C
-    prints the partial result.
+    Files, options and output paths are checked before the model loads. An image that cannot
+    be read or segmented stops the run (exit 2): the metrics would be wrong without it.
+    torchrun processes share the images; Ctrl-C prints the partial result.
     """
+    from isaseg_cli.data.base import duplicate_samples
     from isaseg_cli.data.datasets import default_data_root, list_samples
+    from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
     from isaseg_cli.report.dataset_check import check_before_run
@@ -102,9 +108,14 @@ def eval_cli(
     root = data_root or default_data_root(entry.data.dataset)
     check_before_run(entry.data, root, split)
     samples = list_samples(entry.data, root, split)
+    _warn_duplicates(duplicate_samples(samples))
     whole_split = limit is None or limit >= len(samples)
     samples = samples[:limit]
     check_save_format(save_format, entry)
+    if save_dir is not None:
+        check_writable(save_dir, "--save-dir", folder=True)
+    if json_out is not None:
+        check_writable(json_out, "--json-out")
     target = resolve_device(device)
     check_precision(precision, target)
     collector = _start_report(report, entry) if report is not None else None
@@ -124,6 +135,7 @@ def eval_cli(
                 save_dir=save_dir,
                 save_format=save_format,
                 palette=loaded.palette,
+                max_pixels=max_pixels,
                 on_progress=_render.event_sink(update),
                 on_image=None if collector is None else collector.add,
             )
@@ -143,12 +155,29 @@ def eval_cli(
     payload = _payload(entry, result, published, settings_used)
     if _render.is_main_process():
         _show(payload, ms_flip)
+        if save_dir is not None:
+            _render.info(f"predictions: {result.saved} file(s) in {save_dir}")
         if json_out is not None:
             _render.write_json(json_out, payload)
+            _render.info(f"JSON: {json_out}")
         if report is not None and collector is not None:
             _write_report(report, collector, payload, loaded)
     if result.interrupted:
+        _render.error(
+            f"interrupted after {result.images} of {len(samples)} image(s): the metrics above "
+            "cover those only; run the command again to evaluate the whole split"
+        )
         raise typer.Exit(130)
+
+
+def _warn_duplicates(duplicates: list[Any]) -> None:
+    """Duplicates count once per listing, as in mmsegmentation, so the figures stay comparable."""
+    if duplicates:
+        _render.warn(
+            f"{len(duplicates)} image(s) are listed more than once in the split, e.g. "
+            f"{duplicates[0].image_path}; each listing is counted, as mmsegmentation does "
+            "(remove the repeated lines to count each image once)"
+        )
 
 
 def _resolve(
@@ -309,4 +338,4 @@ def _write_report(
     from isaseg_cli.report.eval_report import write_report
 
     index = write_report(report, collector, payload, classes=loaded.classes, palette=loaded.palette)
-    _render.info(f"Report: {index}")
+    _render.info(f"report: {index}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -15,6 +15,7 @@ from isaseg_cli.cli._options import (
     CropOpt,
     DeviceOpt,
     JsonOutOpt,
+    MaxPixelsOpt,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
@@ -25,6 +26,12 @@ from isaseg_cli.cli._options import (
     parse_ratios,
     parse_size,
 )
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
+from isaseg_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from isaseg_cli.engine.predict import PredictResult
+    from isaseg_cli.engine.segmenter import Segmenter
 
 
 def predict_cli(
@@ -82,8 +89,26 @@ def predict_cli(
         ),
     ] = False,
     json_out: JsonOutOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace results that already exist.")
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="Leave out inputs whose results exist (continue a run)."
+        ),
+    ] = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Segment images, folders, glob patterns or videos; write masks, colours or overlays."""
+    """Segment images, folders, glob patterns or videos; write masks, colours or overlays.
+
+    Inputs, options and outputs are checked before the model is loaded or downloaded. One bad
+    input is reported and the others go on (exit 1); Ctrl-C lists what was written.
+    """
+    from isaseg_cli.data.mask_io import check_writable
+    from isaseg_cli.engine.predict import run_plan
+    from isaseg_cli.engine.predict_plan import plan_predict
+
     options: dict[str, Any] = {
         "device": device,
         "precision": precision,
@@ -95,48 +120,100 @@ def predict_cli(
         "compile": compile_model,
         "on_warning": _render.warn,
     }
-    from isaseg_cli.engine.predict import expand_inputs, predict
+    plan = plan_predict(
+        inputs,
+        out=out,
+        fmt=fmt,
+        overlay_out=overlay,
+        opacity=opacity,
+        probs_out=probs,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+    )
+    if json_out is not None:
+        check_writable(json_out, "--json-out")
+    name = model or (None if checkpoint else default_model())
+    _check_model_options(name, fmt, options)
+    if not plan.jobs:
+        _render.info(f"skipped {plan.skipped} input(s) whose results exist: nothing to do")
+        return
+    segmenter = _load(name, checkpoint, trust_checkpoint, options)
+    with _render.progress_bars() as update:
+        result = run_plan(
+            segmenter,
+            plan,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            on_progress=_render.event_sink(update),
+        )
+    _report(result, segmenter, json_out, out, probs)
+
+
+def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
+    """What can be checked without the weights: device, precision, test overrides and, for a zoo
+    model, whether its classes suit ``--format labelids``."""
+    from isaseg_cli.engine.device import check_precision, resolve_device
+    from isaseg_cli.engine.loading import entry_classes
+    from isaseg_cli.engine.predict import check_classes
+    from isaseg_cli.engine.segmenter import resolve_test_spec
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    if options["scales"] is not None and not options["ms_flip"]:
+        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+    check_precision(options["precision"], resolve_device(options["device"]))
+    if name is not None:
+        entry = resolve_entry(name)
+        crop, stride = options["crop"], options["stride"]
+        resolve_test_spec(entry, mode=options["mode"], crop=crop, stride=stride)
+        check_classes(fmt, entry_classes(entry, {})[0])
+
+
+def _load(
+    name: str | None, checkpoint: Path | None, trust: bool, options: dict[str, Any]
+) -> Segmenter:
+    """The segmenter; a download bar appears only if the weights are really downloaded."""
     from isaseg_cli.engine.segmenter import Segmenter
 
-    sources = expand_inputs(inputs)  # before loading the model: a typo fails fast
-
-    name = model or (None if checkpoint else default_model())
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []
 
         def on_download(done: int, total: int | None) -> None:
-            if not bars:  # a bar only when the weights are really downloaded
+            if not bars:
                 bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
             bars[0]("download weights", done, total)
 
         if checkpoint is not None:
-            segmenter = Segmenter.from_checkpoint(
-                checkpoint, name, trust=trust_checkpoint, **options
-            )
-        else:
-            assert name is not None
-            segmenter = Segmenter.from_zoo(name, on_download=on_download, **options)
-    with _render.progress_bars() as update:
-        result = predict(
-            segmenter,
-            sources,
-            out=out,
-            fmt=fmt,
-            overlay_out=overlay,
-            opacity=opacity,
-            probs_out=probs,
-            batch_size=batch_size,
-            on_progress=_render.event_sink(update),
-        )
+            return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
+        assert name is not None
+        return Segmenter.from_zoo(name, on_download=on_download, **options)
+
+
+def _report(
+    result: PredictResult,
+    segmenter: Segmenter,
+    json_out: Path | None,
+    out: Path | None,
+    probs: Path | None,
+) -> None:
+    """Failures, then where each kind of output went; the exit code says how it ended."""
     for _, reason in result.failures:
         _render.error(reason)
     for message in result.warnings:
         _render.warn(message)
-    where = result.outputs[0] if len(result.outputs) == 1 else result.output_dir
     _render.info(
         f"Segmented {result.images} image(s) in {result.seconds:.2f} s "
-        f"({result.images_per_s:.2f} images/s); results in {where}"
+        f"({result.images_per_s:.2f} images/s)"
     )
+    if result.skipped:
+        _render.info(f"skipped {result.skipped} input(s) whose results exist")
+    _render.written("masks", result.masks, result.output_dir)
+    if result.overlay_dir is not None:
+        _render.written("overlays", result.overlays, result.overlay_dir)
+    if probs is not None:
+        _render.written("probabilities", result.probs, probs.parent)
+    if result.stopped is not None:
+        _render.error(result.stopped)
+        raise typer.Exit(2)
     if json_out is not None:
         _render.write_json(
             json_out,
@@ -146,6 +223,14 @@ def predict_cli(
                 **result.to_dict(),
             },
         )
+        _render.info(f"JSON: {json_out}")
+    if result.interrupted:
+        done = len(result.masks) + len(result.failures)
+        _render.error(
+            f"interrupted after {done} of {result.inputs - result.skipped} input(s); to continue, "
+            f"run the same command with --out {out or result.output_dir} --skip-existing"
+        )
+        raise typer.Exit(130)
     if result.failures:
         _render.error(f"{len(result.failures)} of {result.inputs} input(s) failed")
         raise typer.Exit(1)

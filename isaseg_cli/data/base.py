@@ -131,3 +131,11 @@ def check_samples(samples: list[Sample], where: str) -> list[Sample]:
                 f"the first: {missing[0]}"
             )
     return samples
+
+
+def duplicate_samples(samples: Iterable[Sample]) -> list[Sample]:
+    """The samples listed more than once (each once, in first-seen order)."""
+    counts: dict[Sample, int] = {}
+    for sample in samples:
+        counts[sample] = counts.get(sample, 0) + 1
+    return [sample for sample, count in counts.items() if count > 1]

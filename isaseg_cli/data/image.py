@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size
 from isaseg_cli.errors import InputError
 
 # ImageNet statistics in RGB order, on 0..255 pixel values (spec §3.2).
@@ -15,20 +16,33 @@ MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
 
 
-def read_image_bgr(path: str | Path) -> np.ndarray:
+def read_image_bgr(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decodes an image file as mmseg does: OpenCV, IMREAD_COLOR, uint8 HxWx3 BGR.
 
+    The size in the header is checked first, so a decompression bomb is never decoded.
+
     Raises:
-        InputError: the file is missing or is not a decodable image.
+        InputError: the file is missing, larger than ``max_pixels`` or not a decodable image.
     """
+    check_image_size(path, max_pixels)
     try:
         buffer = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    except cv2.error as exc:  # e.g. beyond OpenCV's own pixel limit, for formats Pillow lacks
+        raise InputError(f"cannot decode {path}: {_last_line(str(exc))}") from None
+    except MemoryError:
+        raise InputError(f"cannot decode {path}: out of memory") from None
     if image is None:
         raise InputError(f"cannot decode {path}: not an image file OpenCV can read")
     return image
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 def keep_ratio_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:

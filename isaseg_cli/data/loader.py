@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from isaseg_cli.data.base import Sample, load_label
 from isaseg_cli.data.image import read_image_bgr
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import DatasetNotFoundError, InputError
 
 Transform = Callable[
@@ -48,6 +49,7 @@ class SegmentationDataset(Dataset):
         transform: e.g. ``TrainTransform(spec)``.
         reduce_zero_label: ADE20K's label rule, applied on load (once, for training and evaluation).
         num_classes: when given, labels are checked to hold only 0..num_classes-1 and 255.
+        max_pixels: images whose header announces more pixels are refused before decoding.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class SegmentationDataset(Dataset):
         transform: Transform | None = None,
         reduce_zero_label: bool = False,
         num_classes: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.samples = list(samples)
+        self.max_pixels = max_pixels
         self.transform = transform
         self.reduce_zero_label = reduce_zero_label
         self.num_classes = num_classes
@@ -69,11 +73,11 @@ class SegmentationDataset(Dataset):
         """The BGR image and the uint8 label of sample ``index``, checked to have the same size.
 
         Raises:
-            InputError: the image cannot be decoded.
+            InputError: the image is too large or cannot be decoded.
             DatasetNotFoundError: the label cannot be read, holds a bad value or has another size.
         """
         sample = self.samples[index]
-        image = read_image_bgr(sample.image_path)
+        image = read_image_bgr(sample.image_path, self.max_pixels)
         label = load_label(sample.label_path, self.reduce_zero_label, self.num_classes)
         if image.shape[:2] != label.shape:
             raise DatasetNotFoundError(

@@ -4,8 +4,10 @@ Cityscapes label ids. Every write is atomic: a temporary file in the same folder
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES_TRAIN_ID_TO_ID
 
 Palette = Sequence[Sequence[int]]
@@ -27,18 +29,72 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to ``path`` so that a reader sees either the old file or the whole new one.
 
     Parent folders are created as needed.
+
+    Raises:
+        OutputError: the file cannot be written (read-only, disk full, ...); the message names
+            ``path``, never the temporary file, and nothing is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder for {path}: {os_error_reason(exc)}") from None
     tmp = temporary_sibling(path, ".tmp")
     try:
         with open(tmp, "xb") as file:
             file.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {os_error_reason(exc)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EROFS: "choose a writable place",
+    errno.EACCES: "choose a writable place",
+    errno.EPERM: "choose a writable place",
+}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The system's words ("No space left on device") and what to do, without the temporary
+    file's name that ``str(exc)`` would show."""
+    advice = _ADVICE.get(exc.errno or 0)
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}; {advice}" if advice else reason
+
+
+def check_writable(path: str | Path, flag: str, *, folder: bool = False) -> None:
+    """Checks, before any work, that a file (or, with ``folder``, files in a folder) can be
+    created at ``path``; missing folders count as creatable when their nearest existing parent
+    accepts new entries. Probes with a real file: permission bits are wrong for root and for
+    read-only mounts. Creates nothing that stays.
+
+    Raises:
+        OutputError: naming ``flag`` and ``path``, and why.
+    """
+    path = Path(path)
+    if folder and path.is_file():
+        raise OutputError(f"{flag} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder; give a file name")
+    base = path if folder else path.parent
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"{flag} {path}: {base} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=base, prefix=".isaseg-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = os_error_reason(exc)
+        raise OutputError(f"{flag} {path} cannot be written ({base}): {reason}") from None
 
 
 def temporary_sibling(path: Path, suffix: str) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from isaseg_cli.data.mask_io import temporary_sibling
-from isaseg_cli.errors import InputError
+from isaseg_cli.data.mask_io import os_error_reason, temporary_sibling
+from isaseg_cli.errors import InputError, OutputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 _FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG", ".webm": "VP80"}
@@ -57,6 +57,7 @@ class VideoWriter:
 
     Raises:
         InputError: the suffix is not a known video format, or OpenCV cannot encode it.
+        OutputError: the folder cannot be created or the file not moved into place.
     """
 
     def __init__(self, path: str | Path, fps: float) -> None:
@@ -67,7 +68,12 @@ class VideoWriter:
             raise InputError(f"cannot write video {path}: use one of the suffixes {known}")
         self.fps = fps
         self._fourcc = cv2.VideoWriter_fourcc(*_FOURCC[suffix])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the folder for {path}: {os_error_reason(exc)}"
+            ) from None
         self._tmp = temporary_sibling(self.path, suffix)  # OpenCV picks the container by suffix
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
@@ -87,7 +93,10 @@ class VideoWriter:
             raise InputError(f"no frames to write to {self.path}")
         self._writer.release()
         self._writer = None
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
         return self.path
 
     def __enter__(self) -> VideoWriter:

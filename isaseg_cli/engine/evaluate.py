@@ -18,9 +18,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from isaseg_cli.data.base import Sample
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_records
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
 from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.inference import infer_scores
 from isaseg_cli.engine.metrics import ConfusionMatrix, MetricsResult
@@ -45,12 +47,14 @@ class EvalResult:
         seconds: wall time of the evaluation loop on this process.
         interrupted: Ctrl-C stopped it; ``metrics`` cover the images done so far (on this
             process only when distributed, since the other processes cannot be waited for).
+        saved: predictions written to ``save_dir`` (counted like ``images``).
     """
 
     metrics: MetricsResult
     images: int
     seconds: float
     interrupted: bool
+    saved: int = 0
 
 
 def check_save_format(save_format: str, entry: ZooEntry) -> None:
@@ -90,8 +94,9 @@ def prediction_paths(
 
 
 class _Records(Dataset):
-    """Eval records, or the IsasegError that reading one raised: returned as a value so the main
-    process re-raises it with its one-line message (DataLoader would add a worker traceback)."""
+    """Eval records, or an IsasegError naming the file that could not be read (whatever the
+    cause: a cv2.error or MemoryError as well): returned as a value so the main process re-raises
+    it with its one-line message (DataLoader would add a worker traceback)."""
 
     def __init__(self, dataset: SegmentationDataset) -> None:
         self.dataset = dataset
@@ -104,6 +109,8 @@ class _Records(Dataset):
             return self.dataset[index]
         except IsasegError as exc:
             return exc
+        except Exception as exc:
+            return InputError(failure_for(self.dataset.samples[index].image_path, exc))
 
 
 def _init_worker(worker_id: int) -> None:
@@ -133,6 +140,7 @@ def evaluate(
     save_dir: Path | None = None,
     save_format: str = "index",
     palette: Any = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: ProgressCallback | None = None,
     on_image: Callable[[EvalRecord, np.ndarray], None] | None = None,
 ) -> EvalResult:
@@ -156,6 +164,7 @@ def evaluate(
         save_dir: when given, each prediction is written there (atomically) as an index PNG with
             ``palette`` or, with ``save_format="labelids"``, as Cityscapes label ids under the
             image's own relative name, ready for cityscapesScripts.
+        max_pixels: an image whose header announces more pixels is an error, never decoded.
         on_progress: gets ``ProgressEvent("eval", done, total, {"img/s", "mIoU"})`` after each
             image (process 0 only; counts are that process's shard).
         on_image: gets each record and its (H, W) predicted class indices (this process's
@@ -165,8 +174,10 @@ def evaluate(
         An EvalResult; Ctrl-C ends the loop early with ``interrupted=True``.
 
     Raises:
-        InputError: an image cannot be decoded, or a bad save format or precision.
+        InputError: an image cannot be read, decoded or segmented (the metrics would be wrong
+            without it: the message names the file), or a bad save format or precision.
         DatasetNotFoundError: a label cannot be read, has a bad value or another size.
+        OutputError: a prediction cannot be written to ``save_dir``.
     """
     check_save_format(save_format, entry)
     check_precision(precision, device)
@@ -181,7 +192,10 @@ def evaluate(
         else []
     )
     dataset = SegmentationDataset(
-        mine, reduce_zero_label=entry.data.reduce_zero_label, num_classes=entry.model.num_classes
+        mine,
+        reduce_zero_label=entry.data.reduce_zero_label,
+        num_classes=entry.model.num_classes,
+        max_pixels=max_pixels,
     )
     loader = DataLoader(
         _Records(dataset),
@@ -191,7 +205,7 @@ def evaluate(
         worker_init_fn=_init_worker,
     )
     matrix = ConfusionMatrix(entry.model.num_classes, entry.data.ignore_index, device=device)
-    done, interrupted = 0, False
+    done, saved, interrupted = 0, 0, False
     if on_progress is not None and rank == 0:
         on_progress(ProgressEvent("eval", 0, len(mine)))
     start = time.perf_counter()
@@ -200,20 +214,24 @@ def evaluate(
             for record in batch:
                 if isinstance(record, IsasegError):
                     raise record
-                with autocast(device, precision):
-                    scores = infer_scores(
-                        net,
-                        record.image,
-                        entry.test,
-                        ms_flip=ms_flip,
-                        ratios=ratios,
-                        device=device,
-                        window_batch=window_batch,
-                    )
+                try:
+                    with autocast(device, precision):
+                        scores = infer_scores(
+                            net,
+                            record.image,
+                            entry.test,
+                            ms_flip=ms_flip,
+                            ratios=ratios,
+                            device=device,
+                            window_batch=window_batch,
+                        )
+                except Exception as exc:  # e.g. a size the pipeline cannot resize: name the file
+                    raise InputError(failure_for(record.image_path, exc)) from None
                 mask = scores.argmax(dim=1)[0]  # (H, W) at the label's size
                 matrix.update(mask, torch.from_numpy(record.label))
                 if targets:
                     _save(targets[done], mask.cpu().numpy(), save_format, palette)
+                    saved += 1
                 if on_image is not None:
                     on_image(record, mask.cpu().numpy())
                 done += 1
@@ -227,10 +245,10 @@ def evaluate(
     images = done
     if world_size > 1 and not interrupted:
         matrix.all_reduce()
-        count = torch.tensor([done], dtype=torch.int64, device=matrix.counts.device)
-        dist.all_reduce(count)
-        images = int(count.item())
-    return EvalResult(matrix.compute(classes), images, seconds, interrupted)
+        counts = torch.tensor([done, saved], dtype=torch.int64, device=matrix.counts.device)
+        dist.all_reduce(counts)
+        images, saved = (int(value) for value in counts.tolist())
+    return EvalResult(matrix.compute(classes), images, seconds, interrupted, saved)
 
 
 def _save(path: Path, mask: np.ndarray, save_format: str, palette: Any) -> None:

@@ -1,13 +1,14 @@
-"""The work of ``isaseg predict``: expand the inputs, choose output paths, segment, write results.
+"""The work of ``isaseg predict``: segment the planned inputs and write their results.
 
 Nothing here prints; progress goes through ``on_progress`` and the outcome is a ``PredictResult``.
+One input that cannot be read, decoded or segmented is recorded and the others go on; an output
+that cannot be written (read-only, disk full) stops the run, since the next ones would fail too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from isaseg_cli.data.image import read_image_bgr
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.mask_io import (
     atomic_write_bytes,
     colorize,
@@ -25,42 +27,56 @@ from isaseg_cli.data.mask_io import (
     save_index_png,
     to_cityscapes_label_ids,
 )
-from isaseg_cli.data.video import VIDEO_EXTENSIONS, VideoReader, VideoWriter
+from isaseg_cli.data.video import VideoReader, VideoWriter
+from isaseg_cli.engine.failure import failure_for
+from isaseg_cli.engine.predict_plan import (
+    IMAGE_EXTENSIONS,
+    Job,
+    PredictPlan,
+    Source,
+    expand_inputs,
+    plan_predict,
+)
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.segmenter import Segmenter
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
 
-IMAGE_EXTENSIONS = (
-    ".bmp", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".pbm", ".pgm", ".ppm", ".pnm",
-    ".tif", ".tiff", ".webp", ".avif",
-)  # fmt: skip
-FORMATS = ("index", "color", "overlay", "labelids")
-_GLOB_CHARS = frozenset("*?[")
+__all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """One input file; ``name`` is its path relative to the folder or glob it came from."""
-
-    path: Path
-    name: Path
-    is_video: bool
-
-
-@dataclass(frozen=True, slots=True)
 class PredictResult:
-    """What ``predict`` did. ``images`` counts segmented images and video frames;
-    ``failures`` holds (input, reason) for inputs that could not be read or written."""
+    """What ``predict`` did.
+
+    Attributes:
+        inputs: inputs planned (skipped ones included).
+        masks, overlays, probs: the files written, by kind.
+        failures: (input, reason) for inputs that could not be read, decoded or segmented.
+        images: segmented images and video frames (whether or not their results were written).
+        skipped: inputs left out because their results existed (``skip_existing``).
+        interrupted: Ctrl-C stopped the run; the files listed are complete.
+        stopped: the write error that stopped the run, if one did.
+    """
 
     inputs: int
-    outputs: tuple[Path, ...]
+    masks: tuple[Path, ...]
+    overlays: tuple[Path, ...]
+    probs: tuple[Path, ...]
     failures: tuple[tuple[str, str], ...]
     images: int
     seconds: float
     output_dir: Path
+    overlay_dir: Path | None = None
     warnings: tuple[str, ...] = field(default=())
+    skipped: int = 0
+    interrupted: bool = False
+    stopped: str | None = None
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return self.masks + self.overlays + self.probs
 
     @property
     def images_per_s(self) -> float:
@@ -70,138 +86,29 @@ class PredictResult:
         return {
             "inputs": self.inputs,
             "outputs": [str(path) for path in self.outputs],
+            "masks": [str(path) for path in self.masks],
+            "overlays": [str(path) for path in self.overlays],
+            "probs": [str(path) for path in self.probs],
             "failures": [{"input": name, "reason": reason} for name, reason in self.failures],
             "images": self.images,
             "seconds": round(self.seconds, 4),
             "images_per_s": round(self.images_per_s, 4),
             "output_dir": str(self.output_dir),
+            "overlay_dir": None if self.overlay_dir is None else str(self.overlay_dir),
+            "skipped": self.skipped,
+            "interrupted": self.interrupted,
+            "stopped": self.stopped,
             "warnings": list(self.warnings),
         }
 
 
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _glob(pattern: str) -> list[Source]:
-    parts = Path(pattern).expanduser().parts
-    fixed = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
-    base = Path(*parts[:fixed]) if fixed else Path()
-    wanted = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-    matches = sorted(base.glob(str(Path(*parts[fixed:]))))
-    return [
-        Source(path, path.relative_to(base), _is_video(path))
-        for path in matches
-        if path.is_file() and path.suffix.lower() in wanted
-    ]
-
-
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Source]:
-    """Files (images or videos by suffix), folders (images, recursively) and glob patterns, in
-    order, each file once.
-
-    Raises:
-        InputError: an input does not exist, or a folder or pattern holds no image.
-    """
-    sources: list[Source] = []
-    for raw in inputs:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = [
-                Source(file, file.relative_to(path), False)
-                for file in sorted(path.rglob("*"))
-                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS
-            ]
-            if not found:
-                raise InputError(f"no image files in folder {raw}")
-        elif path.exists():
-            found = [Source(path, Path(path.name), _is_video(path))]
-        elif _GLOB_CHARS & set(str(raw)):
-            found = _glob(str(raw))
-            if not found:
-                raise InputError(f"no image or video files match {raw}")
-        else:
-            raise InputError(f"no such file or folder: {raw}")
-        sources += found
-    unique: dict[Path, Source] = {}
-    for source in sources:
-        unique.setdefault(source.path.resolve(), source)
-    return list(unique.values())
-
-
-def _next_run_dir(root: Path) -> Path:
-    """``root/predict``, else ``predict2``, ``predict3``, ...: the first that does not exist."""
-    names = ("predict" if number == 1 else f"predict{number}" for number in itertools.count(1))
-    return next(root / name for name in names if not (root / name).exists())
-
-
-def _mirrored(sources: Sequence[Source], folder: Path) -> list[Path]:
-    """Output paths under ``folder`` that mirror the input names: images -> .png, videos -> .mp4.
-
-    Names that would clash (``a/x.jpg`` and ``b/x.jpg`` given as files) get ``_2``, ``_3``, ...
-    """
-    taken: set[Path] = set()
-    paths = []
-    for source in sources:
-        name = source.name.with_suffix(".mp4" if source.is_video else ".png")
-        candidate, number = name, 1
-        while candidate in taken:
-            number += 1
-            candidate = name.with_name(f"{name.stem}_{number}{name.suffix}")
-        taken.add(candidate)
-        paths.append(folder / candidate)
-    return paths
-
-
-def _single_file(sources: Sequence[Source], target: Path | None) -> bool:
-    return len(sources) == 1 and target is not None and bool(target.suffix) and not target.is_dir()
-
-
-def _plan(
-    sources: Sequence[Source], target: Path, as_file: bool, fmt: str, flag: str
-) -> list[Path]:
-    if not as_file:
-        if target.is_file():
-            raise InputError(f"{flag} {target} is a file; give a folder for several inputs")
-        return _mirrored(sources, target)
-    suffix = target.suffix.lower()
-    if sources[0].is_video and suffix not in VIDEO_EXTENSIONS:
-        raise InputError(f"{flag} {target}: a video needs one of {', '.join(VIDEO_EXTENSIONS)}")
-    if not sources[0].is_video and fmt in ("index", "labelids") and suffix != ".png":
-        raise InputError(f"{flag} {target}: {fmt} masks are PNG files, use a .png name")
-    if not sources[0].is_video and suffix not in IMAGE_EXTENSIONS:
-        raise InputError(f"{flag} {target}: not an image suffix ({', '.join(IMAGE_EXTENSIONS)})")
-    return [target]
-
-
-def _check_options(
-    segmenter: Segmenter, sources: Sequence[Source], fmt: str, opacity: float, probs: bool
-) -> None:
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if fmt == "labelids" and segmenter.classes != CITYSCAPES.classes:
+def check_classes(fmt: str, classes: Sequence[str]) -> None:
+    """Raises InputError when ``labelids`` is asked of a model without the Cityscapes classes."""
+    if fmt == "labelids" and tuple(classes) != CITYSCAPES.classes:
         raise InputError(
             f"labelids needs a model with the 19 Cityscapes classes; this one has "
-            f"{segmenter.num_classes} classes"
+            f"{len(classes)} classes"
         )
-    if fmt == "labelids" and any(source.is_video for source in sources):
-        raise InputError("labelids is for images; write videos as color or overlay")
-    if not 0 < opacity <= 1:
-        raise InputError(f"opacity must be in (0, 1], got {opacity}")
-    if probs and (len(sources) != 1 or sources[0].is_video):
-        raise InputError("--probs saves one image's probabilities: give exactly one image")
-
-
-def _check_no_clash(sources: Sequence[Source], planned: Sequence[Path]) -> None:
-    inputs = {source.path.resolve() for source in sources}
-    seen: set[Path] = set()
-    for path in planned:
-        resolved = path.resolve()
-        if resolved in inputs:
-            raise InputError(f"{path} is an input; writing there would overwrite it")
-        if resolved in seen:
-            raise InputError(f"{path} would be written twice: give --overlay a different place")
-        seen.add(resolved)
 
 
 def _write_image(
@@ -227,68 +134,91 @@ def predict(
     probs_out: str | Path | None = None,
     batch_size: int = 1,
     cwd: str | Path | None = None,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: ProgressCallback | None = None,
 ) -> PredictResult:
-    """Segments images and videos and writes one result per input.
-
-    Outputs: with one input and an ``out`` file name, that file; otherwise a folder (``out``, or
-    a new ``runs/predict``, ``runs/predict2``, ... under ``cwd``, so nothing existing is ever
-    overwritten) mirroring the input names, images as ``.png`` and videos as ``.mp4``. Videos
-    are written in colour (``color``, or ``overlay``): index masks do not survive video codecs.
+    """Segments images and videos and writes one result per input: ``plan_predict`` then
+    ``run_plan``. Videos are written in colour (``color``, or ``overlay``): index masks do not
+    survive video codecs.
 
     Args:
         inputs: paths and patterns (see ``expand_inputs``), or its result.
+        out, overlay_out, cwd, overwrite, skip_existing: where results go (see ``plan_predict``).
         fmt: ``index`` (palette PNG of class indices), ``color``, ``overlay`` or ``labelids``
             (Cityscapes label ids; needs a Cityscapes model).
-        overlay_out: also write overlays there (a file for one input, else a folder).
         probs_out: save the class probabilities (K, H, W) float32 as ``.npy`` (one image only).
         batch_size: images per forward pass (see ``Segmenter.predict_batch``).
+        max_pixels: images whose header announces more pixels are refused, never decoded.
 
     Returns:
         What was written and what failed; unreadable inputs do not stop the others.
 
     Raises:
         InputError: the inputs or options cannot work (checked before anything is written).
+        OutputError: an output cannot be written (checked first as well).
     """
-    if all(isinstance(item, Source) for item in inputs):
-        sources = list(inputs)
-    else:
-        sources = expand_inputs(inputs)  # type: ignore[arg-type]
-    if not sources:
-        raise InputError("nothing to segment: give at least one image, folder or video")
-    _check_options(segmenter, sources, fmt, opacity, probs_out is not None)
-    target = Path(out) if out is not None else _next_run_dir(Path(cwd or "") / "runs")
-    as_file = out is not None and _single_file(sources, target)
-    masks = _plan(sources, target, as_file, fmt, "--out")
-    overlays: list[Path | None] = [None] * len(sources)
-    if overlay_out is not None:
-        overlay_path = Path(overlay_out)
-        as_overlay_file = _single_file(sources, overlay_path)
-        overlays = list(_plan(sources, overlay_path, as_overlay_file, "overlay", "--overlay"))
-    _check_no_clash(
-        sources, [*masks, *(p for p in overlays if p), *([Path(probs_out)] if probs_out else [])]
+    plan = plan_predict(
+        inputs,
+        out=out,
+        fmt=fmt,
+        overlay_out=overlay_out,
+        opacity=opacity,
+        probs_out=probs_out,
+        cwd=cwd,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
     )
-    output_dir = target.parent if as_file else target
-    output_dir.mkdir(parents=True, exist_ok=out is not None)
+    return run_plan(
+        segmenter, plan, batch_size=batch_size, max_pixels=max_pixels, on_progress=on_progress
+    )
 
-    run = _Run(segmenter, fmt, opacity, batch_size, on_progress)
+
+def run_plan(
+    segmenter: Segmenter,
+    plan: PredictPlan,
+    *,
+    batch_size: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_progress: ProgressCallback | None = None,
+) -> PredictResult:
+    """Does the work of a ``PredictPlan`` (see ``predict``); Ctrl-C ends it early with
+    ``interrupted=True`` and a write error with ``stopped`` set, both listing what was written.
+
+    Raises:
+        InputError: ``labelids`` for a model without the Cityscapes classes.
+    """
+    check_classes(plan.fmt, segmenter.classes)
+    run = _Run(segmenter, plan, batch_size, max_pixels, on_progress)
     start = time.perf_counter()
-    images = [(s, m, o) for s, m, o in zip(sources, masks, overlays, strict=True) if not s.is_video]
-    run.images(images, Path(probs_out) if probs_out else None)
-    for source, mask_path, overlay_path in zip(sources, masks, overlays, strict=True):
-        if source.is_video:
-            run.video(source, mask_path, overlay_path)
+    interrupted, stopped = False, None
+    try:
+        run.images([job for job in plan.jobs if not job.source.is_video])
+        for job in plan.jobs:
+            if job.source.is_video:
+                run.video(job)
+    except KeyboardInterrupt:
+        interrupted = True
+    except OutputError as exc:
+        stopped = str(exc)
     warnings = []
-    if fmt == "index" and any(source.is_video for source in sources):
+    if plan.fmt == "index" and any(job.source.is_video for job in plan.jobs):
         warnings.append("videos are written in colour: index masks do not survive video codecs")
     return PredictResult(
-        inputs=len(sources),
-        outputs=tuple(run.outputs),
+        inputs=len(plan.jobs) + plan.skipped,
+        masks=tuple(run.written["mask"]),
+        overlays=tuple(run.written["overlay"]),
+        probs=tuple(run.written["probs"]),
         failures=tuple(run.failures),
         images=run.count,
         seconds=time.perf_counter() - start,
-        output_dir=output_dir,
+        output_dir=plan.output_dir,
+        overlay_dir=plan.overlay_dir,
         warnings=tuple(warnings),
+        skipped=plan.skipped,
+        interrupted=interrupted,
+        stopped=stopped,
     )
 
 
@@ -298,14 +228,14 @@ class _Run:
     def __init__(
         self,
         segmenter: Segmenter,
-        fmt: str,
-        opacity: float,
+        plan: PredictPlan,
         batch_size: int,
+        max_pixels: int,
         on_progress: ProgressCallback | None,
     ) -> None:
-        self.segmenter, self.fmt, self.opacity = segmenter, fmt, opacity
+        self.segmenter, self.plan, self.max_pixels = segmenter, plan, max_pixels
         self.batch_size, self.on_progress = batch_size, on_progress
-        self.outputs: list[Path] = []
+        self.written: dict[str, list[Path]] = {"mask": [], "overlay": [], "probs": []}
         self.failures: list[tuple[str, str]] = []
         self.count = 0
 
@@ -313,74 +243,95 @@ class _Run:
         if self.on_progress is not None:
             self.on_progress(ProgressEvent(task=task, completed=completed, total=total))
 
-    def images(self, items: list[tuple[Source, Path, Path | None]], probs_out: Path | None) -> None:
-        if items:
-            self._progress("images", 0, len(items))
+    def _fail(self, source: Source, exc: Exception) -> None:
+        self.failures.append((str(source.path), failure_for(source.path, exc)))
+
+    def images(self, jobs: list[Job]) -> None:
+        if jobs:
+            self._progress("images", 0, len(jobs))
         done = 0
-        for chunk in _batches(items, self.batch_size):
+        for chunk in _batches(jobs, self.batch_size):
             readable = []
-            for source, mask_path, overlay_path in chunk:
+            for job in chunk:
                 try:
-                    readable.append((read_image_bgr(source.path), source, mask_path, overlay_path))
-                except InputError as exc:
-                    self.failures.append((str(source.path), str(exc)))
-            arrays = [image for image, *_ in readable]
-            results = self.segmenter.predict_batch(arrays, return_probs=probs_out is not None)
-            for (image, source, *paths), result in zip(readable, results, strict=True):
+                    readable.append((read_image_bgr(job.source.path, self.max_pixels), job))
+                except Exception as exc:  # whatever the cause, this input fails alone
+                    self._fail(job.source, exc)
+            for (image, job), result in self._segment(readable):
                 mask, probs = result if isinstance(result, tuple) else (result, None)
+                self.count += 1
                 try:
-                    self.outputs += self._save(image, mask, probs, *paths, probs_out)
-                    self.count += 1
-                except (OSError, InputError) as exc:
-                    self.failures.append((str(source.path), str(exc)))
+                    self._save(image, mask, probs, job)
+                except OutputError:
+                    raise
+                except Exception as exc:
+                    self._fail(job.source, exc)
             done += len(chunk)
-            self._progress("images", done, len(items))
+            self._progress("images", done, len(jobs))
+
+    def _segment(self, readable: list[tuple[np.ndarray, Job]]) -> Iterator[tuple[Any, Any]]:
+        """(item, result) per image that could be segmented: a batch that fails is retried image
+        by image, so one bad image does not take the others of its batch with it."""
+        want_probs = self.plan.probs is not None
+        arrays = [image for image, _ in readable]
+        try:
+            results = self.segmenter.predict_batch(arrays, return_probs=want_probs)
+        except Exception as exc:
+            if len(readable) == 1:
+                self._fail(readable[0][1].source, exc)
+                return
+            for item in readable:
+                yield from self._segment([item])
+            return
+        yield from zip(readable, results, strict=True)
 
     def _save(
-        self,
-        image: np.ndarray,
-        mask: np.ndarray,
-        probs: np.ndarray | None,
-        mask_path: Path,
-        overlay_path: Path | None,
-        probs_out: Path | None,
-    ) -> list[Path]:
-        written = [_write_image(self.segmenter, self.fmt, mask_path, mask, image, self.opacity)]
-        if overlay_path is not None:
-            written.append(
-                _write_image(self.segmenter, "overlay", overlay_path, mask, image, self.opacity)
+        self, image: np.ndarray, mask: np.ndarray, probs: np.ndarray | None, job: Job
+    ) -> None:
+        plan, segmenter = self.plan, self.segmenter
+        self.written["mask"].append(
+            _write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity)
+        )
+        if job.overlay is not None:
+            self.written["overlay"].append(
+                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity)
             )
-        if probs_out is not None and probs is not None:
+        if plan.probs is not None and probs is not None:
             buffer = io.BytesIO()
             np.save(buffer, probs.astype(np.float32, copy=False))
-            written.append(atomic_write_bytes(probs_out, buffer.getvalue()))
-        return written
+            self.written["probs"].append(atomic_write_bytes(plan.probs, buffer.getvalue()))
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
         if fmt == "overlay":
-            return overlay(frame, mask, self.segmenter.palette, self.opacity)
+            return overlay(frame, mask, self.segmenter.palette, self.plan.opacity)
         return np.ascontiguousarray(colorize(mask, self.segmenter.palette)[..., ::-1])
 
-    def video(self, source: Source, mask_path: Path, overlay_path: Path | None) -> None:
-        targets = [(mask_path, self.fmt)] + ([(overlay_path, "overlay")] if overlay_path else [])
+    def video(self, job: Job) -> None:
+        source = job.source
+        targets = [(job.mask, self.plan.fmt, "mask")]
+        if job.overlay is not None:
+            targets.append((job.overlay, "overlay", "overlay"))
         task, frames = f"frames {source.name}", 0
         try:
             with VideoReader(source.path) as reader, contextlib.ExitStack() as stack:
                 writers = [
-                    (stack.enter_context(VideoWriter(path, reader.fps)), fmt)
-                    for path, fmt in targets
+                    (stack.enter_context(VideoWriter(path, reader.fps)), fmt, kind)
+                    for path, fmt, kind in targets
                 ]
                 for chunk in _batches(reader, self.batch_size):
                     for frame, mask in zip(chunk, self.segmenter.predict_batch(chunk), strict=True):
-                        for writer, fmt in writers:
+                        for writer, fmt, _ in writers:
                             writer.write(self._frame(fmt, mask, frame))  # type: ignore[arg-type]
                     frames += len(chunk)
                     self._progress(task, frames, reader.frame_count)
                 if not frames:
                     raise InputError(f"no frames could be read from {source.path}")
-                self.outputs += [writer.commit() for writer, _ in writers]
-        except (OSError, InputError) as exc:
-            self.failures.append((str(source.path), str(exc)))
+                for writer, _, kind in writers:
+                    self.written[kind].append(writer.commit())
+        except OutputError:
+            raise
+        except Exception as exc:
+            self._fail(source, exc)
             return
         self.count += frames
 

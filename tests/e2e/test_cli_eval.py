@@ -22,9 +22,11 @@ from isaseg_cli.engine import evaluate as evaluate_module
 from isaseg_cli.engine.checkpoint import build_meta, save_checkpoint
 from isaseg_cli.zoo.spec import PublishedSpec
 from tests.conftest import TINY, TINY_CLASSES, make_tiny_entry
+from tests.hostile import counting_server, tmpfs, write_png_bomb
 
 runner = CliRunner()
 ROW = re.compile(r"│ (c\d)\s+│\s+([\d.]+|-)\s+│\s+([\d.]+|-)\s+│")
+PALETTE = tuple((40 * i, 255 - 40 * i, 90) for i in range(len(TINY_CLASSES)))
 SUMMARY = re.compile(r"│ ([\d.]+)\s+│\s+([\d.]+)\s+│\s+([\d.]+)\s+│\s+(\S+)\s+│\s+(\S+)\s+│")
 
 
@@ -49,10 +51,9 @@ def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     )
     state = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
-    palette = tuple((40 * i, 255 - 40 * i, 90) for i in range(len(TINY_CLASSES)))
     path = tmp_path_factory.mktemp("published") / "tiny.pth"
     return save_checkpoint(
-        path, {"meta": build_meta(entry, TINY_CLASSES, palette), "state_dict": state}
+        path, {"meta": build_meta(entry, TINY_CLASSES, PALETTE), "state_dict": state}
     )
 
 
@@ -107,9 +108,12 @@ def test_published_comparison_only_on_the_whole_val_split(
 
 
 def test_save_dir_writes_readable_index_pngs(tiny_checkpoint, custom_root, tmp_path) -> None:
-    saved = tmp_path / "preds"
-    result = run_eval(tiny_checkpoint, custom_root, "--limit", "2", "--save-dir", str(saved))
+    saved, report = tmp_path / "preds", tmp_path / "e.json"
+    outputs = ["--save-dir", str(saved), "--json-out", str(report)]
+    result = run_eval(tiny_checkpoint, custom_root, "--limit", "2", *outputs)
     assert result.exit_code == 0, result.output
+    assert f"predictions: 2 file(s) in {saved}" in result.output
+    assert f"JSON: {report}" in result.output and report.is_file()
     files = sorted(saved.glob("*.png"))
     assert [f.name for f in files] == ["img_000.png", "img_001.png"]
     for file in files:
@@ -133,6 +137,7 @@ def test_ctrl_c_prints_the_partial_result(tiny_checkpoint, custom_root, tmp_path
     result = run_eval(tiny_checkpoint, custom_root, "--json-out", str(out))
     assert result.exit_code == 130
     assert "2 images (partial: interrupted)" in result.output
+    assert "interrupted after 2 of 4 image(s)" in result.output and f"JSON: {out}" in result.output
     payload = json.loads(out.read_text())
     assert payload["partial"] and payload["images"] == 2
 
@@ -146,6 +151,68 @@ def test_missing_data_root_fails_before_any_download(tmp_path, monkeypatch) -> N
     assert result.exit_code == 2
     assert f"data root {tmp_path / 'data' / 'cityscapes'} not found" in result.output
     assert not cache.exists() or not any(cache.rglob("*.pth*"))
+
+
+def test_unwritable_outputs_fail_before_any_download(tmp_path, city_root, monkeypatch) -> None:
+    with counting_server() as server, tmpfs(tmp_path / "ro", "size=64k,ro") as read_only:
+        monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("ISASEG_MIRROR", server.url)
+        monkeypatch.delenv("ISASEG_MODEL", raising=False)
+        base = ["eval", "--data-root", str(city_root), "--device", "cpu"]
+        for flag, path in (
+            ("--save-dir", read_only / "preds"),
+            ("--json-out", read_only / "e.json"),
+        ):
+            result = runner.invoke(app, [*base, flag, str(path)])
+            assert result.exit_code == 2
+            line = f"error: {flag} {path} cannot be written ({read_only}): Read-only file system; "
+            assert result.output.strip() == line + "choose a writable place"
+        assert server.requests == 0
+
+
+def test_an_image_too_large_to_decode_is_named(tiny_checkpoint, fresh_root) -> None:
+    bomb = write_png_bomb(fresh_root / "images" / "val" / "img_001.png", 30_000, 30_000)
+    result = run_eval(tiny_checkpoint, fresh_root, "--workers", "1")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        f"{bomb} is 30000x30000 (900,000,000 pixels), which exceeds --max-pixels" in result.output
+    )
+
+
+def test_an_inference_error_is_named(tiny_checkpoint, fresh_root, monkeypatch) -> None:
+    real, calls = evaluate_module.infer_scores, []
+
+    def out_of_memory_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "infer_scores", out_of_memory_on_second)
+    result = run_eval(tiny_checkpoint, fresh_root)
+    assert result.exit_code == 2
+    image = fresh_root / "images" / "val" / "img_001.png"
+    assert result.output.strip().splitlines()[-1] == f"error: {image}: MemoryError"
+
+
+def test_duplicate_split_entries_are_warned_about(tmp_path) -> None:
+    root = write_synthetic_dataset("voc12aug", tmp_path / "voc", num_images=2, num_classes=5)
+    split = root / "ImageSets" / "Segmentation" / "val.txt"
+    names = split.read_text().split()
+    split.write_text("\n".join([*names, names[0]]) + "\n")
+    tiny = make_tiny_entry()
+    entry = dataclasses.replace(
+        tiny, data=dataclasses.replace(tiny.data, dataset="voc12aug", img_suffix="")
+    )
+    state = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
+    checkpoint = save_checkpoint(
+        tmp_path / "voc.pth",
+        {"meta": build_meta(entry, TINY_CLASSES, PALETTE), "state_dict": state},
+    )
+    result = run_eval(checkpoint, root)
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 image(s) are listed more than once in the split" in result.output
+    assert f"{len(names) + 1} images" in result.output  # counted as listed, as mmseg does
 
 
 def test_missing_label_is_named(tiny_checkpoint, fresh_root) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import cv2
@@ -11,13 +12,14 @@ from PIL import Image
 
 from isaseg_cli.data.mask_io import (
     atomic_write_bytes,
+    check_writable,
     colorize,
     overlay,
     save_image_bgr,
     save_index_png,
     to_cityscapes_label_ids,
 )
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
 
 PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (0, 0, 142), (255, 255, 0))
@@ -63,11 +65,15 @@ def test_atomic_write_keeps_the_old_file_when_the_replace_fails(tmp_path, monkey
     target.write_bytes(b"old")
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device", str(src))
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="No space left") as caught:
         atomic_write_bytes(target, b"new contents")
+    assert (
+        str(caught.value)
+        == f"cannot write {target}: No space left on device; free some space or write elsewhere"
+    )
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary left
 
@@ -139,3 +145,16 @@ def test_save_image_bgr_writes_by_suffix_and_refuses_unknown_ones(tmp_path) -> N
     with pytest.raises(InputError, match="format"):
         save_image_bgr(tmp_path / "x.nope", image)
     assert not (tmp_path / "x.nope").exists()
+
+
+def test_check_writable_probes_without_leaving_anything(tmp_path) -> None:
+    check_writable(tmp_path / "new" / "deeper" / "m.png", "--out")
+    check_writable(tmp_path / "folder", "--out", folder=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="--out .*file is a file; give a folder"):
+        check_writable(tmp_path / "file", "--out", folder=True)
+    with pytest.raises(OutputError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "m.png", "--out")
+    with pytest.raises(OutputError, match="is a folder; give a file name"):
+        check_writable(tmp_path, "--json-out")

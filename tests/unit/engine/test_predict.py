@@ -10,6 +10,7 @@ import pytest
 
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.engine.predict import expand_inputs, predict
+from isaseg_cli.engine.predict_plan import plan_predict
 from isaseg_cli.engine.progress import ProgressEvent
 from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.errors import InputError
@@ -100,3 +101,34 @@ def test_options_are_checked_before_anything_is_written(tmp_path, segmenter) -> 
         with pytest.raises(InputError):
             predict(segmenter, [image], cwd=tmp_path, **kwargs)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_batch_that_fails_is_retried_image_by_image(tmp_path, segmenter, monkeypatch) -> None:
+    good = [_write(tmp_path / "in" / f"{name}.png") for name in ("a", "c")]
+    thin = _write(tmp_path / "in" / "b.png", height=1, width=40)
+    real = Segmenter.predict_batch
+
+    def fails_with_the_thin_image(self, images, **kwargs):
+        if any(image.shape[0] == 1 for image in images):
+            raise cv2.error("OpenCV(4.10) resize.cpp:1: error: (-215:Assertion failed) inv_scale")
+        return real(self, images, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "predict_batch", fails_with_the_thin_image)
+    result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", batch_size=3)
+    reason = f"{thin}: cv2.error: (-215:Assertion failed) inv_scale"
+    assert result.failures == ((str(thin), reason),)
+    assert [path.name for path in result.masks] == [path.name for path in good]
+    assert result.images == 2 and all(path.is_file() for path in result.masks)
+
+
+def test_plan_skips_finished_inputs_and_refuses_to_replace(tmp_path, segmenter) -> None:
+    images = [_write(tmp_path / "in" / f"{name}.png") for name in ("a", "b")]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"earlier result")
+    plan = plan_predict(images, out=tmp_path / "out", skip_existing=True)
+    assert [job.source.path for job in plan.jobs] == [images[1]] and plan.skipped == 1
+    with pytest.raises(InputError, match="a.png already exists: add --overwrite"):
+        plan_predict(images, out=tmp_path / "out")
+    with pytest.raises(InputError, match="exclude each other"):
+        plan_predict(images, out=tmp_path / "out", overwrite=True, skip_existing=True)
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"earlier result"
