@@ -106,7 +106,7 @@ def eval_cli(
         raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
-    check_before_run(entry.data, root, split)
+    check_before_run(entry.data, root, split, max_pixels)
     samples = list_samples(entry.data, root, split)
     _warn_duplicates(duplicate_samples(samples))
     whole_split = limit is None or limit >= len(samples)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from isaseg_cli.data.base import IGNORE_INDEX, Sample
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import DatasetNotFoundError
 from isaseg_cli.report.label_check import REDUCED, LabelReport, check_header, inspect_label
@@ -93,7 +94,9 @@ class CheckDataResult:
         }
 
 
-def check_before_run(spec: DataSpec, root: Path, split: str) -> None:
+def check_before_run(
+    spec: DataSpec, root: Path, split: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
     """Pairing, sizes and channel counts of ``split`` from file headers, before a run starts.
 
     Raises:
@@ -103,7 +106,7 @@ def check_before_run(spec: DataSpec, root: Path, split: str) -> None:
     pairing = pair_split(spec, root, split)
     findings = list(pairing.findings)
     for sample in pairing.samples:
-        findings += check_header(sample)
+        findings += check_header(sample, max_pixels)
     if findings:
         more = len(findings) - 1
         tail = f" ({more} more in the {split} split; isaseg check-data lists them all)"

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from isaseg_cli.data.base import IGNORE_INDEX, Sample, reduce_zero
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size, read_image_size
+from isaseg_cli.errors import InputError
 from isaseg_cli.report.pairing import Finding
 
 # Stored value -> value after mmseg's reduce_zero_label, for all 256 byte values.
@@ -31,12 +33,13 @@ class LabelReport:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header (Pillow), else by an OpenCV decode; None: unreadable."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError):
-        pass
+    """(width, height) from the header, else by an OpenCV decode; None: unreadable.
+
+    Only called once ``check_image_size`` has let the file through, so the decode is bounded.
+    """
+    size = read_image_size(path)
+    if size is not None:
+        return size
     # The loader's own decoder (read_image_bgr), without importing torch with it.
     try:
         image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -45,16 +48,20 @@ def image_size(path: Path) -> tuple[int, int] | None:
     return None if image is None else (image.shape[1], image.shape[0])
 
 
-def check_header(sample: Sample) -> list[Finding]:
-    """The cheap checks run before train and eval: both files readable, the label single-channel
-    and of the image's size. Only headers are read."""
+def check_header(sample: Sample, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Finding]:
+    """The cheap checks run before train and eval: both files readable and within
+    ``max_pixels``, the label single-channel and of the image's size. Only headers are read."""
+    try:
+        check_image_size(sample.image_path, max_pixels)
+    except InputError as exc:
+        return [Finding("too large", sample.image_path, str(exc))]
     size = image_size(sample.image_path)
     if size is None:
         return [_unreadable_image(sample.image_path)]
     try:
         with Image.open(sample.label_path) as label:
             bands, mode, label_size = len(label.getbands()), label.mode, label.size
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         message = f"cannot read label {sample.label_path}: {exc}"
         return [Finding("unreadable", sample.label_path, message)]
     findings = []

@@ -39,7 +39,7 @@ def evaluated(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
          "--save-dir", str(paths["preds"])],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert f"Report: {paths['report'] / 'index.html'}" in result.output
+    assert f"report: {paths['report'] / 'index.html'}" in result.output
     return paths
 
 
