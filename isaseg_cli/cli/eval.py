@@ -26,6 +26,7 @@ from isaseg_cli.cli._options import (
     SetOpt,
     StrideOpt,
     TrustOpt,
+    complete_model_name,
     default_model,
     parse_ratios,
     parse_size,
@@ -44,6 +45,7 @@ def eval_cli(
         str | None,
         typer.Argument(
             metavar="MODEL",
+            autocompletion=complete_model_name,
             help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}; with only "
             "--checkpoint, the entry stored in the file).",
             show_default=False,
@@ -52,7 +54,7 @@ def eval_cli(
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     data_root: DataRootOpt = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    split: Annotated[str, typer.Option(metavar="NAME", help="Split to evaluate.")] = "val",
     ms_flip: MsFlipOpt = False,
     scales: ScalesOpt = None,
     mode: ModeOpt = None,
@@ -84,6 +86,7 @@ def eval_cli(
     from isaseg_cli.data.datasets import default_data_root, list_samples
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
+    from isaseg_cli.engine.published import compare_with_published
 
     ratios = parse_ratios(scales)
     if ratios is not None and not ms_flip:
@@ -91,7 +94,7 @@ def eval_cli(
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
     samples = list_samples(entry.data, root, split)
-    whole_split = limit is None or limit >= len(samples)
+    split_images = len(samples)
     samples = samples[:limit]
     check_save_format(save_format, entry)
     target = resolve_device(device)
@@ -114,8 +117,16 @@ def eval_cli(
                 palette=loaded.palette,
                 on_progress=_render.event_sink(update),
             )
-    comparable = split == "val" and whole_split and not result.interrupted
-    published = _published(entry, ms_flip, comparable)
+    comparison = compare_with_published(
+        entry,
+        loaded.checkpoint,
+        ms_flip=ms_flip,
+        ratios=ratios,
+        split=split,
+        images=len(samples),
+        split_images=split_images,
+        interrupted=result.interrupted,
+    )
     settings_used = {
         "split": split,
         "data_root": str(root),
@@ -127,7 +138,8 @@ def eval_cli(
         "precision": precision,
         "checkpoint": str(loaded.checkpoint),
     }
-    payload = _payload(entry, result, published, settings_used)
+    payload = _payload(entry, result, comparison.published, settings_used)
+    payload["published_note"] = comparison.reason
     if _render.is_main_process():
         _show(payload, ms_flip)
         if json_out is not None:
@@ -158,7 +170,10 @@ def _resolve(
             raise InputError(f"--set takes KEY=VALUE, e.g. test.mode=slide, not {item!r}")
         entry = override(entry, key.strip(), value)
     test = resolve_test_spec(
-        entry, mode=mode, crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride")
+        entry,
+        mode=mode,
+        crop=parse_size(crop, "--crop-size"),
+        stride=parse_size(stride, "--stride"),
     )
     return dataclasses.replace(entry, test=test)
 
@@ -207,12 +222,6 @@ def _process_group(device: torch.device) -> Iterator[torch.device]:
     finally:
         if created:
             destroy_process_group()
-
-
-def _published(entry: ZooEntry, ms_flip: bool, comparable: bool) -> float | None:
-    if not comparable or entry.published is None:
-        return None
-    return entry.published.miou_ms_flip if ms_flip else entry.published.miou
 
 
 def _round(value: float | None) -> float | None:
@@ -268,6 +277,8 @@ def _show(payload: dict[str, Any], ms_flip: bool) -> None:
             ]
         ],
     )
+    if payload["published_note"]:
+        _render.info(payload["published_note"])
     seconds = payload["seconds"]
     rate = payload["images"] / seconds if seconds > 0 else 0.0
     _render.info(f"{_images(payload['images'])} in {seconds:.1f} s ({rate:.2f} images/s)")
