@@ -56,7 +56,8 @@ def make_synthetic_cli(
 
     Labels are a background class with rectangles and ellipses of other classes; images paint
     each class in its palette colour plus noise. With --checkpoint, also a model with random
-    weights, so `isaseg eval --checkpoint FILE --data-root DIR` runs with no network.
+    weights whose test scale is the images' size, so `isaseg eval --checkpoint FILE --data-root
+    DIR` runs in seconds with no network.
     """
     shape = parse_size(size, "--size")
     assert shape is not None
@@ -74,7 +75,7 @@ def make_synthetic_cli(
         from isaseg_cli.engine.random_weights import entry_for_synthetic
 
         name = model or _DATASET_MODEL.get(dataset) or default_model()
-        entry = entry_for_synthetic(resolve_entry(name), dataset, num_classes)
+        entry = entry_for_synthetic(resolve_entry(name), dataset, shape, num_classes)
     try:
         write_synthetic_dataset(
             dataset, root, num_images=images, size=shape, num_classes=num_classes, seed=seed
@@ -91,8 +92,8 @@ def make_synthetic_cli(
 
     save_random_checkpoint(entry, checkpoint)
     megabytes = checkpoint.stat().st_size / 1e6
-    _render.info(f"Wrote {checkpoint}: {entry.name} with random weights ({megabytes:.0f} MB)")
-    scale = f"{shape[1]},{shape[0]}"  # test.scale is (w, h)
     _render.info(
-        f"Try: isaseg eval --checkpoint {checkpoint} --data-root {root} --set test.scale={scale}"
+        f"Wrote {checkpoint} ({megabytes:.0f} MB): {entry.name} with random weights, "
+        f"tested at the images' {shape[0]}x{shape[1]}"
     )
+    _render.info(f"Try: isaseg eval --checkpoint {checkpoint} --data-root {root}")
