@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +101,34 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     meta = build_meta(make_tiny_entry(), TINY_CLASSES, palette)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     return save_checkpoint(path, {"meta": meta, "state_dict": state})
+
+
+def make_tiny_cityscapes_entry(name: str = "tiny-cityscapes", **changes: object) -> ZooEntry:
+    """A test-only entry (not in model_zoo.yaml): the tiny model on the Cityscapes layout."""
+    entry = ZooEntry(
+        name=name,
+        model=tiny_model_spec(19),
+        data=DataSpec(
+            crop_size=(64, 64),
+            train_scale=(128, 64),
+            img_suffix="_leftImg8bit.png",
+            seg_map_suffix="_gtFine_labelTrainIds.png",
+        ),
+        test=TestSpec(scale=(128, 64)),
+        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
+    )
+    return dataclasses.replace(entry, **changes)
+
+
+@pytest.fixture
+def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Replaces the packaged zoo with the given entries (default: the tiny Cityscapes one) and
+    makes the first of them the default model, so README commands run at tiny size."""
+    from isaseg_cli.zoo import catalog
+
+    def use(*entries: ZooEntry) -> None:
+        zoo = catalog.Zoo(entries=entries or (make_tiny_cityscapes_entry(),), pretrained={})
+        monkeypatch.setattr(catalog, "load_zoo", lambda path=None: zoo)
+        monkeypatch.setenv("ISASEG_MODEL", zoo.entries[0].name)
+
+    return use

@@ -13,13 +13,15 @@ import typer
 
 from isaseg_cli import __version__
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._command import IsasegCommand, IsasegGroup
 from isaseg_cli.errors import IsasegError
 
 app = typer.Typer(
     name="isaseg",
+    cls=IsasegGroup,
     help="ISANet semantic segmentation: download, predict, eval, train and benchmark.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion; model names complete from the zoo, no torch
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -58,17 +60,31 @@ def _root(
 
 
 def _register() -> None:
-    from isaseg_cli.cli import benchmark, check_data, convert, download, predict, train, zoo
+    from isaseg_cli.cli import (
+        benchmark,
+        check_data,
+        convert,
+        download,
+        predict,
+        synthetic,
+        train,
+        zoo,
+    )
     from isaseg_cli.cli import eval as evaluate
 
-    app.command("zoo")(_guarded(zoo.zoo_cli))
-    app.command("download")(_guarded(download.download_cli))
-    app.command("predict")(_guarded(predict.predict_cli))
-    app.command("eval")(_guarded(evaluate.eval_cli))
-    app.command("train")(_guarded(train.train_cli))
-    app.command("benchmark")(_guarded(benchmark.benchmark_cli))
-    app.command("convert-cityscapes")(_guarded(convert.convert_cityscapes_cli))
-    app.command("check-data")(_guarded(check_data.check_data_cli))
+    commands: dict[str, Callable[..., Any]] = {
+        "zoo": zoo.zoo_cli,
+        "download": download.download_cli,
+        "predict": predict.predict_cli,
+        "eval": evaluate.eval_cli,
+        "train": train.train_cli,
+        "benchmark": benchmark.benchmark_cli,
+        "convert-cityscapes": convert.convert_cityscapes_cli,
+        "make-synthetic": synthetic.make_synthetic_cli,
+        "check-data": check_data.check_data_cli,
+    }
+    for name, command in commands.items():
+        app.command(name, cls=IsasegCommand)(_guarded(command))
 
 
 _register()

@@ -8,14 +8,37 @@ from typing import Annotated, Literal
 
 import typer
 
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import InputError, IsasegError
 
-DEFAULT_MODEL = "isanet_r101_cityscapes"
+# One default for predict, eval, train and benchmark (README "Conventions" says why this one):
+# whole-image inference at 1024x2048, R-50, the best of the whole-image Cityscapes rows.
+DEFAULT_MODEL = "isanet_r50-d8_4xb2-80k_cityscapes-512x1024"
+MODEL_ENV = "ISASEG_MODEL"
 
 
 def default_model() -> str:
-    """The model used when none is named: ``$ISASEG_MODEL``, else the best Cityscapes R-101."""
-    return os.environ.get("ISASEG_MODEL") or DEFAULT_MODEL
+    """The zoo entry used when none is named: ``$ISASEG_MODEL``, else ``DEFAULT_MODEL``.
+
+    Raises:
+        InputError: ``$ISASEG_MODEL`` names no zoo entry (the message names the variable).
+    """
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    name = os.environ.get(MODEL_ENV, "").strip()
+    if not name:
+        return DEFAULT_MODEL
+    try:
+        return resolve_entry(name).name
+    except IsasegError as exc:
+        raise InputError(f"${MODEL_ENV}={name}: {exc}") from None
+
+
+def complete_model_name(incomplete: str) -> list[str]:
+    """Shell completion: the zoo names and aliases that start with ``incomplete`` (no torch)."""
+    from isaseg_cli.zoo.catalog import load_zoo
+
+    names = dict.fromkeys(load_zoo().names())
+    return [name for name in names if name.startswith(incomplete)]
 
 
 def parse_size(text: str | None, flag: str) -> tuple[int, int] | None:
@@ -63,7 +86,8 @@ ModeOpt = Annotated[
     typer.Option(help="Whole image or sliding windows (default: the model's)."),
 ]
 CropOpt = Annotated[
-    str | None, typer.Option(metavar="HxW", help="Sliding window size (implies --mode slide).")
+    str | None,
+    typer.Option("--crop-size", metavar="HxW", help="Sliding window size (implies --mode slide)."),
 ]
 StrideOpt = Annotated[
     str | None, typer.Option(metavar="HxW", help="Sliding step (default: 2/3 of the crop).")
@@ -77,7 +101,12 @@ ScalesOpt = Annotated[
     typer.Option(metavar="R,R,...", help="Ratios for --ms-flip (default 0.5,...,1.75)."),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps (under torchrun cuda means each rank's GPU).",
+    ),
 ]
 PrecisionOpt = Annotated[
     Literal["fp32", "bf16", "fp16"],

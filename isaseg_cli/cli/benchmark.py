@@ -9,23 +9,32 @@ import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
+    DEFAULT_MODEL,
     CudaGraphsOpt,
     DeviceOpt,
     JsonOutOpt,
     PrecisionOpt,
     RecomputeOpt,
+    complete_model_name,
+    default_model,
     parse_size,
 )
 from isaseg_cli.errors import InputError
 
-DEFAULT_MODEL = "isanet_r50-d8_4xb2-80k_cityscapes-512x1024"
 GIB = 1024**3
 
 
 def benchmark_cli(
     model: Annotated[
-        str, typer.Argument(metavar="MODEL", help="Zoo name or alias (random weights are used).")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Argument(
+            metavar="MODEL",
+            autocompletion=complete_model_name,
+            help="Zoo name or alias; random weights (default: $ISASEG_MODEL, else "
+            f"{DEFAULT_MODEL}).",
+            show_default=False,
+        ),
+    ] = None,
     size: Annotated[
         str | None,
         typer.Option(metavar="HxW", help="Input size (default 1024x2048; --train: the crop)."),
@@ -105,7 +114,9 @@ def benchmark_cli(
         raise InputError("--profile applies to the inference and --train benchmarks")
     from isaseg_cli.engine import benchmark as bench
     from isaseg_cli.engine.device import resolve_device
+    from isaseg_cli.zoo.catalog import resolve_entry
 
+    entry = None if attention else resolve_entry(model or default_model())
     target = resolve_device(device)
     gpu = target.type == "cuda"
     calls = {"warmup": warmup if warmup is not None else (5 if gpu else 1)}
@@ -127,9 +138,7 @@ def benchmark_cli(
                 **calls,
             )
         else:
-            from isaseg_cli.zoo.catalog import resolve_entry
-
-            entry = resolve_entry(model)
+            assert entry is not None
             shape = parse_size(size, "--size")
             common = {"device": target, "precision": precision, "plain": plain}
             common |= {"attention": chosen_kernel, "on_progress": sink, **calls}

@@ -14,7 +14,7 @@ def convert_cityscapes_cli(
     data_root: Annotated[
         Path,
         typer.Argument(
-            metavar="DATA_ROOT", help="The Cityscapes root (holding gtFine/).", show_default=False
+            metavar="DIR", help="The Cityscapes root (holding gtFine/).", show_default=False
         ),
     ],
 ) -> None:

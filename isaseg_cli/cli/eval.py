@@ -27,6 +27,7 @@ from isaseg_cli.cli._options import (
     SetOpt,
     StrideOpt,
     TrustOpt,
+    complete_model_name,
     default_model,
     parse_ratios,
     parse_size,
@@ -47,6 +48,7 @@ def eval_cli(
         str | None,
         typer.Argument(
             metavar="MODEL",
+            autocompletion=complete_model_name,
             help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}; with only "
             "--checkpoint, the entry stored in the file).",
             show_default=False,
@@ -55,7 +57,7 @@ def eval_cli(
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     data_root: DataRootOpt = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    split: Annotated[str, typer.Option(metavar="NAME", help="Split to evaluate.")] = "val",
     ms_flip: MsFlipOpt = False,
     scales: ScalesOpt = None,
     mode: ModeOpt = None,
@@ -99,6 +101,7 @@ def eval_cli(
     from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.evaluate import check_save_format, evaluate
+    from isaseg_cli.engine.published import compare_with_published
     from isaseg_cli.report.dataset_check import check_before_run
 
     ratios = parse_ratios(scales)
@@ -109,7 +112,7 @@ def eval_cli(
     check_before_run(entry.data, root, split, max_pixels)
     samples = list_samples(entry.data, root, split)
     _warn_duplicates(duplicate_samples(samples))
-    whole_split = limit is None or limit >= len(samples)
+    split_images = len(samples)
     samples = samples[:limit]
     check_save_format(save_format, entry)
     if save_dir is not None:
@@ -139,8 +142,16 @@ def eval_cli(
                 on_progress=_render.event_sink(update),
                 on_image=None if collector is None else collector.add,
             )
-    comparable = split == "val" and whole_split and not result.interrupted
-    published = _published(entry, ms_flip, comparable)
+    comparison = compare_with_published(
+        entry,
+        loaded.checkpoint,
+        ms_flip=ms_flip,
+        ratios=ratios,
+        split=split,
+        images=len(samples),
+        split_images=split_images,
+        interrupted=result.interrupted,
+    )
     settings_used = {
         "split": split,
         "data_root": str(root),
@@ -152,7 +163,8 @@ def eval_cli(
         "precision": precision,
         "checkpoint": str(loaded.checkpoint),
     }
-    payload = _payload(entry, result, published, settings_used)
+    payload = _payload(entry, result, comparison.published, settings_used)
+    payload["published_note"] = comparison.reason
     if _render.is_main_process():
         _show(payload, ms_flip)
         if save_dir is not None:
@@ -202,7 +214,10 @@ def _resolve(
             raise InputError(f"--set takes KEY=VALUE, e.g. test.mode=slide, not {item!r}")
         entry = override(entry, key.strip(), value)
     test = resolve_test_spec(
-        entry, mode=mode, crop=parse_size(crop, "--crop"), stride=parse_size(stride, "--stride")
+        entry,
+        mode=mode,
+        crop=parse_size(crop, "--crop-size"),
+        stride=parse_size(stride, "--stride"),
     )
     return dataclasses.replace(entry, test=test)
 
@@ -251,12 +266,6 @@ def _process_group(device: torch.device) -> Iterator[torch.device]:
     finally:
         if created:
             destroy_process_group()
-
-
-def _published(entry: ZooEntry, ms_flip: bool, comparable: bool) -> float | None:
-    if not comparable or entry.published is None:
-        return None
-    return entry.published.miou_ms_flip if ms_flip else entry.published.miou
 
 
 def _round(value: float | None) -> float | None:
@@ -312,6 +321,8 @@ def _show(payload: dict[str, Any], ms_flip: bool) -> None:
             ]
         ],
     )
+    if payload["published_note"]:
+        _render.info(payload["published_note"])
     seconds = payload["seconds"]
     rate = payload["images"] / seconds if seconds > 0 else 0.0
     _render.info(f"{_images(payload['images'])} in {seconds:.1f} s ({rate:.2f} images/s)")

@@ -22,6 +22,7 @@ from isaseg_cli.cli._options import (
     ScalesOpt,
     StrideOpt,
     TrustOpt,
+    complete_model_name,
     default_model,
     parse_ratios,
     parse_size,
@@ -51,7 +52,9 @@ def predict_cli(
     model: Annotated[
         str | None,
         typer.Option(
-            metavar="NAME", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
+            metavar="NAME",
+            autocompletion=complete_model_name,
+            help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}).",
         ),
     ] = None,
     checkpoint: CheckpointOpt = None,
@@ -66,7 +69,9 @@ def predict_cli(
             metavar="PATH", help="Also write overlays here (file for one input, or folder)."
         ),
     ] = None,
-    opacity: Annotated[float, typer.Option(help="Colour weight in overlays, in (0, 1].")] = 0.5,
+    opacity: Annotated[
+        float, typer.Option(metavar="F", help="Colour weight in overlays, in (0, 1].")
+    ] = 0.5,
     probs: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="Save one image's class probabilities (KxHxW .npy)."),
@@ -113,7 +118,7 @@ def predict_cli(
         "device": device,
         "precision": precision,
         "mode": mode,
-        "crop": parse_size(crop, "--crop"),
+        "crop": parse_size(crop, "--crop-size"),
         "stride": parse_size(stride, "--stride"),
         "ms_flip": ms_flip,
         "scales": parse_ratios(scales),

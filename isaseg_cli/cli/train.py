@@ -11,13 +11,17 @@ import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
+    DEFAULT_MODEL,
     CudaGraphsOpt,
     DataRootOpt,
+    DeviceOpt,
     JsonOutOpt,
     PrecisionOpt,
     RecomputeOpt,
     SetOpt,
     TrustOpt,
+    complete_model_name,
+    default_model,
     parse_size,
 )
 from isaseg_cli.errors import CheckpointError, InputError
@@ -26,16 +30,15 @@ if TYPE_CHECKING:
     from isaseg_cli.engine.loop import TrainResult
     from isaseg_cli.zoo.spec import WeightsSpec, ZooEntry
 
-DEFAULT_MODEL = "isanet_r50-d8_4xb2-40k_cityscapes-512x1024"
-
 
 def train_cli(
     model: Annotated[
         str | None,
         typer.Argument(
             metavar="MODEL",
-            help=f"Zoo entry whose recipe gives the defaults (default: {DEFAULT_MODEL}; with "
-            "--resume, the run's own).",
+            autocompletion=complete_model_name,
+            help="Zoo entry whose recipe gives the defaults (default: $ISASEG_MODEL, else "
+            f"{DEFAULT_MODEL}; with --resume, the run's own).",
             show_default=False,
         ),
     ] = None,
@@ -77,12 +80,7 @@ def train_cli(
     num_classes: Annotated[
         int | None, typer.Option(min=2, metavar="N", help="Class count (names class0...).")
     ] = None,
-    device: Annotated[
-        str,
-        typer.Option(
-            "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (torchrun: per rank)."
-        ),
-    ] = "auto",
+    device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     seed: Annotated[
         int | None, typer.Option(metavar="N", help="Seed (default 0, or the resumed run's).")
@@ -119,7 +117,7 @@ def train_cli(
     from isaseg_cli.report.dataset_check import check_before_run
     from isaseg_cli.zoo.catalog import resolve_entry
 
-    zoo_entry = resolve_entry(model or DEFAULT_MODEL)
+    zoo_entry = resolve_entry(model or default_model())
     work = work_dir or Path("work_dirs") / zoo_entry.name
     base = _resumed_entry(work, model) if resume else zoo_entry
     entry = _entry(base, dataset, classes, num_classes, crop_size, lr, settings or [])

@@ -215,7 +215,8 @@ class Segmenter:
         **options: object,
     ) -> Segmenter:
         """A local checkpoint; ``model`` (zoo name or entry) gives the architecture when the file's
-        meta does not (checkpoints written by isaseg carry it)."""
+        meta does not (checkpoints written by isaseg carry it: ``isaseg train``'s, and the
+        random-weight ones of ``isaseg make-synthetic --checkpoint``). Nothing is downloaded."""
         entry = resolve_entry(model) if isinstance(model, str) else model
         loaded = load_model(entry, path, trust=trust)
         return cls(loaded, device=device, **options)  # type: ignore[arg-type]

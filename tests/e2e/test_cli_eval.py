@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from isaseg_cli.cli import app
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine import evaluate as evaluate_module
 from isaseg_cli.engine.checkpoint import build_meta, save_checkpoint
-from isaseg_cli.zoo.spec import PublishedSpec
+from isaseg_cli.zoo.spec import PublishedSpec, WeightsSpec
 from tests.conftest import TINY, TINY_CLASSES, make_tiny_entry
 from tests.hostile import counting_server, tmpfs, write_png_bomb
 
@@ -41,20 +42,27 @@ def fresh_root(tmp_path: Path) -> Path:
     return write_synthetic_dataset("custom", tmp_path / "custom", num_classes=5)
 
 
-@pytest.fixture(scope="module")
-def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny weights with an entry that carries published figures, like a zoo entry."""
+PUBLISHED = PublishedSpec(miou=50.0, miou_ms_flip=55.5, train_mem_gb=1.0, inference_ms=1.0, fps=1.0)
+
+
+@pytest.fixture
+def published_checkpoint(tmp_path: Path, tiny_zoo) -> Path:
+    """The tiny weights as a zoo entry's published file: the (patched) zoo entry carries its
+    figures and the SHA-256 prefix of this very file, as a real entry's file name does."""
     entry = dataclasses.replace(
         make_tiny_entry(),
-        published=PublishedSpec(
-            miou=50.0, miou_ms_flip=55.5, train_mem_gb=1.0, inference_ms=1.0, fps=1.0
-        ),
+        test=dataclasses.replace(make_tiny_entry().test, scale=(96, 64), ms_ratios=(1.0,)),
+        published=PUBLISHED,
     )
     state = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
-    path = tmp_path_factory.mktemp("published") / "tiny.pth"
-    return save_checkpoint(
-        path, {"meta": build_meta(entry, TINY_CLASSES, PALETTE), "state_dict": state}
+    path = save_checkpoint(
+        tmp_path / "tiny.pth",
+        {"meta": build_meta(entry, TINY_CLASSES, PALETTE), "state_dict": state},
     )
+    prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    weights = WeightsSpec(url=f"http://127.0.0.1:9/tiny-{prefix}.pth", sha256=prefix)
+    tiny_zoo(dataclasses.replace(entry, weights=weights))
+    return path
 
 
 def run_eval(checkpoint: Path, root: Path, *extra: str):
@@ -98,13 +106,34 @@ def test_published_comparison_only_on_the_whole_val_split(
     _, miou, _, published, diff = SUMMARY.search(full.output).groups()
     assert payload["published_mIoU"] == float(published) == 50.0
     assert payload["difference"] == float(diff) == round(float(miou) - 50.0, 2)
+    assert payload["published_note"] is None and "not compared" not in full.output
     limited = run_eval(published_checkpoint, custom_root, "--limit", "3", "--json-out", str(out))
     assert limited.exit_code == 0, limited.output
     assert SUMMARY.search(limited.output).groups()[3:] == ("n/a", "n/a")
     assert json.loads(out.read_text())["images"] == 3
+    assert "not compared: 3 of 4 val images (--limit)" in limited.output
     ms = run_eval(published_checkpoint, custom_root, "--ms-flip", "--scales", "1.0")
     assert ms.exit_code == 0, ms.output
     assert "published mIoU (ms+flip)" in ms.output and "55.50" in ms.output
+
+
+def test_published_comparison_needs_the_entrys_own_settings(published_checkpoint, custom_root):
+    result = run_eval(published_checkpoint, custom_root, "--set", "test.scale=128,64")
+    assert result.exit_code == 0, result.output
+    assert SUMMARY.search(result.output).groups()[3:] == ("n/a", "n/a")
+    assert "not compared: the test settings differ" in result.output
+
+
+def test_published_comparison_needs_the_zoo_weights(published_checkpoint, custom_root, tmp_path):
+    """Same entry, other weights (a retrained or random file): the checksum tells them apart."""
+    payload = torch.load(published_checkpoint, weights_only=True)
+    payload["state_dict"] = {k: v.clone() + 0 for k, v in payload["state_dict"].items()}
+    payload["meta"]["isaseg"]["retrained"] = True
+    other = save_checkpoint(tmp_path / "other.pth", payload)
+    result = run_eval(other, custom_root)
+    assert result.exit_code == 0, result.output
+    assert SUMMARY.search(result.output).groups()[3:] == ("n/a", "n/a")
+    assert "other.pth is not tiny-test's published weights" in result.output
 
 
 def test_save_dir_writes_readable_index_pngs(tiny_checkpoint, custom_root, tmp_path) -> None:

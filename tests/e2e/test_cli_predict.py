@@ -291,7 +291,7 @@ def test_help_mentions_every_option():
     assert result.exit_code == 0
     options = [
         "--out", "--model", "--checkpoint", "--trust-checkpoint", "--format", "--overlay",
-        "--opacity", "--probs", "--mode", "--crop", "--stride", "--ms-flip", "--scales",
+        "--opacity", "--probs", "--mode", "--crop-size", "--stride", "--ms-flip", "--scales",
         "--device", "--precision", "--batch-size", "--json-out",
     ]  # fmt: skip
     for option in options:
