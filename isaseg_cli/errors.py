@@ -31,3 +31,11 @@ class DatasetNotFoundError(IsasegError):
 
 class InputError(IsasegError):
     """A user input (image, video, option value) cannot be used."""
+
+
+class MissingExtraError(IsasegError):
+    """An optional dependency (a pip extra such as ``isaseg[onnx]``) is not installed."""
+
+
+class ExportError(IsasegError):
+    """A model cannot be exported, or an exported file cannot be used."""
