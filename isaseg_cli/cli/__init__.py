@@ -60,6 +60,7 @@ def _root(
 def _register() -> None:
     from isaseg_cli.cli import benchmark, convert, download, predict, train, zoo
     from isaseg_cli.cli import eval as evaluate
+    from isaseg_cli.cli import export as export_command
 
     app.command("zoo")(_guarded(zoo.zoo_cli))
     app.command("download")(_guarded(download.download_cli))
@@ -68,6 +69,7 @@ def _register() -> None:
     app.command("train")(_guarded(train.train_cli))
     app.command("benchmark")(_guarded(benchmark.benchmark_cli))
     app.command("convert-cityscapes")(_guarded(convert.convert_cityscapes_cli))
+    app.command("export")(_guarded(export_command.export_cli))
 
 
 _register()

@@ -106,3 +106,9 @@ RecomputeOpt = Annotated[
         help="Recompute bottleneck tails in backward: less memory (auto: CUDA, one process).",
     ),
 ]
+BackendOpt = Annotated[
+    Literal["torch", "onnxruntime", "openvino"],
+    typer.Option(
+        help="Run the network in PyTorch, or as a cached ONNX export in ONNX Runtime or OpenVINO."
+    ),
+]

@@ -11,6 +11,7 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
+    BackendOpt,
     CheckpointOpt,
     CropOpt,
     DeviceOpt,
@@ -25,6 +26,7 @@ from isaseg_cli.cli._options import (
     parse_ratios,
     parse_size,
 )
+from isaseg_cli.errors import InputError
 
 
 def predict_cli(
@@ -81,6 +83,7 @@ def predict_cli(
             help="torch.compile the model (compiles per input shape; pays off on GPUs).",
         ),
     ] = False,
+    backend: BackendOpt = "torch",
     json_out: JsonOutOpt = None,
 ) -> None:
     """Segment images, folders, glob patterns or videos; write masks, colours or overlays."""
@@ -109,7 +112,11 @@ def predict_cli(
                 bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
             bars[0]("download weights", done, total)
 
-        if checkpoint is not None:
+        if backend != "torch" or _exported(checkpoint):
+            segmenter = _exported_segmenter(
+                backend, name, checkpoint, trust_checkpoint, on_download, options
+            )
+        elif checkpoint is not None:
             segmenter = Segmenter.from_checkpoint(
                 checkpoint, name, trust=trust_checkpoint, **options
             )
@@ -149,3 +156,30 @@ def predict_cli(
     if result.failures:
         _render.error(f"{len(result.failures)} of {result.inputs} input(s) failed")
         raise typer.Exit(1)
+
+
+def _exported(checkpoint: Path | None) -> bool:
+    return checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
+
+
+def _exported_segmenter(
+    backend: str,
+    name: str | None,
+    checkpoint: Path | None,
+    trust: bool,
+    on_download: Any,
+    options: dict[str, Any],
+) -> Any:
+    """A Segmenter on an exported file: the given .onnx, or the cached export of the weights."""
+    from isaseg_cli.engine.backends import check_backend_options
+    from isaseg_cli.engine.segmenter import Segmenter
+    from isaseg_cli.export.cache import load_backend
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
+    check_backend_options(backend, options["device"], options["precision"], options["compile"])
+    if _exported(checkpoint) and name is not None:
+        raise InputError("an exported .onnx file carries its model: drop the model name")
+    entry = resolve_entry(name) if name is not None else None
+    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    return Segmenter(loaded, **{**options, "device": "cpu"})
