@@ -194,6 +194,7 @@ def _render_speed(record: dict[str, Any]) -> None:
         f"{k}={v}"
         for k, v in settings.items()
         if k not in ("plain", "fast", "mode", "backend", "export_file", "torch_all_ms")
+        and k not in ("mask_agreement", "torch_median_ms", "speedup")
     )
     path = "fast" if settings["fast"] else "reference"
     if settings.get("backend"):

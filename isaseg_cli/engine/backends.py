@@ -93,13 +93,17 @@ def _openvino(path: Path, threads: int | None) -> tuple[Callable, dict[str, str]
     core = ov.Core()
     try:
         model = core.read_model(str(path))
-        compiled = core.compile_model(
-            model, "CPU", {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-        )
+        # f32 asked for: on CPUs with bf16 units OpenVINO would otherwise run bf16.
+        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(model, "CPU", config)
     except Exception as exc:
         raise ExportError(f"openvino cannot load {path}: {_first_line(exc)}") from None
     # OpenVINO's ONNX reader keeps the file's metadata_props under rt_info["framework"].
-    framework = model.get_rt_info().get("framework", {})
+    try:
+        framework = dict(model.get_rt_info()["framework"])
+    except (KeyError, IndexError, RuntimeError):
+        framework = {}  # no metadata: load_exported says the file was not written by isaseg
     metadata = {key: value.astype(str) for key, value in framework.items()}
     request = compiled.create_infer_request()
     return (lambda images: np.array(request.infer([images])[0], copy=True)), metadata
