@@ -2,8 +2,8 @@
 
 "Float rounding" is measured, not assumed: at each size the PyTorch model also runs in float64,
 and the exported file passes when it is as close to that float64 result as PyTorch's own
-float32 is, within a margin (``ROUNDING_MARGIN``, ``RELATIVE_FLOOR``). A wrong head padding or a shape frozen at the
-export size moves logits by orders of magnitude more.
+float32 is, within a margin (``ROUNDING_MARGIN``, ``RELATIVE_FLOOR``). A wrong head padding or
+a shape frozen at the export size moves logits by orders of magnitude more.
 """
 
 from __future__ import annotations
