@@ -111,3 +111,31 @@ def test_eval_on_the_onnx_file_gives_the_torch_metrics(tiny_onnx, tiny_checkpoin
         records[name] = json.loads(out.read_text())
     assert records["onnx"]["images"] == records["torch"]["images"] > 0
     assert records["onnx"]["mIoU"] == pytest.approx(records["torch"]["mIoU"], abs=0.02)
+
+
+def test_a_file_that_disagrees_exits_1_and_is_not_written(
+    tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """The fixture's file (exported from the original weights) stands in for the export of a
+    changed checkpoint: the real verification must reject it and leave nothing behind."""
+    import torch
+
+    from isaseg_cli.export import onnx as onnx_export
+
+    payload = torch.load(tiny_checkpoint, weights_only=False)
+    payload["state_dict"]["decode_head.conv_seg.bias"] += 0.5
+    changed = tmp_path / "changed.pth"
+    torch.save(payload, changed)
+
+    class _Program:
+        model = type("Model", (), {"metadata_props": {}})()
+
+        def save(self, path: str, external_data: bool) -> None:
+            shutil.copyfile(tiny_onnx["path"], path)
+
+    monkeypatch.setattr(onnx_export, "_export_program", lambda *args: _Program())
+    out = tmp_path / "changed.onnx"
+    result = runner.invoke(app, ["export", "--checkpoint", str(changed), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "disagrees with PyTorch" in result.output and "NO" in result.output
+    assert not out.exists() and not list(tmp_path.glob("*.incomplete"))
