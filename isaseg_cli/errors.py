@@ -35,3 +35,11 @@ class InputError(IsasegError):
 
 class OutputError(IsasegError):
     """An output file or folder cannot be written (read-only, full disk, a file in the way)."""
+
+
+class MissingExtraError(IsasegError):
+    """An optional dependency (a pip extra such as ``isaseg[onnx]``) is not installed."""
+
+
+class ExportError(IsasegError):
+    """A model cannot be exported, or an exported file cannot be used."""

@@ -132,3 +132,22 @@ def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setenv("ISASEG_MODEL", zoo.entries[0].name)
 
     return use
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``isaseg export`` of the tiny checkpoint, run once per session (a dynamic export takes
+    tens of seconds): {"path": the verified .onnx file, "result": its --json-out record}."""
+    import json
+
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from isaseg_cli.cli import app
+
+    folder = tmp_path_factory.mktemp("onnx")
+    path, record = folder / "tiny.onnx", folder / "export.json"
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(path)]
+    result = CliRunner().invoke(app, [*args, "--json-out", str(record)])
+    assert result.exit_code == 0, result.output
+    return {"path": path, "result": json.loads(record.read_text())}

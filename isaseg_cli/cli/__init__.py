@@ -71,6 +71,7 @@ def _register() -> None:
         zoo,
     )
     from isaseg_cli.cli import eval as evaluate
+    from isaseg_cli.cli import export as export_command
 
     commands: dict[str, Callable[..., Any]] = {
         "zoo": zoo.zoo_cli,
@@ -82,6 +83,7 @@ def _register() -> None:
         "convert-cityscapes": convert.convert_cityscapes_cli,
         "make-synthetic": synthetic.make_synthetic_cli,
         "check-data": check_data.check_data_cli,
+        "export": export_command.export_cli,
     }
     for name, command in commands.items():
         app.command(name, cls=IsasegCommand)(_guarded(command))

@@ -143,3 +143,9 @@ MaxPixelsOpt = Annotated[
         help="Refuse images whose header announces more pixels (never decoded).",
     ),
 ]
+BackendOpt = Annotated[
+    Literal["torch", "onnxruntime", "openvino"],
+    typer.Option(
+        help="Run the network in PyTorch, or as a cached ONNX export in ONNX Runtime or OpenVINO."
+    ),
+]

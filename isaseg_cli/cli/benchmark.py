@@ -10,6 +10,7 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
+    BackendOpt,
     CudaGraphsOpt,
     DeviceOpt,
     JsonOutOpt,
@@ -103,6 +104,7 @@ def benchmark_cli(
             metavar="FILE", help="Also write a torch.profiler table of the costliest kernels."
         ),
     ] = None,
+    backend: BackendOpt = "torch",
     json_out: JsonOutOpt = None,
 ) -> None:
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
@@ -143,7 +145,26 @@ def benchmark_cli(
             common = {"device": target, "precision": precision, "plain": plain}
             common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
             common["profile_to"] = profile
-            if train:
+            if backend != "torch":
+                from isaseg_cli.export.benchmark import benchmark_backend
+
+                if train or compile or plain or precision != "fp32" or target.type != "cpu":
+                    raise InputError(
+                        f"--backend {backend} times float32 inference on the CPU: "
+                        "no --train, --compile, --plain, --precision or --device"
+                    )
+                result = benchmark_backend(
+                    entry,
+                    backend=backend,
+                    size=shape or (1024, 2048),
+                    batch_size=batch_size or 1,
+                    mode=mode,
+                    check_masks=check_masks,
+                    warmup=calls["warmup"],
+                    iters=calls["iters"],
+                    on_progress=sink,
+                )
+            elif train:
                 result = bench.benchmark_train(
                     entry,
                     size=shape,
@@ -179,10 +200,15 @@ def benchmark_cli(
 def _render_speed(record: dict[str, Any]) -> None:
     settings = record["settings"]
     applied = ", ".join(
-        f"{k}={v}" for k, v in settings.items() if k not in ("plain", "fast", "mode")
+        f"{k}={v}"
+        for k, v in settings.items()
+        if k not in ("plain", "fast", "mode", "backend", "export_file", "torch_all_ms")
+        and k not in ("mask_agreement", "torch_median_ms", "speedup")
     )
     path = "fast" if settings["fast"] else "reference"
-    if not settings["fast"] and not settings["plain"]:
+    if settings.get("backend"):
+        path = f"{settings['backend']} (exported ONNX file)"
+    elif not settings["fast"] and not settings["plain"]:
         path += " (the fast path changes nothing for fp32 on this device)"
     rows = [
         ["model", record["model"]],
@@ -204,6 +230,11 @@ def _render_speed(record: dict[str, Any]) -> None:
         ["TFLOP per iteration", f"{record['flops_per_iter'] / 1e12:.3f}"],
         ["achieved TFLOP/s", f"{record['achieved_tflops_per_s']:.3f}"],
     ]
+    if settings.get("torch_median_ms") is not None:
+        rows.append(["PyTorch plain latency median ms", settings["torch_median_ms"]])
+        rows.append(["speed-up over PyTorch plain", settings["speedup"]])
+    if settings.get("mask_agreement") is not None:
+        rows.append(["mask agreement %", 100 * settings["mask_agreement"]])
     title = "training step" if record["kind"] == "train" else f"inference ({settings['mode']})"
     _render.table(f"isaseg benchmark: {title}", ["", "value"], rows)
 

@@ -14,6 +14,7 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
+    BackendOpt,
     CheckpointOpt,
     CropOpt,
     DataRootOpt,
@@ -89,6 +90,7 @@ def eval_cli(
     ] = None,
     settings: SetOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    backend: BackendOpt = "torch",
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
 
@@ -119,11 +121,13 @@ def eval_cli(
         check_writable(save_dir, "--save-dir", folder=True)
     if json_out is not None:
         check_writable(json_out, "--json-out")
-    target = resolve_device(device)
+    exported = checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
+    on_cpu = (backend != "torch" or exported) and device == "auto"  # the backends run there
+    target = resolve_device("cpu" if on_cpu else device)
     check_precision(precision, target)
     collector = _start_report(report, entry) if report is not None else None
     with _process_group(target) as target:
-        loaded = _load(entry, checkpoint, trust_checkpoint, target)
+        loaded = _load(entry, checkpoint, trust_checkpoint, target, backend, precision)
         with _render.progress_bars() as update:
             result = evaluate(
                 loaded.model,
@@ -226,6 +230,10 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
     from isaseg_cli.engine.checkpoint import entry_from_meta, read_checkpoint
 
     assert checkpoint is not None
+    if checkpoint.suffix.lower() == ".onnx":  # an exported file: the entry is in its metadata
+        from isaseg_cli.engine.backends import load_exported
+
+        return load_exported(checkpoint).entry
     meta = read_checkpoint(checkpoint, trust=trust).get("meta")
     entry = entry_from_meta(meta) if isinstance(meta, dict) else None
     if entry is None:
@@ -235,9 +243,26 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
     return entry
 
 
-def _load(entry: ZooEntry, checkpoint: Path | None, trust: bool, device: torch.device) -> Any:
-    """The model on ``device``; a download bar appears only if the weights are fetched."""
+def _load(
+    entry: ZooEntry,
+    checkpoint: Path | None,
+    trust: bool,
+    device: torch.device,
+    backend: str = "torch",
+    precision: str = "fp32",
+) -> Any:
+    """The model on ``device``; a download bar appears only if the weights are fetched. An
+    exported ``checkpoint`` or another ``backend`` gives the exported network on the CPU."""
     from isaseg_cli.engine.loading import load_model
+
+    exported = checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
+    if backend != "torch" or exported:
+        from isaseg_cli.engine.backends import check_backend_options
+        from isaseg_cli.export.cache import load_backend
+
+        backend = "onnxruntime" if backend == "torch" else backend
+        check_backend_options(backend, device.type, precision, False)
+        return load_backend(backend, entry, checkpoint, trust=trust)
 
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []

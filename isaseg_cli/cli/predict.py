@@ -11,6 +11,7 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
+    BackendOpt,
     CheckpointOpt,
     CropOpt,
     DeviceOpt,
@@ -93,6 +94,7 @@ def predict_cli(
             help="torch.compile the model (compiles per input shape; pays off on GPUs).",
         ),
     ] = False,
+    backend: BackendOpt = "torch",
     json_out: JsonOutOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace results that already exist.")
@@ -138,11 +140,14 @@ def predict_cli(
     if json_out is not None:
         check_writable(json_out, "--json-out")
     name = model or (None if checkpoint else default_model())
-    _check_model_options(name, fmt, options)
+    if backend != "torch" or _exported(checkpoint):
+        _check_exported_options(backend, name, checkpoint, options)
+    else:
+        _check_model_options(name, fmt, options)
     if not plan.jobs:
         _render.info(f"skipped {plan.skipped} input(s) whose results exist: nothing to do")
         return
-    segmenter = _load(name, checkpoint, trust_checkpoint, options)
+    segmenter = _load(name, checkpoint, trust_checkpoint, backend, options)
     with _render.progress_bars() as update:
         result = run_plan(
             segmenter,
@@ -174,7 +179,11 @@ def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) ->
 
 
 def _load(
-    name: str | None, checkpoint: Path | None, trust: bool, options: dict[str, Any]
+    name: str | None,
+    checkpoint: Path | None,
+    trust: bool,
+    backend: str,
+    options: dict[str, Any],
 ) -> Segmenter:
     """The segmenter; a download bar appears only if the weights are really downloaded."""
     from isaseg_cli.engine.segmenter import Segmenter
@@ -187,6 +196,8 @@ def _load(
                 bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
             bars[0]("download weights", done, total)
 
+        if backend != "torch" or _exported(checkpoint):
+            return _exported_segmenter(backend, name, checkpoint, trust, on_download, options)
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None
@@ -239,3 +250,40 @@ def _report(
     if result.failures:
         _render.error(f"{len(result.failures)} of {result.inputs} input(s) failed")
         raise typer.Exit(1)
+
+
+def _exported(checkpoint: Path | None) -> bool:
+    return checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
+
+
+def _check_exported_options(
+    backend: str, name: str | None, checkpoint: Path | None, options: dict[str, Any]
+) -> None:
+    """The checks of ``_check_model_options`` that apply to an exported network."""
+    from isaseg_cli.engine.backends import check_backend_options
+
+    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
+    check_backend_options(backend, options["device"], options["precision"], options["compile"])
+    if _exported(checkpoint) and name is not None:
+        raise InputError("an exported .onnx file carries its model: drop the model name")
+    if options["scales"] is not None and not options["ms_flip"]:
+        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+
+
+def _exported_segmenter(
+    backend: str,
+    name: str | None,
+    checkpoint: Path | None,
+    trust: bool,
+    on_download: Any,
+    options: dict[str, Any],
+) -> Any:
+    """A Segmenter on an exported file: the given .onnx, or the cached export of the weights."""
+    from isaseg_cli.engine.segmenter import Segmenter
+    from isaseg_cli.export.cache import load_backend
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
+    entry = resolve_entry(name) if name is not None else None
+    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    return Segmenter(loaded, **{**options, "device": "cpu"})

@@ -5,8 +5,6 @@ ISA: Huang et al., "Interlaced Sparse Self-Attention for Semantic Segmentation" 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -159,16 +157,20 @@ class ISAHead(nn.Module):
         """The long-range then short-range relation on a (N, C, h, w) map, same shape out."""
         h, w = x.shape[-2:]
         group_h, group_w = self.group_size
-        num_h, num_w = math.ceil(h / group_h), math.ceil(w / group_w)
-        pad_h, pad_w = num_h * group_h - h, num_w * group_w - w
+        # (-h) % group_h == ceil(h / group_h) * group_h - h, written without a float division
+        # so that it stays one integer expression when h is symbolic (a dynamic export).
+        pad_h, pad_w = (-h) % group_h, (-w) % group_w
         # Zero-pad so H and W divide by the group size; the padded tokens take part unmasked.
-        if pad_h > 0 or pad_w > 0:
+        # A symbolic size always takes the pad/crop (a no-op at zero padding): a branch on it
+        # would be decided once, at the export size, and be wrong at sizes needing other pads.
+        padded = _is_symbolic(pad_h) or _is_symbolic(pad_w) or pad_h > 0 or pad_w > 0
+        if padded:
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         if self.fast_interlace:
             x = self._relations_token_major(x)
         else:
             x = self._relations_regrouped(x)
-        if pad_h > 0 or pad_w > 0:
+        if padded:
             x = x[:, :, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w]
         return x
 
@@ -211,6 +213,11 @@ class ISAHead(nn.Module):
         if channels_last:
             return regroup(tokens, (0, 1, 3, 2, 4, 5)).view(n, height, width, c).permute(0, 3, 1, 2)
         return regroup(tokens, (0, 5, 1, 3, 2, 4)).view(n, c, height, width)
+
+
+def _is_symbolic(size: int) -> bool:
+    """True for a size that torch.export traces as a symbol (a dynamic dimension)."""
+    return isinstance(size, torch.SymInt)
 
 
 class FCNHead(nn.Module):

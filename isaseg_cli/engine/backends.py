@@ -1,0 +1,151 @@
+"""Exported networks (ONNX files) run by ONNX Runtime or OpenVINO behind the call contract of
+``Segmentor`` in eval mode, so ``engine.inference`` (whole, slide, ms+flip) runs on them as is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from isaseg_cli.engine.extras import require
+from isaseg_cli.engine.loading import LoadedModel
+from isaseg_cli.errors import ExportError, InputError
+from isaseg_cli.zoo.spec import ZooEntry, from_dict
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+class ExportedNetwork:
+    """An exported file that maps images (N, 3, H, W) float32 to logits (N, K, H, W), as
+    ``Segmentor`` does: ``network(images)["out"]`` and ``network.resize(logits, size)``.
+
+    Runs on the CPU; ``eval()`` and ``to("cpu")`` exist so callers written for a
+    ``Segmentor`` can treat it as one.
+    """
+
+    def __init__(
+        self, run: Callable[[np.ndarray], np.ndarray], *, align_corners: bool, backend: str
+    ) -> None:
+        self._run = run
+        self.align_corners = align_corners
+        self.backend = backend
+
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        array = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        return {"out": torch.from_numpy(self._run(array))}
+
+    def resize(self, logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
+        """Bilinear resize with the exported model's ``align_corners`` (``Segmentor.resize``)."""
+        return F.interpolate(
+            logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=self.align_corners
+        )
+
+    def eval(self) -> ExportedNetwork:
+        return self
+
+    def to(self, device: torch.device | str) -> ExportedNetwork:
+        if torch.device(device).type != "cpu":
+            raise InputError(f"the {self.backend} backend runs on the CPU, not on {device}")
+        return self
+
+
+def check_backend_options(backend: str, device: str, precision: str, compile: bool) -> None:
+    """Raises InputError for options that only the PyTorch backend has."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if device not in ("auto", "cpu"):
+        raise InputError(f"the {backend} backend runs on the CPU: drop --device {device}")
+    if precision != "fp32":
+        raise InputError(f"the {backend} backend runs the file's own precision: drop --precision")
+    if compile:
+        raise InputError("--compile applies to the torch backend only")
+
+
+def onnxruntime_session(path: Path, threads: int | None = None) -> Any:
+    """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
+    torch's, which follows OMP_NUM_THREADS)."""
+    ort = require("onnxruntime", EXTRAS["onnxruntime"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
+
+
+def _onnxruntime(path: Path, threads: int | None) -> tuple[Callable, dict[str, str]]:
+    session = onnxruntime_session(path, threads)
+    name = session.get_inputs()[0].name
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    return (lambda images: session.run(None, {name: images})[0]), metadata
+
+
+def _openvino(path: Path, threads: int | None) -> tuple[Callable, dict[str, str]]:
+    ov = require("openvino", EXTRAS["openvino"])
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+        # f32 asked for: on CPUs with bf16 units OpenVINO would otherwise run bf16.
+        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as exc:
+        raise ExportError(f"openvino cannot load {path}: {_first_line(exc)}") from None
+    # OpenVINO's ONNX reader keeps the file's metadata_props under rt_info["framework"].
+    try:
+        framework = dict(model.get_rt_info()["framework"])
+    except (KeyError, IndexError, RuntimeError):
+        framework = {}  # no metadata: load_exported says the file was not written by isaseg
+    metadata = {key: value.astype(str) for key, value in framework.items()}
+    request = compiled.create_infer_request()
+    return (lambda images: np.array(request.infer([images])[0], copy=True)), metadata
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_exported(
+    path: str | Path, backend: str = "onnxruntime", *, threads: int | None = None
+) -> LoadedModel:
+    """An exported file (``isaseg export``) ready to segment: the network on ``backend`` and
+    the entry, classes and palette from the file's metadata.
+
+    Raises:
+        ExportError: the file is not a readable ONNX model, was not written by isaseg, or does
+            not output logits (the backends need them for slide and ms+flip).
+        MissingExtraError: the backend's extra is not installed.
+    """
+    path = Path(path)
+    if backend not in EXTRAS:
+        raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
+    open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
+    run, metadata = open_backend(path, threads)
+    try:
+        entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
+        classes = tuple(json.loads(metadata["classes"]))
+        palette = tuple(tuple(int(v) for v in color) for color in json.loads(metadata["palette"]))
+        output = metadata["output"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ExportError(f"{path} has no isaseg metadata ({exc}): export it with isaseg") from None
+    if output != "logits":
+        raise ExportError(
+            f"{path} outputs {output}; isaseg's backends need logits (export with --output logits)"
+        )
+    network = ExportedNetwork(run, align_corners=entry.model.align_corners, backend=backend)
+    return LoadedModel(
+        model=network,  # type: ignore[arg-type]  # the Segmentor call contract, duck-typed
+        entry=entry,
+        classes=classes,
+        palette=palette,  # type: ignore[arg-type]
+        checkpoint=path,
+    )

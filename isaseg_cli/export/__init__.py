@@ -1,0 +1,1 @@
+"""Export of the network to deployable formats (ONNX); torch is needed only here, at export."""

@@ -1,0 +1,141 @@
+"""`isaseg export` and the exported file in `predict`, `eval` and `--backend onnxruntime`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from isaseg_cli.cli import app
+from isaseg_cli.data.synthetic import write_synthetic_dataset
+from isaseg_cli.export import cache
+from isaseg_cli.export.onnx import sha256_file
+from tests.conftest import TINY
+
+pytest.importorskip("onnxruntime")
+runner = CliRunner()
+
+
+def _mask(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_export_verified_the_dynamic_file_at_other_paddings_tall_and_wide(tiny_onnx) -> None:
+    record = tiny_onnx["result"]
+    assert tiny_onnx["path"].is_file() and record["passed"] and record["dynamic"]
+    assert [check["label"] for check in record["checks"]] == [
+        "export size", "other head padding", "tall", "wide"
+    ]  # fmt: skip
+    paddings = {tuple(check["head_padding"]) for check in record["checks"]}
+    assert len(paddings) == 4  # four different paddings: none frozen at the export size
+    assert all(check["passed"] and check["agreement"] == 1.0 for check in record["checks"])
+    assert not list(tiny_onnx["path"].parent.glob("*.incomplete"))
+
+
+def test_size_and_dynamic_together_is_a_one_line_error(tiny_checkpoint, tmp_path) -> None:
+    out = tmp_path / "x.onnx"
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--size", "64x64", "--dynamic"])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.strip().startswith("error:") and len(result.output.splitlines()) == 1
+
+
+def test_predict_with_the_onnx_file_writes_the_torch_masks(
+    tiny_onnx, tiny_checkpoint, tmp_path, expected
+) -> None:
+    image = str(TINY / "image.png")
+    masks = {}
+    for name, checkpoint in (("onnx", tiny_onnx["path"]), ("torch", tiny_checkpoint)):
+        out = tmp_path / f"{name}.png"
+        args = ["predict", image, "--checkpoint", str(checkpoint), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        masks[name] = _mask(out)
+    tied = np.sort(expected["whole_logits"][0], axis=0)
+    tied = (tied[-1] - tied[-2]) < 1e-3
+    assert ((masks["onnx"] == masks["torch"]) | tied).all()
+    assert (masks["onnx"] == expected["whole_pred"][0]).mean() > 0.999
+
+
+def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    out = tmp_path / "mask.png"
+    args = ["predict", str(TINY / "image.png"), "--checkpoint", str(broken), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and not out.exists()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: onnxruntime cannot load")
+
+
+def test_backend_onnxruntime_exports_once_into_the_cache(
+    tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """A miss exports (here: the fixture's file stands in for the export); a hit does not."""
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    exports = []
+
+    def fake_export(loaded, path, **options):
+        exports.append(options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_onnx["path"], path)
+        return type("Result", (), {"passed": True})()
+
+    monkeypatch.setattr(cache, "export_onnx", fake_export)
+    image = str(TINY / "image.png")
+    for index in range(2):
+        out = tmp_path / f"mask{index}.png"
+        args = ["predict", image, "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--backend", "onnxruntime"])
+        assert result.exit_code == 0, result.output
+    assert len(exports) == 1
+    assert exports[0]["weights_sha256"] == sha256_file(tiny_checkpoint)
+    assert [label for label, _, _ in exports[0]["verify_sizes"]] == ["other head padding", "tall"]
+    assert np.array_equal(_mask(tmp_path / "mask0.png"), _mask(tmp_path / "mask1.png"))
+    assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
+
+
+def test_eval_on_the_onnx_file_gives_the_torch_metrics(tiny_onnx, tiny_checkpoint, tmp_path):
+    root = write_synthetic_dataset("custom", tmp_path / "custom", num_classes=5)
+    records = {}
+    for name, checkpoint in (("onnx", tiny_onnx["path"]), ("torch", tiny_checkpoint)):
+        out = tmp_path / f"{name}.json"
+        args = ["eval", "--checkpoint", str(checkpoint), "--data-root", str(root)]
+        args += ["--limit", "2", "--workers", "0", "--json-out", str(out)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        records[name] = json.loads(out.read_text())
+    assert records["onnx"]["images"] == records["torch"]["images"] > 0
+    assert records["onnx"]["mIoU"] == pytest.approx(records["torch"]["mIoU"], abs=0.02)
+
+
+def test_a_file_that_disagrees_exits_1_and_is_not_written(
+    tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """The fixture's file (exported from the original weights) stands in for the export of a
+    changed checkpoint: the real verification must reject it and leave nothing behind."""
+    import torch
+
+    from isaseg_cli.export import onnx as onnx_export
+
+    payload = torch.load(tiny_checkpoint, weights_only=False)
+    payload["state_dict"]["decode_head.conv_seg.bias"] += 0.5
+    changed = tmp_path / "changed.pth"
+    torch.save(payload, changed)
+
+    class _Program:
+        model = type("Model", (), {"metadata_props": {}})()
+
+        def save(self, path: str, external_data: bool) -> None:
+            shutil.copyfile(tiny_onnx["path"], path)
+
+    monkeypatch.setattr(onnx_export, "_export_program", lambda *args: _Program())
+    out = tmp_path / "changed.onnx"
+    result = runner.invoke(app, ["export", "--checkpoint", str(changed), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "disagrees with PyTorch" in result.output and "NO" in result.output
+    assert not out.exists() and not list(tmp_path.glob("*.incomplete"))

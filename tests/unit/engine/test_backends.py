@@ -1,0 +1,76 @@
+"""The exported tiny model on ONNX Runtime and OpenVINO: fixture parity through isaseg's own
+whole, slide and ms+flip code, under the tolerance rule of the PyTorch parity tests."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from isaseg_cli.data.image import read_image_bgr
+from isaseg_cli.engine.backends import check_backend_options, load_exported
+from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.errors import ExportError, InputError, MissingExtraError
+from isaseg_cli.zoo.spec import TestSpec
+from tests.conftest import TINY
+from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+
+pytest.importorskip("onnxruntime")
+SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
+CASES = {
+    "whole": (TestSpec(), False, "whole_logits", "whole_pred"),
+    "slide": (SLIDE, False, "slide_logits", "slide_pred"),
+    "ms_flip": (TestSpec(ms_rule="image"), True, "tta_prob", "tta_pred"),
+}
+
+
+@pytest.mark.parametrize("mode", list(CASES))
+def test_onnxruntime_matches_the_mmseg_fixture(tiny_onnx, expected, mode) -> None:
+    test, ms_flip, scores_key, mask_key = CASES[mode]
+    loaded = load_exported(tiny_onnx["path"], "onnxruntime")
+    image = read_image_bgr(TINY / "image.png")
+    scores = infer_scores(loaded.model, image, test, ms_flip=ms_flip)
+    assert_close_to_reference(scores, expected[scores_key])
+    assert_masks_match_except_ties(scores.argmax(1), expected[mask_key], expected[scores_key])
+
+
+def test_openvino_matches_the_mmseg_fixture(tiny_onnx, expected) -> None:
+    pytest.importorskip("openvino")
+    loaded = load_exported(tiny_onnx["path"], "openvino")
+    assert loaded.classes == ("c0", "c1", "c2", "c3", "c4") and loaded.entry.name == "tiny-test"
+    scores = infer_scores(loaded.model, read_image_bgr(TINY / "image.png"), SLIDE)
+    assert_close_to_reference(scores, expected["slide_logits"])
+    assert_masks_match_except_ties(
+        scores.argmax(1), expected["slide_pred"], expected["slide_logits"]
+    )
+
+
+@pytest.mark.parametrize("content", [b"not an onnx file", b""])
+def test_a_corrupted_file_is_an_export_error(tmp_path, content) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ExportError, match="onnxruntime cannot load"):
+        load_exported(path)
+
+
+def test_a_truncated_file_is_an_export_error(tiny_onnx, tmp_path) -> None:
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(tiny_onnx["path"].read_bytes()[:50_000])
+    with pytest.raises(ExportError) as caught:
+        load_exported(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_backend_names_its_extra(tiny_onnx, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(MissingExtraError, match=r"pip install 'isaseg\[openvino\]'"):
+        load_exported(tiny_onnx["path"], "openvino")
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "compile"),
+    [("cuda", "fp32", False), ("cpu", "bf16", False), ("auto", "fp32", True)],
+)
+def test_torch_only_options_are_refused(device, precision, compile) -> None:
+    with pytest.raises(InputError):
+        check_backend_options("onnxruntime", device, precision, compile)
