@@ -71,7 +71,7 @@ def test_bad_options_and_outputs_fail_before_any_download(tmp_path, mirror, read
         "--overlay": ["--overlay", read_only / "ov"],
         "--probs saves one image": ["--probs", tmp_path / "p.npy", second],
         "--scales sets the --ms-flip ratios": ["--scales", "0.5,1"],
-        "--crop takes HEIGHTxWIDTH": ["--crop", "big"],
+        "--crop-size takes HEIGHTxWIDTH": ["--crop-size", "big"],
     }
     for expected, args in cases.items():
         start = time.perf_counter()
