@@ -67,7 +67,11 @@ OPENMMLAB_GLOBALS: list[Any] = [
     (ConfigDict, "addict.addict.Dict"),
     np.dtype,
     np.ndarray,
-    *{type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "uint8", "bool")},
+    *{
+        type(np.dtype(name))
+        for name in ("float64", "float32", "float16", "int64", "int32", "int16", "int8")
+        + ("uint64", "uint32", "uint16", "uint8", "bool")
+    },
     *(
         (getattr(_numpy_core.multiarray, name), f"{module}.multiarray.{name}")
         for name in ("_reconstruct", "scalar")
