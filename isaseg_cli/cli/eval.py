@@ -235,7 +235,7 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
 
         return load_exported(checkpoint).entry
     meta = read_checkpoint(checkpoint, trust=trust).get("meta")
-    entry = entry_from_meta(meta) if isinstance(meta, dict) else None
+    entry = entry_from_meta(meta, str(checkpoint)) if isinstance(meta, dict) else None
     if entry is None:
         raise CheckpointError(
             f"{checkpoint} does not say which architecture it is: name the zoo MODEL it belongs to"

@@ -170,7 +170,7 @@ def _resumed_entry(work: Path, model: str | None) -> ZooEntry:
     if not path.is_file():
         raise InputError(f"nothing to resume: {path} does not exist (start without --resume)")
     meta = read_checkpoint(path).get("meta")
-    entry = entry_from_meta(meta) if isinstance(meta, dict) else None
+    entry = entry_from_meta(meta, str(path)) if isinstance(meta, dict) else None
     if entry is None:
         raise CheckpointError(f"{path} was not written by isaseg train, so it cannot be resumed")
     if model is not None and resolve_entry(model).name != entry.name:

@@ -48,25 +48,33 @@ def _last_line(text: str) -> str:
 def keep_ratio_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
     """mmcv's ``rescale_size``: the largest (w, h) with the same aspect ratio that fits ``scale``.
 
-    ``scale`` is an unordered (long, short) bound pair; sizes round half up by truncation.
+    ``scale`` is an unordered (long, short) bound pair; sizes round half up by truncation. A side
+    is never below 1 pixel: mmcv would ask OpenCV for a 0-pixel side of a 1 x 5000 image (and
+    fail), so that side is clamped instead.
     """
     long_max, short_max = max(scale), min(scale)
     factor = min(long_max / max(height, width), short_max / min(height, width))
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    return max(int(width * factor + 0.5), 1), max(int(height * factor + 0.5), 1)
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resizes a uint8 HxWxC image to exactly ``size`` (w, h) with OpenCV bilinear (mmcv's
+    backend), in one step as mmcv's ``imrescale`` does; returns ``image`` if already that size."""
+    height, width = image.shape[:2]
+    if tuple(size) == (width, height):
+        return image
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_keep_ratio(image: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
     """Resizes a uint8 HxWxC image to ``keep_ratio_size`` with OpenCV bilinear (mmcv's backend)."""
     height, width = image.shape[:2]
-    new_w, new_h = keep_ratio_size(width, height, scale)
-    if (new_w, new_h) == (width, height):
-        return image
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return resize_to(image, keep_ratio_size(width, height, scale))
 
 
 def scale_by_ratio(width: int, height: int, ratio: float) -> tuple[int, int]:
-    """mmcv's ``_scale_size``: (int(w * r + 0.5), int(h * r + 0.5))."""
-    return int(width * ratio + 0.5), int(height * ratio + 0.5)
+    """mmcv's ``_scale_size``: (int(w * r + 0.5), int(h * r + 0.5)), each side at least 1."""
+    return max(int(width * ratio + 0.5), 1), max(int(height * ratio + 0.5), 1)
 
 
 def normalize_bgr(image: np.ndarray) -> torch.Tensor:

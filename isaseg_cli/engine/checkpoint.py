@@ -9,32 +9,61 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import types
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from isaseg_cli.engine.openmmlab_objects import OPENMMLAB_GLOBALS
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.zoo.spec import ZooEntry, from_dict, to_dict
 
-_numpy_core: Any = getattr(np, "_core", None) or np.core  # numpy >= 2 renamed numpy.core
+# Globals that make a pickle run commands or code when loaded. No checkpoint needs them, so a file
+# naming one is refused even with --trust-checkpoint (a deny-list: trust still allows the rest).
+_CODE_RUNNING_MODULES = frozenset(
+    {"os", "posix", "nt", "sys", "subprocess", "shutil", "socket", "importlib", "runpy", "pty"}
+    | {"code", "ctypes", "pickle", "marshal", "webbrowser", "commands", "pydoc", "timeit"}
+)
+_CODE_RUNNING_BUILTINS = frozenset(
+    {"eval", "exec", "compile", "__import__", "getattr", "setattr", "delattr", "open"}
+    | {"breakpoint", "input", "globals", "locals", "vars"}
+)
 
-# Harmless non-tensor types that mmseg/mmengine write into ``meta`` (numpy scalars and arrays in
-# logged values); allowed through torch's weights-only unpickler, nothing else is.
-_SAFE_META_GLOBALS: list[Any] = [
-    np.dtype,
-    np.ndarray,
-    _numpy_core.multiarray._reconstruct,
-    _numpy_core.multiarray.scalar,
-    *{type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")},
-]
+
+def _runs_code(module: str, name: str) -> bool:
+    if module in ("builtins", "__builtin__"):
+        return name in _CODE_RUNNING_BUILTINS
+    return module.split(".")[0] in _CODE_RUNNING_MODULES
+
+
+class _GuardedUnpickler(pickle.Unpickler):
+    """Full unpickling (for --trust-checkpoint) that still refuses ``_runs_code`` globals."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _runs_code(module, name):
+            raise pickle.UnpicklingError(f"unsupported GLOBAL {module}.{name}")
+        return super().find_class(module, name)
+
+
+# torch.load takes a pickle module: the same interface as ``pickle``, with the guarded unpickler.
+_guarded_pickle = types.ModuleType("isaseg_guarded_pickle")
+_guarded_pickle.Unpickler = _GuardedUnpickler  # type: ignore[attr-defined]
+_guarded_pickle.load = lambda file, **kwargs: _GuardedUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+_guarded_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
 
 
 def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     """Loads a checkpoint file onto the CPU with ``torch.load(weights_only=True)``.
+
+    Published mmseg files and mmengine / mmcv 1.x training checkpoints load without trust: the
+    OpenMMLab objects they pickle (message hub, history buffers, configs) become inert
+    stand-ins (``openmmlab_objects``). Only a pickle that needs another global, named in the
+    error, asks for ``trust``.
 
     Args:
         path: a ``.pth`` file: a dict with ``state_dict`` (and usually ``meta``), or a bare
@@ -42,38 +71,136 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
         trust: allow full unpickling, which can run arbitrary code; only for files you trust.
 
     Raises:
-        CheckpointError: missing, truncated, not a checkpoint, or needing full unpickling.
+        CheckpointError: missing, not a PyTorch checkpoint, damaged, or needing full unpickling.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_container(path)
     try:
-        with torch.serialization.safe_globals(_SAFE_META_GLOBALS):
-            payload = torch.load(path, map_location="cpu", weights_only=not trust)
+        with torch.serialization.safe_globals(OPENMMLAB_GLOBALS), warnings.catch_warnings():
+            # torch warns about any pickle protocol but 2; the unpickler's verdict is what counts
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights only" in text.lower() or "weights_only" in text:
-            found = re.search(r"Unsupported (global: GLOBAL [\w.]+|operand \S+)", text)
-            what = found.group(0).strip() if found else "objects other than tensors"
-            raise CheckpointError(
-                f"{path} holds Python objects that a weights-only load refuses ({what}); "
-                "if you trust the file, pass --trust-checkpoint"
-            ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint: {_first_line(exc)}") from None
+        payload = _load_refused(path, _unpickler_reason(exc), trust)
     except Exception as exc:  # torch.load raises many types for a damaged or foreign file
-        detail = _first_line(exc)
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, or not a .pth file)"
-            + (f": {detail}" if len(detail) > 12 else "")
-        ) from None
+        raise _unreadable(path, _first_line(exc)) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(payload).__name__}")
     return payload
 
 
+def _check_container(path: Path) -> None:
+    """Raises "not a PyTorch checkpoint: ..." unless the file is a zip archive holding a pickle
+    (``torch.save``) or starts like a pickle (the legacy format)."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if not head:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: the file is empty")
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: a truncated or damaged zip archive ({exc})"
+            ) from None
+        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: a zip archive without data.pkl "
+                f"(it holds {listed or 'nothing'})"
+            )
+        return
+    if head[0] != pickle.PROTO[0]:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: {_describe(head)}")
+
+
+def _describe(head: bytes) -> str:
+    """What a file that is neither a zip nor a pickle looks like, from its first bytes."""
+    for magic, what in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"\x1f\x8b", "a gzip file"),
+        (b"\x93NUMPY", "a NumPy .npy file"),
+        (b"\x89HDF", "an HDF5 file"),
+    ):
+        if head.startswith(magic):
+            return what
+    if len(head) > 8 and head[8:10] == b'{"':
+        return "a safetensors file"
+    try:
+        text = head.decode("utf-8").lstrip()
+    except UnicodeDecodeError:
+        return f"unrecognised bytes (starting {head[:8].hex(' ')})"
+    if text.lower().startswith(("<!doctype html", "<html")):
+        return "an HTML page (a download that returned an error page?)"
+    if text.startswith(("{", "[")):
+        return "a JSON or other text file"
+    return "a text file"
+
+
+def _load_refused(path: Path, reason: str, trust: bool) -> Any:
+    """A pickle the weights-only load refused: a not-allowed global (loaded fully with
+    ``trust``, unless it runs code), or not a checkpoint at all."""
+    name = _refused_global(path, reason)
+    if name is None:
+        raise _unreadable(path, reason)
+    if not trust:
+        raise CheckpointError(
+            f"{path} holds a Python object that a weights-only load refuses ({name}); "
+            "if you trust the file, pass --trust-checkpoint"
+        )
+    try:
+        return torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=_guarded_pickle
+        )
+    except pickle.UnpicklingError as exc:
+        _refused_global(path, str(exc))  # raises for the code-running global it met
+        raise _unreadable(path, _first_line(exc)) from None
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(
+            f"{path} needs the Python module {exc.name!r} to unpickle {name}, which is not "
+            "installed"
+        ) from None
+    except Exception as exc:
+        raise _unreadable(path, _first_line(exc)) from None
+
+
+def _refused_global(path: Path, reason: str) -> str | None:
+    """The global named in an unpickler's refusal; raises if loading it would run code."""
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", reason)
+    if found is None:
+        return None
+    name = found.group(1).removesuffix(".")
+    module, _, attribute = name.rpartition(".")
+    # torch names a refused builtin without its module ("eval", not "builtins.eval")
+    if _runs_code(module or "builtins", attribute):
+        raise CheckpointError(
+            f"{path} is refused: loading it would call {name}, which runs commands or code; "
+            "no checkpoint needs that, so do not trust this file"
+        )
+    return name
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a PyTorch checkpoint, or is damaged: {reason}")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """The weights-only unpickler's own reason, without torch's advice around it."""
+    text = str(exc)
+    found = re.search(r"(Unsupported global: GLOBAL|unsupported GLOBAL) [\w.]+", text)
+    if found:
+        return found.group(0)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip()[:160] if found else _first_line(exc)
 
 
 def extract_state_dict(
@@ -142,10 +269,57 @@ def apply_weights(
     return meta if isinstance(meta, dict) else {}
 
 
-def entry_from_meta(meta: dict[str, Any]) -> ZooEntry | None:
-    """The zoo entry that isaseg stored in a checkpoint's meta, if any."""
+def entry_from_meta(meta: dict[str, Any], source: str = "checkpoint") -> ZooEntry | None:
+    """The zoo entry that isaseg stored in a checkpoint's meta, if any.
+
+    A file's meta is untrusted input: an entry outside ``_BOUNDS`` (sizes no ISANet uses, which
+    would make building the model or resizing the images allocate without limit) is refused.
+
+    Raises:
+        SpecError: the stored entry is malformed.
+        CheckpointError: a size in it is out of bounds.
+    """
     stored = meta.get("isaseg", {}).get("entry") if isinstance(meta.get("isaseg"), dict) else None
-    return from_dict(ZooEntry, stored, "checkpoint meta") if stored else None
+    if not stored:
+        return None
+    entry = from_dict(ZooEntry, stored, f"{source} meta")
+    check_entry_bounds(entry, f"{source} meta")
+    return entry
+
+
+# (attribute path in a ZooEntry, lowest, highest): generous around every published ISANet
+# (base 64 channels, head 512, 150 classes, test scale 2048 x 1024).
+_BOUNDS: tuple[tuple[str, int, int], ...] = (
+    ("model.backbone.stem_channels", 1, 512),
+    ("model.backbone.base_channels", 1, 512),
+    ("model.head.channels", 1, 4096),
+    ("model.head.attn_channels", 1, 4096),
+    ("model.head.group_size", 1, 1024),
+    ("model.aux_head.channels", 1, 4096),
+    ("model.aux_head.num_convs", 0, 16),
+    ("model.num_classes", 1, 10000),
+    ("model.backbone.strides", 1, 8),
+    ("model.backbone.dilations", 1, 64),
+    ("data.crop_size", 1, 16384),
+    ("data.train_scale", 1, 16384),
+    ("test.scale", 1, 16384),
+    ("test.crop_size", 1, 16384),
+    ("test.stride", 1, 16384),
+)
+
+
+def check_entry_bounds(entry: ZooEntry, source: str = "checkpoint meta") -> None:
+    """Raises a CheckpointError naming the first size in ``entry`` outside ``_BOUNDS``."""
+    for path, lowest, highest in _BOUNDS:
+        value: Any = entry
+        for name in path.split("."):
+            value = getattr(value, name, None)
+        for number in value if isinstance(value, tuple) else (value,):
+            if number is not None and not lowest <= number <= highest:
+                raise CheckpointError(
+                    f"{source} describes an implausible model: {path}={number} "
+                    f"(expected {lowest}..{highest}); refusing to build it"
+                )
 
 
 def build_meta(

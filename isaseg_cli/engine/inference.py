@@ -9,7 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, resize_keep_ratio, scale_by_ratio
+from isaseg_cli.data.image import (
+    keep_ratio_size,
+    normalize_bgr,
+    resize_keep_ratio,
+    resize_to,
+    scale_by_ratio,
+)
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
 
@@ -79,7 +85,8 @@ def ms_flip_views(
 
     Rule "scale" (mmseg 0.x, the published protocol): each ratio scales the test scale, and the
     image is fitted into it keep-ratio. Rule "image" (mmseg 1.x), or no test scale: each ratio
-    scales the image itself, then the keep-ratio rule is applied again.
+    scales the image itself, then the keep-ratio rule is applied again. Either way the image is
+    then resized once to exactly this size (mmcv's ``imrescale``), never fitted a second time.
     """
     views = []
     for ratio in ratios or test.ms_ratios:
@@ -90,11 +97,6 @@ def ms_flip_views(
         size = keep_ratio_size(width, height, bound)
         views += [(size, False), (size, True)]
     return views
-
-
-def _resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = image.shape[:2]
-    return image if (width, height) == size else resize_keep_ratio(image, size)
 
 
 @torch.no_grad()
@@ -123,7 +125,7 @@ def infer_scores(
     total: Tensor | None = None
     views = ms_flip_views(width, height, test, ratios)
     for size, flip in views:
-        view = _resize_to(image_bgr, size)
+        view = resize_to(image_bgr, size)
         if flip:
             view = view[:, ::-1]
         logits = forward_logits(

@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from isaseg_cli.engine.checkpoint import apply_weights, entry_from_meta, read_checkpoint
+from isaseg_cli.engine.checkpoint import (
+    apply_weights,
+    check_state_dict,
+    entry_from_meta,
+    extract_state_dict,
+    read_checkpoint,
+)
 from isaseg_cli.errors import CheckpointError, DownloadError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.classes import DATASETS
-from isaseg_cli.zoo.spec import ZooEntry
+from isaseg_cli.zoo.spec import ModelSpec, ZooEntry
 
 Palette = tuple[tuple[int, int, int], ...]
 
@@ -41,8 +48,10 @@ def entry_classes(
     """Class names and palette: the checkpoint's meta, else the entry's data, else generic ones."""
     num_classes = entry.model.num_classes
     meta = meta or {}
-    classes = meta.get("CLASSES") or meta.get("dataset_meta", {}).get("classes")
-    palette = meta.get("PALETTE") or meta.get("dataset_meta", {}).get("palette")
+    dataset_meta = meta.get("dataset_meta")
+    dataset_meta = dataset_meta if isinstance(dataset_meta, dict) else {}
+    classes = _as_list(meta.get("CLASSES")) or _as_list(dataset_meta.get("classes"))
+    palette = _as_list(meta.get("PALETTE")) or _as_list(dataset_meta.get("palette"))
     if not classes or len(classes) != num_classes:
         if entry.data.classes:
             classes = entry.data.classes
@@ -50,11 +59,47 @@ def entry_classes(
             classes = DATASETS[entry.data.dataset].classes
         else:
             classes = tuple(f"class{i}" for i in range(num_classes))
-    if not palette or len(palette) != len(classes):
+    if not _is_palette(palette) or len(palette) != len(classes):
         known = DATASETS.get(entry.data.dataset)
         palette = known.palette if known and len(known.classes) == len(classes) else None
     palette = tuple(tuple(int(v) for v in color) for color in palette) if palette else None
-    return tuple(classes), palette or default_palette(len(classes))  # type: ignore[return-value]
+    return tuple(str(name) for name in classes), palette or default_palette(len(classes))  # type: ignore[return-value]
+
+
+def _as_list(value: Any) -> list:
+    """A meta sequence as a list: mmseg 0.x may store a random palette as a NumPy array."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _is_palette(colors: list) -> bool:
+    return bool(colors) and all(
+        isinstance(color, (list, tuple))
+        and len(color) == 3
+        and all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in color)
+        for color in colors
+    )
+
+
+# Five times the largest published ISANet (ResNet-101, 56 M parameters).
+MAX_PARAMETERS = 300_000_000
+
+
+def _check_fits_before_building(spec: ModelSpec, payload: dict[str, Any], source: str) -> None:
+    """Compares the checkpoint's tensors with the model ``spec`` describes, built on the meta
+    device (shapes only, no memory), so a file whose architecture is absurd or does not match
+    its weights is refused before any real allocation."""
+    state = extract_state_dict(payload, source)
+    with torch.device("meta"):
+        skeleton = build_model(spec)
+    parameters = sum(tensor.numel() for tensor in skeleton.state_dict().values())
+    if parameters > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{source} describes a model with {parameters:,} parameters "
+            f"(more than {MAX_PARAMETERS:,}); refusing to build it"
+        )
+    check_state_dict(skeleton, state, source)
 
 
 def load_model(
@@ -97,12 +142,13 @@ def load_model(
     payload = read_checkpoint(path, trust=trust)
     if entry is None:
         meta = payload.get("meta")
-        entry = entry_from_meta(meta) if isinstance(meta, dict) else None
+        entry = entry_from_meta(meta, str(path)) if isinstance(meta, dict) else None
         if entry is None:
             raise CheckpointError(
                 f"{path} does not say which architecture it is: "
                 "pass --model with the zoo entry it belongs to"
             )
+    _check_fits_before_building(entry.model, payload, str(path))
     model = build_model(entry.model)
     meta = apply_weights(model, payload, str(path))
     model.eval().to(device)

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import re
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -78,7 +83,8 @@ class Opaque:
 
 def test_arbitrary_objects_need_the_trust_flag(tmp_path: Path) -> None:
     torch.save({"meta": {"x": Opaque()}, "state_dict": _reference_state()}, tmp_path / "obj.pth")
-    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+    named = re.escape(f"({Opaque.__module__}.Opaque); ")
+    with pytest.raises(CheckpointError, match=named + ".*--trust-checkpoint"):
         read_checkpoint(tmp_path / "obj.pth")
     assert isinstance(read_checkpoint(tmp_path / "obj.pth", trust=True)["meta"]["x"], Opaque)
 
@@ -113,15 +119,81 @@ def test_non_strict_skips_mismatched_classifier(tmp_path: Path) -> None:
     assert torch.equal(model.backbone.stem[0].weight, _reference_state()["backbone.stem.0.weight"])
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, not a checkpoint", None])
-def test_unreadable_files_give_one_line_errors(tmp_path: Path, content: bytes | None) -> None:
+def _not_a_torch_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("weights/readme.txt", "not a tensor")
+
+
+def _pickle_without_torch_header(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"state_dict": {"a": 1}}, protocol=2))
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: p.write_bytes(b""), "the file is empty"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 8), "unrecognised bytes"),
+        (lambda p: p.write_bytes(b"\x80" + bytes(range(255, 0, -1))), "or is damaged"),
+        (lambda p: p.write_text(json.dumps({"state_dict": {}})), "a JSON or other text file"),
+        (lambda p: p.write_text("hello, not a checkpoint"), "a text file"),
+        (lambda p: p.write_text("<!DOCTYPE html><title>404</title>"), "an HTML page"),
+        (_not_a_torch_zip, "a zip archive without data.pkl"),
+        (_pickle_without_torch_header, "or is damaged"),
+        (
+            lambda p: p.write_bytes((TINY / "checkpoint.pth").read_bytes()[:5000]),
+            "truncated or damaged zip archive",
+        ),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "a PNG image"),
+    ],
+)
+def test_files_that_are_not_checkpoints_say_so(tmp_path: Path, make, what: str) -> None:
     path = tmp_path / "broken.pth"
-    if content is None:  # truncated real checkpoint
-        content = (TINY / "checkpoint.pth").read_bytes()[:5000]
-    path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+    make(path)
+    with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
-    assert "\n" not in str(info.value)
+    message = str(info.value)
+    assert "not a PyTorch checkpoint" in message and what in message, message
+    assert "\n" not in message and "trust" not in message
+
+
+class _System:
+    """Unpickles into ``os.system(command)``: the classic malicious checkpoint."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))
+
+
+class _Eval:
+    def __reduce__(self) -> tuple:
+        return (eval, ("open('pwned-by-eval', 'w')",))
+
+
+@pytest.mark.parametrize("container", ["torch.save", "bare pickle"])
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_pickle_that_runs_commands_is_refused_without_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str, trust: bool
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    payload = {"state_dict": _reference_state(), "meta": {"x": _System(f"touch {marker}")}}
+    path = tmp_path / "evil.pth"
+    if container == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path, trust=trust)
+    assert not marker.exists()
+    if container == "torch.save":  # torch's own header is missing from a bare pickle
+        assert "would call posix.system" in str(info.value) or "nt.system" in str(info.value)
+        assert "--trust-checkpoint" not in str(info.value)
+    torch.save({"meta": {"x": _Eval()}}, path)
+    with pytest.raises(CheckpointError, match="would call eval"):
+        read_checkpoint(path, trust=trust)
+    assert not (tmp_path / "pwned-by-eval").exists()
 
 
 def test_missing_file_and_non_checkpoint_payloads(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import TestSpec
 from tests.conftest import TINY, tiny_model_spec
+from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
 
 CPU = torch.device("cpu")
 SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
@@ -90,9 +91,12 @@ def test_explicit_float32_fast_path_keeps_masks(fixture_model, image, expected) 
     )
     assert isinstance(fast, InferenceSegmentor) and fast.settings.fuse_bn
     scores = infer_scores(fast, image, TestSpec())
-    assert np.array_equal(scores.argmax(1).numpy(), expected["whole_pred"])
-    # Reordered float32 rounding on the fixture's sensitive head moves logits by ~1e-3 at most.
-    assert (scores - torch.from_numpy(expected["whole_logits"])).abs().max().item() <= 2e-3
+    # Reordered float32 rounding (folded BN, channels-last, SDPA) on the fixture's sensitive
+    # head moves logits by ~1e-3 at most: 3e-4 of their magnitude 6.3, not the default 1e-4.
+    assert_close_to_reference(scores, expected["whole_logits"], rel=3e-4)
+    assert_masks_match_except_ties(
+        scores.argmax(1), expected["whole_pred"], expected["whole_logits"], rel=3e-4
+    )
 
 
 def _r50_and_images(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:

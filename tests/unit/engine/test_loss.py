@@ -1,11 +1,21 @@
-"""Training losses, accuracy, gradients and BN updates against the mmseg_tiny fixture (1e-4)."""
+"""Training losses, accuracy, gradients and BN updates against the mmseg_tiny fixture, by the
+shared tolerance rule of tests.helpers."""
 
 from __future__ import annotations
 
 import torch
 
 from isaseg_cli.engine.loss import cross_entropy, pixel_accuracy, segmentation_losses
+from tests.helpers import assert_close_to_reference, reference_tolerance, top2_margin
 from tests.unit.engine.test_inference_parity import _model
+
+
+def _accuracy_slack(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percentage points that near-tied pixels could move the accuracy by on another CPU."""
+    scores = logits.detach().numpy()
+    tied = top2_margin(scores) <= reference_tolerance(scores)
+    valid = labels.numpy() != 255
+    return 100.0 * float((tied & valid).sum()) / float(valid.sum())
 
 
 def test_fixture_training_step(expected) -> None:
@@ -14,23 +24,28 @@ def test_fixture_training_step(expected) -> None:
     labels = torch.from_numpy(expected["train_label"])[None]
     outputs = model(images)
     losses = segmentation_losses(outputs, labels, aux_weight=0.4)
-    assert abs(losses["decode"].item() - expected["train_decode_loss_ce"]) < 1e-4
-    assert abs(losses["aux"].item() - expected["train_aux_loss_ce"]) < 1e-4
-    assert abs(losses["total"].item() - expected["train_total_loss"]) < 1e-4
-    assert (
-        abs(pixel_accuracy(outputs["out"], labels).item() - expected["train_decode_acc_seg"]) < 1e-4
-    )
-    assert abs(pixel_accuracy(outputs["aux"], labels).item() - expected["train_aux_acc_seg"]) < 1e-4
+    for name, key in (
+        ("decode", "decode_loss_ce"),
+        ("aux", "aux_loss_ce"),
+        ("total", "total_loss"),
+    ):
+        assert_close_to_reference(losses[name].detach().numpy(), expected[f"train_{key}"])
+    for name in ("out", "aux"):
+        accuracy = pixel_accuracy(outputs[name], labels).item()
+        reference = float(expected[f"train_{'decode' if name == 'out' else 'aux'}_acc_seg"])
+        assert abs(accuracy - reference) <= _accuracy_slack(outputs[name], labels) + 1e-4
     losses["total"].backward()
     params = dict(model.named_parameters())
     buffers = model.state_dict()
+    # Gradients and BN statistics pass through few layers: the rule's relative part with a
+    # lower floor (measured <= 7e-6 on gradients up to 0.34, AVX2 and AVX-512 alike).
     for name, value in expected.items():
         if name.startswith("train_grad__"):
             grad = params[name.removeprefix("train_grad__")].grad
-            assert (grad - torch.from_numpy(value)).abs().max() < 1e-6, name
+            assert_close_to_reference(grad, value, floor=1e-6)
         elif name.startswith("train_bn_after__"):
             buffer = buffers[name.removeprefix("train_bn_after__")]
-            assert (buffer - torch.from_numpy(value)).abs().max() < 1e-6, name
+            assert_close_to_reference(buffer, value, floor=1e-6)
 
 
 def test_loss_divides_by_all_pixels_including_ignored() -> None:

@@ -22,6 +22,7 @@ from isaseg_cli.models.fuse import (
     to_channels_last,
 )
 from tests.conftest import TINY, tiny_model_spec
+from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
 
 
 def _fixture_model() -> nn.Module:
@@ -50,6 +51,13 @@ def test_every_batchnorm_is_folded() -> None:
     assert "backbone.stem.1.running_mean" not in fused.state_dict()
 
 
+# float32 rounding, amplified by the fixture's head, puts any float32 evaluation of this model
+# ~1e-4 of the logit range from the float64 one (measured: 0.6e-4 unfused, 0.7e-4 folded on
+# AVX-512, 1.3e-4 folded on AVX2). A bound on the exact function, not on this CPU's unfused
+# error, holds on any CPU; a wrong fold (scale, shift or eps) moves logits by 1e-2 or more.
+FOLDED_REL = 3e-4
+
+
 def test_fused_model_computes_the_same_function(fixture_input) -> None:
     model = _fixture_model()
     fused = copy.deepcopy(model)
@@ -57,18 +65,15 @@ def test_fused_model_computes_the_same_function(fixture_input) -> None:
     exact = copy.deepcopy(model).double()
     with torch.no_grad():
         for ours, theirs in zip(
-            model.backbone(fixture_input), fused.backbone(fixture_input), strict=True
+            exact.backbone(fixture_input.double()), fused.backbone(fixture_input), strict=True
         ):
-            assert (ours - theirs).abs().max().item() <= 1e-4
+            assert_close_to_reference(theirs.double(), ours.numpy())
         reference = model(fixture_input)["out"]
         folded = fused(fixture_input)["out"]
-        truth = exact(fixture_input.double())["out"]
-    # The fixture's head amplifies float32 rounding (its own float32 logits are ~3e-4 from the
-    # float64 ones), so any reordering moves logits by that much: the folded model must be as
-    # close to the exact function as the reference is, and give identical masks.
-    reference_error = (reference.double() - truth).abs().max().item()
-    assert (folded.double() - truth).abs().max().item() <= 2 * reference_error + 1e-6
-    assert torch.equal(folded.argmax(1), reference.argmax(1))
+        truth = exact(fixture_input.double())["out"].numpy()
+    assert_close_to_reference(reference.double(), truth, rel=FOLDED_REL)  # the bound is fair
+    assert_close_to_reference(folded.double(), truth, rel=FOLDED_REL)
+    assert_masks_match_except_ties(folded.argmax(1), truth.argmax(1), truth, rel=FOLDED_REL)
 
 
 def test_fused_training_mode_is_refused() -> None:
