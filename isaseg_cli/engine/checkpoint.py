@@ -6,6 +6,8 @@ load into mmseg. Our ``meta["isaseg"]`` also stores the zoo entry, so a file reb
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import re
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from isaseg_cli.errors import CheckpointError
+from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.zoo.spec import ZooEntry, from_dict, to_dict
 
 _numpy_core: Any = getattr(np, "_core", None) or np.core  # numpy >= 2 renamed numpy.core
@@ -177,13 +179,54 @@ def model_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Writes ``payload`` (``state_dict``, ``meta`` and optional resume state) atomically."""
+    """Writes ``payload`` (``state_dict``, ``meta`` and optional resume state) atomically: into a
+    hidden ``.<name>.tmp`` first, renamed over ``path`` only once complete.
+
+    Raises:
+        InputError: the file cannot be written (a full or read-only disk); ``path`` is then
+            unchanged and no partial file is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    sink = _RecordingFile()
     try:
-        torch.save(payload, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as sink.file:
+            torch.save(payload, sink)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        cause = sink.error or exc
+        if not isinstance(cause, OSError):
+            raise  # not a write failure: a bug, keep its traceback
+        raise InputError(f"cannot write {path}: {_write_failure(cause, path)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+class _RecordingFile(io.RawIOBase):
+    """The file handed to ``torch.save``: its writer reports a failed write as a bare
+    ``RuntimeError: [enforce fail at inline_container.cc]``, so the OSError is kept here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.file: Any = None
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+def _write_failure(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the disk; free some space or write elsewhere"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only; write elsewhere"
+    return f"{exc.strerror or type(exc).__name__}; check {path.parent}"

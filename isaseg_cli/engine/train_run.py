@@ -25,6 +25,7 @@ from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.optim import build_optimizer, build_scheduler
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.engine.train_log import TrainLog
+from isaseg_cli.engine.train_workdir import BEST
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -52,6 +53,7 @@ class TrainRun:
     best_miou: float | None = None
     best_iter: int | None = None
     cuda_graphs: bool = False  # the training forward/backward replay CUDA graphs
+    settings: train_state.RunSettings | None = None  # stored in each checkpoint for --resume
 
 
 def build_run(
@@ -144,7 +146,7 @@ def validate(run: TrainRun, iteration: int, on_progress: ProgressCallback | None
             seed=run.seed,
         )
         payload = {"meta": meta, "state_dict": model_state_dict(run.model)}
-        save_checkpoint(run.work_dir / train_state.BEST, payload)
+        save_checkpoint(run.work_dir / BEST, payload)
 
 
 def save(run: TrainRun, iteration: int) -> Path:
@@ -159,6 +161,7 @@ def save(run: TrainRun, iteration: int) -> Path:
         "world_size": run.info.world_size,
         "best_mIoU": run.best_miou,
         "best_iter": run.best_iter,
+        "settings": run.settings.to_dict() if run.settings is not None else {},
     }
     state = train_state.resume_state(
         iteration, run.optimizer, run.scheduler, run.scaler, run.device, about
