@@ -203,6 +203,11 @@ def fit(
         raise SpecError(f"{entry.name}: model.num_classes does not match the dataset's classes")
     root = Path(settings.data_root)
     train_samples = list_samples(entry.data, root, "train")
+    if -(-len(train_samples) // info.world_size) < spec.batch_size // info.world_size:
+        raise InputError(
+            f"the train split has {len(train_samples)} images, too few for a batch of "
+            f"{spec.batch_size} on {info.world_size} process(es) (--batch-size)"
+        )
     val_samples = _val_samples(entry, root) if spec.eval_interval > 0 else []
     if info.is_main:
         train_workdir.check_writable(work_dir)
@@ -484,7 +489,9 @@ def _prune(run: TrainRun, iteration: int, say: Callable[[str], None]) -> None:
 
 
 def _tidy(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
-    """Deletes the earlier run's files (``overwrite``) and partial checkpoints of a killed one."""
+    """Creates the work dir; deletes the earlier run's files (``overwrite``) and the partial
+    checkpoints of a killed one."""
+    train_workdir.create(work_dir)
     if overwrite:
         deleted = train_workdir.clear_run(work_dir)
         if deleted:

@@ -3,6 +3,8 @@ which checkpoints are kept."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 from pathlib import Path
@@ -94,19 +96,49 @@ def prune_checkpoints(work_dir: Path, keep: int) -> list[Path]:
 
 
 def check_writable(work_dir: Path) -> None:
-    """Creates ``work_dir`` and writes a probe file there, so a read-only or missing disk fails
-    before any training.
+    """Checks that ``work_dir`` can be written (or created), so a read-only disk fails before
+    any training; a folder is not created yet, so a run that fails its checks leaves none.
 
     Raises:
-        InputError: the folder cannot be created or written.
+        InputError: the folder (or the nearest existing one above it) cannot be written.
     """
-    probe = work_dir / _PROBE
+    folder = work_dir.absolute()
+    while not folder.exists() and not folder.is_symlink():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(folder))
+        if folder == work_dir.absolute():
+            probe = work_dir / _PROBE
+            probe.write_bytes(b"")
+            probe.unlink()
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, _reason(folder), str(folder))
+    except OSError as exc:
+        raise _unwritable(work_dir, exc) from None
+
+
+def create(work_dir: Path) -> None:
+    """Creates ``work_dir`` (after ``check_writable``).
+
+    Raises:
+        InputError: it cannot be created.
+    """
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise InputError(
-            f"cannot write to the work dir {work_dir}: {reason} (choose another --work-dir)"
-        ) from None
+        raise _unwritable(work_dir, exc) from None
+
+
+def _reason(folder: Path) -> str:
+    flags = os.statvfs(folder).f_flag
+    return "read-only file system" if flags & os.ST_RDONLY else "permission denied"
+
+
+def _unwritable(work_dir: Path, exc: OSError) -> InputError:
+    reason = exc.strerror or type(exc).__name__
+    shown = exc.filename and not str(exc.filename).endswith(_PROBE)  # the probe is ours, not theirs
+    where = f" ({exc.filename})" if shown and exc.filename != str(work_dir) else ""
+    return InputError(
+        f"cannot write to the work dir {work_dir}: {reason}{where}; choose another --work-dir"
+    )
