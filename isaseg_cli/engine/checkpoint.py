@@ -7,7 +7,6 @@ load into mmseg. Our ``meta["isaseg"]`` also stores the zoo entry, so a file reb
 from __future__ import annotations
 
 import errno
-import io
 import os
 import pickle
 import re
@@ -188,40 +187,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    sink = _RecordingFile()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as sink.file:
-            torch.save(payload, sink)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        cause = sink.error or exc
-        if not isinstance(cause, OSError):
+        try:
+            torch.save(payload, tmp)  # its writes run in C++: Ctrl-C is handled after them
+        except RuntimeError:
+            _write_more(tmp)  # raises the OSError that torch's message leaves out
             raise  # not a write failure: a bug, keep its traceback
-        raise InputError(f"cannot write {path}: {_write_failure(cause, path)}") from None
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {_write_failure(exc, path)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-class _RecordingFile(io.RawIOBase):
-    """The file handed to ``torch.save``: its writer reports a failed write as a bare
-    ``RuntimeError: [enforce fail at inline_container.cc]``, so the OSError is kept here."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.file: Any = None
-        self.error: OSError | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
+def _write_more(tmp: Path) -> None:
+    """Appends 1 MiB to the partial file that ``torch.save`` left: on the disk that failed its
+    write (``[enforce fail at inline_container.cc]``) this fails too, with the OS's reason."""
+    with tmp.open("ab") as file:
+        file.write(bytes(1 << 20))
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _write_failure(exc: OSError, path: Path) -> str:
