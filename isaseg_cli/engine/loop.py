@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,14 @@ from isaseg_cli.engine.loss import segmentation_losses
 from isaseg_cli.engine.pretrained import WeightsReport, WeightsSource, initialise
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.train_log import LOG_NAME, TrainLog
-from isaseg_cli.engine.train_run import TrainRun, build_run, save, validate
+from isaseg_cli.engine.train_run import (
+    TrainRun,
+    build_run,
+    prune,
+    save,
+    save_errors_hint,
+    validate,
+)
 from isaseg_cli.engine.train_state import ResumePoint
 from isaseg_cli.engine.train_workdir import BEST, LATEST
 from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
@@ -172,7 +178,7 @@ def fit(
             raise InputError(f"{work_dir} holds a run of {point.entry.name}, not of {entry.name}")
         entry = point.entry
     given_train = (max_iters, batch_size, workers, val_interval, checkpoint_interval)
-    notes = _train_overrides(entry, given_train) if point is not None else []
+    notes = train_state.train_overrides(entry, given_train) if point is not None else []
     entry = _override(entry, *given_train)
     spec = entry.train
     given = {
@@ -221,7 +227,7 @@ def fit(
     run: TrainRun | None = None
     try:
         if info.is_main:
-            _tidy(work_dir, overwrite and point is None, say)
+            _prepare(work_dir, overwrite and point is None, say)
         for note in notes:
             say(f"resume: {note}")
         torch.manual_seed(seed)
@@ -398,13 +404,13 @@ def _train(
         due_save = iteration % spec.checkpoint_interval == 0 or final
         if (due_val or due_save) and run.info.distributed:
             broadcast_buffers(run.model)
-        with _saving(run.work_dir):
+        with save_errors_hint(run.work_dir):
             if due_val:
                 validate(run, iteration, on_progress)
                 run.net.train()
             if due_save and run.info.is_main:
                 checkpoint = save(run, iteration)
-                _prune(run, iteration, say)
+                prune(run, iteration, say)
         if due_val or due_save:  # keep the it/s figure to training alone
             window_start = time.perf_counter()
     return figures, checkpoint
@@ -465,30 +471,7 @@ def _val_samples(entry: ZooEntry, data_root: Path) -> list[Sample]:
         raise DatasetNotFoundError(f"{exc} (--val-interval 0 trains without validation)") from None
 
 
-@contextmanager
-def _saving(work_dir: Path) -> Iterator[None]:
-    """Adds to a failed save (a full disk) which checkpoint is intact and how to go on."""
-    try:
-        yield
-    except InputError as exc:
-        latest = work_dir / LATEST
-        if latest.is_file():
-            where = f"{latest} ({latest.resolve().name}) is intact: make room, then add --resume"
-        else:
-            where = "no checkpoint was saved yet"
-        raise InputError(f"{exc}; {where}") from None
-
-
-def _prune(run: TrainRun, iteration: int, say: Callable[[str], None]) -> None:
-    keep = run.settings.keep_checkpoints if run.settings else train_state.KEEP_CHECKPOINTS
-    deleted = [path.name for path in train_workdir.prune_checkpoints(run.work_dir, keep)]
-    if deleted:
-        if run.log is not None:
-            run.log.write({"iter": iteration, "mode": "checkpoint", "deleted": deleted})
-        say(f"deleted {', '.join(deleted)} (--keep-checkpoints {keep})")
-
-
-def _tidy(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
+def _prepare(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
     """Creates the work dir; deletes the earlier run's files (``overwrite``) and the partial
     checkpoints of a killed one."""
     train_workdir.create(work_dir)
@@ -500,17 +483,6 @@ def _tidy(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
     if stale:
         names = ", ".join(path.name for path in stale)
         say(f"deleted {names}: partial checkpoint file(s) of an interrupted run")
-
-
-def _train_overrides(entry: ZooEntry, values: tuple[int | None, ...]) -> list[str]:
-    """Notes for the ``train`` values given with --resume that change the run's own."""
-    flags = ("--max-iters", "--batch-size", "--workers", "--val-interval", "--checkpoint-interval")
-    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
-    return [
-        f"{flag} {value} instead of the run's {getattr(entry.train, name)}"
-        for flag, name, value in zip(flags, names, values, strict=True)
-        if value is not None and value != getattr(entry.train, name)
-    ]
 
 
 def _ignore(message: str) -> None:

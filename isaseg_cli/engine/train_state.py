@@ -255,3 +255,14 @@ def check_resume_payload(payload: dict[str, Any], path: Path) -> None:
             f"{path} has weights but no resume state ({', '.join(missing)} missing); "
             "start a new run (with --from to fine-tune from it) instead of --resume"
         )
+
+
+def train_overrides(entry: ZooEntry, values: tuple[int | None, ...]) -> list[str]:
+    """Notes for the ``train`` values given with --resume that change the run's own."""
+    flags = ("--max-iters", "--batch-size", "--workers", "--val-interval", "--checkpoint-interval")
+    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
+    return [
+        f"{flag} {value} instead of the run's {getattr(entry.train, name)}"
+        for flag, name, value in zip(flags, names, values, strict=True)
+        if value is not None and value != getattr(entry.train, name)
+    ]
