@@ -110,9 +110,9 @@ def train_cli(
         bool,
         typer.Option(
             "--resume",
-            help="Continue from WORK_DIR/latest.pth with every setting of the run; data root, "
-            "iterations, batch, device, precision, intervals, workers, seed and speed options "
-            "given with it override (with a note); recipe options are refused.",
+            help="Continue WORK_DIR's run (latest.pth) with all its settings; options given "
+            "override them with a note, except those of the recipe and weights (--dataset, "
+            "--classes, --num-classes, --crop-size, --lr, --set, --pretrained, --from): refused.",
         ),
     ] = False,
     overwrite: Annotated[
@@ -239,8 +239,12 @@ def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
 
 def _stopped(work: Path) -> str:
     """Where the stopped run left its files, and how to go on."""
+    from isaseg_cli.engine.train_workdir import run_files
+
     latest, log = work / "latest.pth", work / "log.jsonl"
     if not latest.is_file():
+        if not run_files(work):
+            return "stopped before training began; nothing was written"
         return f"stopped before the first checkpoint (log: {log}); start again with --overwrite"
     command = f"isaseg train --resume --work-dir {shlex.quote(str(work))}"
     return (
