@@ -93,9 +93,10 @@ def save_training_checkpoint(
             shutil.copyfile(path, tmp)
         os.replace(tmp, latest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"cannot point {latest} at {path.name}: {reason}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # left only when this failed or was interrupted
     return path
 
 

@@ -117,7 +117,8 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(city_root: Path, tmp_p
     assert f"checkpoints in {work} (latest.pth -> iter_" in stderr
     assert hidden_files(work) == []  # the partial file was finished or removed
     latest = read_checkpoint(work / "latest.pth")
-    assert len(list(work.glob("iter_*.pth"))) <= 2
+    # --keep-checkpoints 2, plus one when the signal landed between a save and its pruning
+    assert len(list(work.glob("iter_*.pth"))) <= 3
 
     next_iteration = str(latest["iter"] + 1)
     resumed = runner.invoke(
