@@ -170,7 +170,11 @@ def fit(
     """
     info = dist_info()
     say = on_message if on_message is not None and info.is_main else _ignore
-    point = train_state.read_resume_point(work_dir) if resume is True else resume or None
+    point: ResumePoint | None = None
+    if isinstance(resume, ResumePoint):
+        point = resume
+    elif resume:
+        point = train_state.read_resume_point(work_dir)
     if point is not None:
         if pretrained is not None or init_from is not None:
             raise InputError("a resumed run continues from its own weights, not new ones")
