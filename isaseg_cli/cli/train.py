@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -14,9 +18,7 @@ from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
     CudaGraphsOpt,
     DataRootOpt,
-    DeviceOpt,
     JsonOutOpt,
-    PrecisionOpt,
     RecomputeOpt,
     SetOpt,
     TrustOpt,
@@ -24,7 +26,7 @@ from isaseg_cli.cli._options import (
     default_model,
     parse_size,
 )
-from isaseg_cli.errors import CheckpointError, InputError
+from isaseg_cli.errors import InputError
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.loop import TrainResult
@@ -80,24 +82,61 @@ def train_cli(
     num_classes: Annotated[
         int | None, typer.Option(min=2, metavar="N", help="Class count (names class0...).")
     ] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="DEVICE",
+            help="auto (default), cpu, cuda, cuda:N or mps (torchrun: each rank's GPU).",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        Literal["fp32", "bf16", "fp16"] | None,
+        typer.Option(help="fp32 (default) as published; bf16/fp16 autocast (fp16: GPU only)."),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(metavar="N", help="Seed (default 0, or the resumed run's).")
     ] = None,
     cudnn_benchmark: Annotated[
-        bool, typer.Option("--cudnn-benchmark", help="Let cuDNN pick the fastest kernels.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--cudnn-benchmark/--no-cudnn-benchmark",
+            help="Let cuDNN pick the fastest kernels (default: off).",
+            show_default=False,
+        ),
+    ] = None,
     cuda_graphs: CudaGraphsOpt = None,
     recompute: RecomputeOpt = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from WORK_DIR/latest.pth.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue WORK_DIR's run (latest.pth) with all its settings; options given "
+            "override them with a note, except those of the recipe and weights (--dataset, "
+            "--classes, --num-classes, --crop-size, --lr, --set, --pretrained, --from): refused.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Delete an earlier run's files in the work dir, then start anew."
+        ),
     ] = False,
     val_interval: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Validate every N iterations (0: off).")
     ] = None,
     checkpoint_interval: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Save every N iterations.")
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Keep the newest N iter_<k>.pth (default 3; 0: all); best.pth and latest.pth "
+            "always stay.",
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Loader processes per process.")
@@ -108,23 +147,36 @@ def train_cli(
     """Train a zoo model with its published recipe, or adapt it to your data.
 
     Under `torchrun --nproc-per-node N -m isaseg_cli train ...` the batch is split over the
-    processes (DDP, SyncBatchNorm on CUDA). Ctrl-C loses at most the work since the last
-    checkpoint; --resume continues bit for bit from there, with the run's own settings unless
-    options change them.
+    processes (DDP, SyncBatchNorm on CUDA). A new run refuses a work dir that holds an earlier
+    one (--resume or --overwrite). Ctrl-C or SIGTERM loses at most the work since the last
+    checkpoint (exit 130, or 143 after SIGTERM); --resume continues bit for bit from there.
     """
     from isaseg_cli.data.datasets import default_data_root
     from isaseg_cli.engine.loop import fit
+    from isaseg_cli.engine.train_state import read_resume_point
     from isaseg_cli.report.dataset_check import check_before_run
     from isaseg_cli.zoo.catalog import resolve_entry
 
-    zoo_entry = resolve_entry(model or default_model())
-    work = work_dir or Path("work_dirs") / zoo_entry.name
-    base = _resumed_entry(work, model) if resume else zoo_entry
-    entry = _entry(base, dataset, classes, num_classes, crop_size, lr, settings or [])
-    root = data_root or default_data_root(entry.data.dataset)
+    _check_json_out(json_out)
+    if resume:
+        recipe = {"--dataset": dataset, "--classes": classes, "--num-classes": num_classes}
+        recipe |= {"--crop-size": crop_size, "--lr": lr, "--set": settings}
+        recipe |= {"--pretrained": pretrained, "--from": init_from, "--overwrite": overwrite}
+        _refuse_with_resume(recipe)
+        work = work_dir or Path("work_dirs") / resolve_entry(model or default_model()).name
+        point = read_resume_point(work)
+        if model is not None and resolve_entry(model).name != point.entry.name:
+            raise InputError(f"{work} holds a run of {point.entry.name}, not of {model}")
+        entry, start, resume_from = point.entry, {}, point
+    else:
+        zoo_entry = resolve_entry(model or default_model())
+        work = work_dir or Path("work_dirs") / zoo_entry.name
+        entry = _entry(zoo_entry, dataset, classes, num_classes, crop_size, lr, settings or [])
+        start, resume_from = _starting_weights(entry, pretrained, init_from), None
+    saved_root = resume_from.settings.get("data_root") if resume_from is not None else None
+    root = data_root or (Path(saved_root) if saved_root else default_data_root(entry.data.dataset))
     check_before_run(entry.data, root, "train")
-    start = _starting_weights(entry, pretrained, init_from, resume)
-    with _render.progress_bars() as update:
+    with _sigterm_as_interrupt() as terminated, _render.progress_bars() as update:
 
         def on_download(done: int, total: int | None) -> None:
             update("download (MB)", done >> 20, None if total is None else total >> 20)
@@ -132,18 +184,20 @@ def train_cli(
         try:
             result = fit(
                 entry,
-                data_root=root,
+                data_root=data_root,
                 work_dir=work,
                 device=device,
                 precision=precision,
                 seed=seed,
-                resume=resume,
+                resume=resume_from or False,
+                overwrite=overwrite,
                 trust=trust_checkpoint,
                 max_iters=max_iters,
                 batch_size=batch_size,
                 workers=workers,
                 val_interval=val_interval,
                 checkpoint_interval=checkpoint_interval,
+                keep_checkpoints=keep_checkpoints,
                 cudnn_benchmark=cudnn_benchmark,
                 cuda_graphs=cuda_graphs,
                 recompute=recompute,
@@ -153,7 +207,11 @@ def train_cli(
                 **start,
             )
         except KeyboardInterrupt:
-            _render.warn(f"stopped; add --resume to continue from the last checkpoint in {work}")
+            if _render.is_main_process():
+                _render.warn(_stopped(work))
+            if terminated():
+                _render.error("terminated (SIGTERM)")
+                raise typer.Exit(143) from None
             raise
     if _render.is_main_process():
         _show(result)
@@ -161,21 +219,68 @@ def train_cli(
             _render.write_json(json_out, result.to_dict())
 
 
-def _resumed_entry(work: Path, model: str | None) -> ZooEntry:
-    """The entry stored in the run's ``latest.pth``, so a resumed run keeps its recipe."""
-    from isaseg_cli.engine.checkpoint import entry_from_meta, read_checkpoint
-    from isaseg_cli.zoo.catalog import resolve_entry
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turns SIGTERM (what batch schedulers send before they kill a job) into a
+    KeyboardInterrupt, so it stops like Ctrl-C: no partial checkpoint, a hint to resume.
 
-    path = work / "latest.pth"
-    if not path.is_file():
-        raise InputError(f"nothing to resume: {path} does not exist (start without --resume)")
-    meta = read_checkpoint(path).get("meta")
-    entry = entry_from_meta(meta, str(path)) if isinstance(meta, dict) else None
-    if entry is None:
-        raise CheckpointError(f"{path} was not written by isaseg train, so it cannot be resumed")
-    if model is not None and resolve_entry(model).name != entry.name:
-        raise InputError(f"{work} holds a run of {entry.name}, not of {model}")
-    return entry
+    Yields a function that says whether SIGTERM came.
+    """
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        del frame
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedding program): its handler stays
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(work: Path) -> str:
+    """Where the stopped run left its files, and how to go on."""
+    from isaseg_cli.engine.train_workdir import run_files
+
+    latest, log = work / "latest.pth", work / "log.jsonl"
+    if not latest.is_file():
+        if not run_files(work):
+            return "stopped before training began; nothing was written"
+        return f"stopped before the first checkpoint (log: {log}); start again with --overwrite"
+    command = f"isaseg train --resume --work-dir {shlex.quote(str(work))}"
+    return (
+        f"stopped; checkpoints in {work} (latest.pth -> {latest.resolve().name}), log {log}; "
+        f"continue with: {command}"
+    )
+
+
+def _refuse_with_resume(recipe: dict[str, object]) -> None:
+    """The options that would change a resumed run's recipe or weights are refused."""
+    given = [flag for flag, value in recipe.items() if value not in (None, False, [])]
+    if given:
+        raise InputError(
+            f"--resume continues the run's own recipe and weights, so {', '.join(given)} "
+            "cannot be given with it (to change them, start a new run: --from WORK_DIR/latest.pth)"
+        )
+
+
+def _check_json_out(path: Path | None) -> None:
+    """Fails now, not after hours of training, when the summary could not be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"--json-out {path} is a folder; name a file")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError(f"--json-out {path}: cannot write into {folder}")
 
 
 def _entry(
@@ -242,13 +347,11 @@ def _with_classes(
 
 
 def _starting_weights(
-    entry: ZooEntry, pretrained: str | None, init_from: str | None, resume: bool
+    entry: ZooEntry, pretrained: str | None, init_from: str | None
 ) -> dict[str, Path | WeightsSpec | None]:
-    """``pretrained``/``init_from`` for fit: none when resuming, the entry's backbone by default."""
+    """``pretrained``/``init_from`` for fit: the entry's backbone by default."""
     if init_from is not None and pretrained is not None:
         raise InputError("--from and --pretrained exclude each other (--from sets every weight)")
-    if resume:
-        return {}
     if init_from is not None:
         return {"init_from": _source(init_from, "--from", checkpoint=True)}
     if pretrained is None:
@@ -288,7 +391,10 @@ def _show(result: TrainResult) -> None:
         f"{result.batch_size}){figures}"
     )
     if result.checkpoint is not None:
-        _render.info(f"Checkpoint: {result.checkpoint} (and latest.pth)")
+        _render.info(f"Checkpoint: {result.checkpoint} (also {result.work_dir / 'latest.pth'})")
+    if result.checkpoints:
+        names = ", ".join(path.name for path in result.checkpoints)
+        _render.info(f"Checkpoints kept in {result.work_dir}: {names}")
     if result.best_miou is not None:
         _render.info(
             f"Best mIoU {result.best_miou:.2f} at iteration {result.best_iter}: {result.best}"

@@ -6,6 +6,7 @@ load into mmseg. Our ``meta["isaseg"]`` also stores the zoo entry, so a file reb
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from isaseg_cli.engine.openmmlab_objects import OPENMMLAB_GLOBALS
-from isaseg_cli.errors import CheckpointError
+from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.zoo.spec import ZooEntry, from_dict, to_dict
 
 # Globals that make a pickle run commands or code when loaded. No checkpoint needs them, so a file
@@ -351,13 +352,42 @@ def model_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Writes ``payload`` (``state_dict``, ``meta`` and optional resume state) atomically."""
+    """Writes ``payload`` (``state_dict``, ``meta`` and optional resume state) atomically: into a
+    hidden ``.<name>.tmp`` first, renamed over ``path`` only once complete.
+
+    Raises:
+        InputError: the file cannot be written (a full or read-only disk); ``path`` is then
+            unchanged and no partial file is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save(payload, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.save(payload, tmp)  # its writes run in C++: Ctrl-C is handled after them
+        except RuntimeError:
+            _write_more(tmp)  # raises the OSError that torch's message leaves out
+            raise  # not a write failure: a bug, keep its traceback
         os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {_write_failure(exc, path)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_more(tmp: Path) -> None:
+    """Appends 1 MiB to the partial file that ``torch.save`` left: on the disk that failed its
+    write (``[enforce fail at inline_container.cc]``) this fails too, with the OS's reason."""
+    with tmp.open("ab") as file:
+        file.write(bytes(1 << 20))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _write_failure(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the disk; free some space or write elsewhere"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only; write elsewhere"
+    return f"{exc.strerror or type(exc).__name__}; check {path.parent}"

@@ -14,9 +14,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from isaseg_cli.data.datasets import Sample, dataset_classes, list_samples
+from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.data.loader import iterate_forever
-from isaseg_cli.engine import train_state
+from isaseg_cli.engine import train_state, train_workdir
 from isaseg_cli.engine.checkpoint import apply_weights
 from isaseg_cli.engine.cuda_graphs import graph_training_forward
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
@@ -31,8 +31,17 @@ from isaseg_cli.engine.distributed import (
 from isaseg_cli.engine.loss import segmentation_losses
 from isaseg_cli.engine.pretrained import WeightsReport, WeightsSource, initialise
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
-from isaseg_cli.engine.train_log import TrainLog
-from isaseg_cli.engine.train_run import TrainRun, build_run, save, validate
+from isaseg_cli.engine.train_log import LOG_NAME, TrainLog
+from isaseg_cli.engine.train_run import (
+    TrainRun,
+    build_run,
+    prune,
+    save,
+    save_errors_hint,
+    validate,
+)
+from isaseg_cli.engine.train_state import ResumePoint
+from isaseg_cli.engine.train_workdir import BEST, LATEST
 from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import ZooEntry
@@ -61,6 +70,7 @@ class TrainResult:
     best_iter: int | None
     weights: WeightsReport | None
     ranks_identical: bool | None
+    checkpoints: tuple[Path, ...]  # the iter_<k>.pth files left in work_dir (rank 0)
     model: nn.Module = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +78,8 @@ class TrainResult:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("work_dir", "checkpoint", "best"):
             data[name] = None if data[name] is None else str(data[name])
+        data["checkpoints"] = [str(path) for path in self.checkpoints]
+        data["log"] = str(self.work_dir / LOG_NAME)
         data["weights"] = self.weights.to_dict() if self.weights else None
         del data["entry"], data["model"]
         return {"model": self.entry.name, **data}
@@ -76,12 +88,13 @@ class TrainResult:
 def fit(
     entry: ZooEntry,
     *,
-    data_root: Path,
     work_dir: Path,
-    device: str = "auto",
-    precision: str = "fp32",
+    data_root: Path | None = None,
+    device: str | None = None,
+    precision: str | None = None,
     seed: int | None = None,
-    resume: bool = False,
+    resume: bool | ResumePoint = False,
+    overwrite: bool = False,
     pretrained: WeightsSource | None = None,
     init_from: WeightsSource | None = None,
     trust: bool = False,
@@ -90,7 +103,8 @@ def fit(
     workers: int | None = None,
     val_interval: int | None = None,
     checkpoint_interval: int | None = None,
-    cudnn_benchmark: bool = False,
+    keep_checkpoints: int | None = None,
+    cudnn_benchmark: bool | None = None,
     cuda_graphs: bool | None = None,
     recompute: bool | None = None,
     log_interval: int = LOG_INTERVAL,
@@ -105,17 +119,28 @@ def fit(
     Only rank 0 writes files and reports. ``iter_<k>.pth`` and ``latest.pth`` are written every
     ``checkpoint_interval`` iterations and at the end; validation (mIoU) runs every
     ``val_interval`` iterations and at the end, keeping ``best.pth``. Ctrl-C stops at once and
-    loses the work since the last checkpoint (files are written atomically).
+    loses the work since the last checkpoint (files are written atomically). Every option is
+    checked before the model is built or any weights are downloaded.
+
+    Options left at None take the entry's value, or when resuming the run's own (stored in its
+    checkpoints); a given one that changes the run's is reported through ``on_message``.
 
     Args:
-        entry: the recipe; ``train.batch_size`` is the total over all processes.
-        data_root: the dataset root (train split, and val split when validating).
-        work_dir: checkpoints, ``log.jsonl`` and TensorBoard events.
-        device: ``auto``, ``cpu``, ``cuda`` (each process takes ``cuda:LOCAL_RANK``) or ``mps``.
-        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and a gradient scaler).
+        entry: the recipe; ``train.batch_size`` is the total over all processes. When
+            resuming, the run's own entry is used and ``entry`` must be of the same model.
+        work_dir: checkpoints, ``log.jsonl`` and TensorBoard events. A new run refuses a
+            folder that holds an earlier run's files, unless ``overwrite``.
+        data_root: the dataset root (train split, and val split when validating); default
+            ``default_data_root`` of the entry's dataset.
+        device: ``auto`` (default), ``cpu``, ``cuda`` (each process takes
+            ``cuda:LOCAL_RANK``) or ``mps``.
+        precision: ``fp32`` (default), ``bf16`` (autocast) or ``fp16`` (autocast and a
+            gradient scaler).
         seed: seeds model init, dropout and the data order; default 0, or the resumed run's.
         resume: continue from ``work_dir/latest.pth`` (weights, optimizer, schedule, RNG and
-            data position), ending with the weights an uninterrupted run would have.
+            data position), ending with the weights an uninterrupted run would have; a
+            ``ResumePoint`` already read (``read_resume_point``) saves reading it again.
+        overwrite: delete an earlier run's files in ``work_dir`` (``run_files``) first.
         pretrained: an ImageNet ResNetV1c (file, or a spec downloaded to the cache).
         init_from: a segmentation checkpoint to fine-tune from; its classifiers are
             re-initialised when the number of classes differs.
@@ -124,6 +149,8 @@ def fit(
         max_iters, batch_size, workers, val_interval, checkpoint_interval: override the
             entry's ``train`` values (``val_interval`` 0: no validation); the checkpoints'
             meta records the result.
+        keep_checkpoints: how many ``iter_<k>.pth`` to keep, newest first (default 3; 0: all);
+            ``best.pth`` and ``latest.pth`` always stay. Deletions go to the log.
         cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
         cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
             single process); ``engine.cuda_graphs`` says why.
@@ -137,39 +164,78 @@ def fit(
 
     Raises:
         DatasetNotFoundError: a missing data root or split, or an empty split.
-        InputError: an unwritable work dir, nothing to resume, a bad batch size or device.
+        InputError: an unwritable or used work dir, nothing to resume, a bad batch size or
+            device, a full disk while saving.
         CheckpointError: unfitting or unreadable starting weights or resume checkpoint.
     """
     info = dist_info()
     say = on_message if on_message is not None and info.is_main else _ignore
-    entry = _override(entry, max_iters, batch_size, workers, val_interval, checkpoint_interval)
+    point: ResumePoint | None = None
+    if isinstance(resume, ResumePoint):
+        point = resume
+    elif resume:
+        point = train_state.read_resume_point(work_dir)
+    if point is not None:
+        if pretrained is not None or init_from is not None:
+            raise InputError("a resumed run continues from its own weights, not new ones")
+        if entry.name != point.entry.name:
+            raise InputError(f"{work_dir} holds a run of {point.entry.name}, not of {entry.name}")
+        entry = point.entry
+    given_train = (max_iters, batch_size, workers, val_interval, checkpoint_interval)
+    notes = train_state.train_overrides(entry, given_train) if point is not None else []
+    entry = _override(entry, *given_train)
     spec = entry.train
+    given = {
+        "data_root": data_root,
+        "device": device,
+        "precision": precision,
+        "cudnn_benchmark": cudnn_benchmark,
+        "cuda_graphs": cuda_graphs,
+        "recompute": recompute,
+        "keep_checkpoints": keep_checkpoints,
+    }
+    settings, more_notes = train_state.resolve_settings(
+        given, point.settings if point else {}, default_data_root(entry.data.dataset)
+    )
+    notes += more_notes
+    if settings.keep_checkpoints < 0:
+        raise InputError(f"--keep-checkpoints must be 0 (keep all) or more, not {keep_checkpoints}")
     if pretrained is not None and init_from is not None:
         raise InputError("start from a pretrained backbone or from a checkpoint, not both")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device)
     if torch_device.type == "cuda" and info.distributed:
         torch_device = torch.device("cuda", info.local_rank)
-    check_precision(precision, torch_device)
-    use_graphs = _use_cuda_graphs(cuda_graphs, torch_device, info)
+    check_precision(settings.precision, torch_device)
+    use_graphs = _use_cuda_graphs(settings.cuda_graphs, torch_device, info)
     if spec.batch_size % info.world_size:
         raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
     if len(dataset_classes(entry.data)) != entry.model.num_classes:
         raise SpecError(f"{entry.name}: model.num_classes does not match the dataset's classes")
-    train_samples = list_samples(entry.data, data_root, "train")
-    val_samples = _val_samples(entry, data_root) if spec.eval_interval > 0 else []
-    payload = train_state.read_resume_payload(work_dir) if resume else None
+    root = Path(settings.data_root)
+    train_samples = list_samples(entry.data, root, "train")
+    if -(-len(train_samples) // info.world_size) < spec.batch_size // info.world_size:
+        raise InputError(
+            f"the train split has {len(train_samples)} images, too few for a batch of "
+            f"{spec.batch_size} on {info.world_size} process(es) (--batch-size)"
+        )
+    val_samples = _val_samples(entry, root) if spec.eval_interval > 0 else []
     if info.is_main:
-        _check_writable(work_dir)
-        if payload is None and (work_dir / train_state.LATEST).exists():
-            say(f"{work_dir} holds an earlier run: its files are replaced (--resume continues it)")
+        train_workdir.check_writable(work_dir)
+    if point is None:
+        train_workdir.check_unused(work_dir, overwrite=overwrite)
+    payload = point.payload if point is not None else None
     if seed is None:
         seed = int(payload["run"]["seed"]) if payload else 0
 
     created = init_process_group(info, torch_device)
     run: TrainRun | None = None
     try:
+        if info.is_main:
+            _prepare(work_dir, overwrite and point is None, say)
+        for note in notes:
+            say(f"resume: {note}")
         torch.manual_seed(seed)
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         sync_bn = info.distributed and torch_device.type == "cuda"
         model = build_model(entry.model, sync_bn=sync_bn)
         report = None
@@ -185,7 +251,7 @@ def fit(
             if report is not None:
                 say(f"weights: {report.summary()}")
         else:
-            apply_weights(model, payload, str(work_dir / train_state.LATEST))
+            apply_weights(model, payload, str(work_dir / LATEST))
         run = build_run(
             entry,
             model,
@@ -193,12 +259,12 @@ def fit(
             val_samples,
             work_dir,
             torch_device,
-            precision,
+            settings.precision,
             seed,
             info,
-            recompute=recompute,
+            recompute=settings.recompute,
         )
-        run.cuda_graphs = use_graphs
+        run.cuda_graphs, run.settings = use_graphs, settings
         start_iter = 0
         if payload is not None:
             start_iter = train_state.restore(
@@ -216,7 +282,7 @@ def fit(
             run.log = TrainLog(work_dir, append=payload is not None)
         start = time.perf_counter()
         losses, checkpoint = _train(
-            run, start_iter, log_interval, on_progress if info.is_main else None
+            run, start_iter, log_interval, on_progress if info.is_main else None, say
         )
         seconds = time.perf_counter() - start
         if checkpoint is None and start_iter == spec.iters:
@@ -236,17 +302,18 @@ def fit(
         iterations=spec.iters,
         seconds=seconds,
         device=str(torch_device),
-        precision=precision,
+        precision=settings.precision,
         seed=seed,
         world_size=info.world_size,
         batch_size=spec.batch_size,
         losses=losses,
         checkpoint=checkpoint,
-        best=work_dir / train_state.BEST if run.best_iter is not None else None,
+        best=work_dir / BEST if run.best_iter is not None else None,
         best_miou=run.best_miou,
         best_iter=run.best_iter,
         weights=report,
         ranks_identical=identical,
+        checkpoints=tuple(train_workdir.iter_checkpoints(work_dir)) if info.is_main else (),
         model=model,
     )
 
@@ -287,7 +354,11 @@ def _use_cuda_graphs(asked: bool | None, device: torch.device, info: DistInfo) -
 
 
 def _train(
-    run: TrainRun, start_iter: int, log_interval: int, on_progress: ProgressCallback | None
+    run: TrainRun,
+    start_iter: int,
+    log_interval: int,
+    on_progress: ProgressCallback | None,
+    say: Callable[[str], None],
 ) -> tuple[dict[str, float], Path | None]:
     spec = run.entry.train
     batches = iterate_forever(run.loader, start_iter)
@@ -337,11 +408,13 @@ def _train(
         due_save = iteration % spec.checkpoint_interval == 0 or final
         if (due_val or due_save) and run.info.distributed:
             broadcast_buffers(run.model)
-        if due_val:
-            validate(run, iteration, on_progress)
-            run.net.train()
-        if due_save and run.info.is_main:
-            checkpoint = save(run, iteration)
+        with save_errors_hint(run.work_dir):
+            if due_val:
+                validate(run, iteration, on_progress)
+                run.net.train()
+            if due_save and run.info.is_main:
+                checkpoint = save(run, iteration)
+                prune(run, iteration, say)
         if due_val or due_save:  # keep the it/s figure to training alone
             window_start = time.perf_counter()
     return figures, checkpoint
@@ -402,15 +475,18 @@ def _val_samples(entry: ZooEntry, data_root: Path) -> list[Sample]:
         raise DatasetNotFoundError(f"{exc} (--val-interval 0 trains without validation)") from None
 
 
-def _check_writable(work_dir: Path) -> None:
-    probe = work_dir / ".isaseg-write-test"
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise InputError(f"cannot write to the work dir {work_dir}: {reason}") from None
+def _prepare(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
+    """Creates the work dir; deletes the earlier run's files (``overwrite``) and the partial
+    checkpoints of a killed one."""
+    train_workdir.create(work_dir)
+    if overwrite:
+        deleted = train_workdir.clear_run(work_dir)
+        if deleted:
+            say(f"--overwrite: deleted the earlier run in {work_dir} ({len(deleted)} file(s))")
+    stale = train_workdir.remove_partial_files(work_dir)
+    if stale:
+        names = ", ".join(path.name for path in stale)
+        say(f"deleted {names}: partial checkpoint file(s) of an interrupted run")
 
 
 def _ignore(message: str) -> None:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from isaseg_cli.errors import InputError
+
 LOG_NAME = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -26,9 +28,17 @@ class TrainLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Writes ``record`` (which holds ``iter``); numbers also go to TensorBoard as
-        ``<mode>/<name>``."""
-        self._file.write(json.dumps(record, default=_plain) + "\n")
-        self._file.flush()
+        ``<mode>/<name>``.
+
+        Raises:
+            InputError: the log cannot be written (a full disk).
+        """
+        try:
+            self._file.write(json.dumps(record, default=_plain) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(f"cannot write {self.path}: {reason}") from None
         if self._writer is not None:
             mode = record.get("mode", "train")
             for name, value in record.items():
@@ -41,7 +51,10 @@ class TrainLog:
                         self._writer.add_scalar(f"{mode}/{name}", value, record["iter"])
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the flush of a line that ``write`` already reported as failed
         if self._writer is not None:
             self._writer.close()
 

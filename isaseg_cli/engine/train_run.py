@@ -4,6 +4,8 @@ steps that the loop takes every K iterations."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader
 from isaseg_cli.data.datasets import Sample
 from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
-from isaseg_cli.engine import train_state
+from isaseg_cli.engine import train_state, train_workdir
 from isaseg_cli.engine.checkpoint import model_state_dict, save_checkpoint
 from isaseg_cli.engine.distributed import DistInfo
 from isaseg_cli.engine.fast import prepare_for_training
@@ -25,6 +27,8 @@ from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.optim import build_optimizer, build_scheduler
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.engine.train_log import TrainLog
+from isaseg_cli.engine.train_workdir import BEST, LATEST
+from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -52,6 +56,7 @@ class TrainRun:
     best_miou: float | None = None
     best_iter: int | None = None
     cuda_graphs: bool = False  # the training forward/backward replay CUDA graphs
+    settings: train_state.RunSettings | None = None  # stored in each checkpoint for --resume
 
 
 def build_run(
@@ -144,7 +149,7 @@ def validate(run: TrainRun, iteration: int, on_progress: ProgressCallback | None
             seed=run.seed,
         )
         payload = {"meta": meta, "state_dict": model_state_dict(run.model)}
-        save_checkpoint(run.work_dir / train_state.BEST, payload)
+        save_checkpoint(run.work_dir / BEST, payload)
 
 
 def save(run: TrainRun, iteration: int) -> Path:
@@ -159,8 +164,33 @@ def save(run: TrainRun, iteration: int) -> Path:
         "world_size": run.info.world_size,
         "best_mIoU": run.best_miou,
         "best_iter": run.best_iter,
+        "settings": run.settings.to_dict() if run.settings is not None else {},
     }
     state = train_state.resume_state(
         iteration, run.optimizer, run.scheduler, run.scaler, run.device, about
     )
     return train_state.save_training_checkpoint(run.work_dir, run.model, meta, state)
+
+
+@contextmanager
+def save_errors_hint(work_dir: Path) -> Iterator[None]:
+    """Adds to a failed save (a full disk) which checkpoint is intact and how to go on."""
+    try:
+        yield
+    except InputError as exc:
+        latest = work_dir / LATEST
+        if latest.is_file():
+            where = f"{latest} ({latest.resolve().name}) is intact: make room, then add --resume"
+        else:
+            where = "no checkpoint was saved yet"
+        raise InputError(f"{exc}; {where}") from None
+
+
+def prune(run: TrainRun, iteration: int, say: Callable[[str], None]) -> None:
+    """Deletes the ``iter_<k>.pth`` beyond ``--keep-checkpoints`` and says which, in the log too."""
+    keep = run.settings.keep_checkpoints if run.settings else train_state.KEEP_CHECKPOINTS
+    deleted = [path.name for path in train_workdir.prune_checkpoints(run.work_dir, keep)]
+    if deleted:
+        if run.log is not None:
+            run.log.write({"iter": iteration, "mode": "checkpoint", "deleted": deleted})
+        say(f"deleted {', '.join(deleted)} (--keep-checkpoints {keep})")

@@ -1,7 +1,8 @@
 """Training checkpoints: mmseg's ``state_dict`` + ``meta`` plus our resume state, atomically.
 
 Keys beside mmseg's: ``optimizer``, ``scheduler``, ``scaler`` (fp16 only), ``iter``, ``rng``
-(torch, CUDA, numpy and Python generators) and ``run`` (seed, batch, world size, best mIoU).
+(torch, CUDA, numpy and Python generators) and ``run`` (seed, batch, world size, best mIoU and
+the run's ``settings``: data root, device, precision...).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +22,16 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from isaseg_cli.engine.checkpoint import (
     build_meta,
+    entry_from_meta,
     model_state_dict,
     read_checkpoint,
     save_checkpoint,
 )
+from isaseg_cli.engine.train_workdir import LATEST, iter_name, run_files
 from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.zoo.spec import ZooEntry
 
-LATEST = "latest.pth"
-BEST = "best.pth"
 RESUME_KEYS = ("optimizer", "scheduler", "iter", "rng", "run")
-
-
-def iter_name(iteration: int) -> str:
-    return f"iter_{iteration}.pth"
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -87,28 +85,111 @@ def save_training_checkpoint(
     path = save_checkpoint(work_dir / iter_name(resume_state["iter"]), payload)
     latest = work_dir / LATEST
     tmp = work_dir / f".{LATEST}.tmp"
-    tmp.unlink(missing_ok=True)
     try:
-        tmp.symlink_to(path.name)
-    except OSError:
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, latest)
+        tmp.unlink(missing_ok=True)
+        try:
+            tmp.symlink_to(path.name)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, latest)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot point {latest} at {path.name}: {reason}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # left only when this failed or was interrupted
     return path
 
 
-def read_resume_payload(work_dir: Path) -> dict[str, Any]:
-    """The contents of ``work_dir/latest.pth``, checked to hold the resume state.
+KEEP_CHECKPOINTS = 3
+# The option that sets each field of ``RunSettings``, for the notes on a resumed run.
+_FLAGS = {
+    "data_root": "--data-root",
+    "device": "--device",
+    "precision": "--precision",
+    "cudnn_benchmark": "--cudnn-benchmark",
+    "cuda_graphs": "--cuda-graphs",
+    "recompute": "--recompute",
+    "keep_checkpoints": "--keep-checkpoints",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """The options of a run that its entry (the recipe) does not hold. Every checkpoint stores
+    them (``run.settings``), so a resumed run uses them unless told otherwise."""
+
+    data_root: str
+    device: str = "auto"
+    precision: str = "fp32"
+    cudnn_benchmark: bool = False
+    cuda_graphs: bool | None = None  # None: decided by the device
+    recompute: bool | None = None
+    keep_checkpoints: int = KEEP_CHECKPOINTS  # iter_<k>.pth files kept; 0: all
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FLAGS}
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """A run's ``latest.pth``, read once: its entry, its settings and the resume state."""
+
+    path: Path
+    entry: ZooEntry
+    settings: dict[str, Any]
+    payload: dict[str, Any]
+
+
+def read_resume_point(work_dir: Path) -> ResumePoint:
+    """Reads ``work_dir/latest.pth`` for ``fit(resume=...)``.
 
     Raises:
         InputError: there is no ``latest.pth``.
-        CheckpointError: it is unreadable or holds weights only.
+        CheckpointError: it is unreadable, holds weights only, or was not written by isaseg.
     """
     path = work_dir / LATEST
     if not path.is_file():
-        raise InputError(f"nothing to resume: {path} does not exist (start without --resume)")
+        hint = "start without --resume"
+        if run_files(work_dir):
+            hint = "the run stopped before its first checkpoint: start again with --overwrite"
+        raise InputError(f"nothing to resume: {path} does not exist ({hint})")
     payload = read_checkpoint(path)
     check_resume_payload(payload, path)
-    return payload
+    meta = payload.get("meta")
+    entry = entry_from_meta(meta) if isinstance(meta, dict) else None
+    if entry is None:
+        raise CheckpointError(f"{path} was not written by isaseg train, so it cannot be resumed")
+    stored = payload["run"].get("settings")
+    return ResumePoint(path, entry, dict(stored) if isinstance(stored, dict) else {}, payload)
+
+
+def resolve_settings(
+    given: dict[str, Any], stored: dict[str, Any], default_data_root: Path
+) -> tuple[RunSettings, list[str]]:
+    """Each setting: the ``given`` value (None: not given), else the run's ``stored`` one, else
+    the default; plus a note for every given value that changes a stored one.
+
+    Checkpoints from before settings were stored have none: the defaults apply then.
+    """
+    if given.get("data_root") is not None:
+        given = {**given, "data_root": str(Path(given["data_root"]).absolute())}
+    values: dict[str, Any] = {"data_root": str(default_data_root.absolute())}
+    values.update({k: v for k, v in stored.items() if k in _FLAGS})
+    notes = [
+        f"{_FLAGS[k]} {_shown(v)} instead of the run's {_shown(values[k])}"
+        for k, v in given.items()
+        if v is not None and k in stored and values[k] != v
+    ]
+    values.update({k: v for k, v in given.items() if v is not None})
+    return RunSettings(**values), notes
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def resume_state(
@@ -175,3 +256,14 @@ def check_resume_payload(payload: dict[str, Any], path: Path) -> None:
             f"{path} has weights but no resume state ({', '.join(missing)} missing); "
             "start a new run (with --from to fine-tune from it) instead of --resume"
         )
+
+
+def train_overrides(entry: ZooEntry, values: tuple[int | None, ...]) -> list[str]:
+    """Notes for the ``train`` values given with --resume that change the run's own."""
+    flags = ("--max-iters", "--batch-size", "--workers", "--val-interval", "--checkpoint-interval")
+    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
+    return [
+        f"{flag} {value} instead of the run's {getattr(entry.train, name)}"
+        for flag, name, value in zip(flags, names, values, strict=True)
+        if value is not None and value != getattr(entry.train, name)
+    ]
