@@ -87,7 +87,7 @@ def train_cli(
         typer.Option(
             "--device",
             metavar="DEVICE",
-            help="auto (default), cpu, cuda, cuda:N or mps (torchrun: each rank's GPU).",
+            help="auto, cpu, cuda, cuda:N or mps (under torchrun cuda means each rank's GPU).",
             show_default=False,
         ),
     ] = None,
@@ -134,7 +134,7 @@ def train_cli(
         typer.Option(
             min=0,
             metavar="N",
-            help="Keep the newest N iter_<k>.pth (default 3; 0: all); best.pth and latest.pth "
+            help="Keep the newest N iter_K.pth (default 3; 0: all); best.pth and latest.pth "
             "always stay.",
         ),
     ] = None,

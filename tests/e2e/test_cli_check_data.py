@@ -22,8 +22,12 @@ FINDING_ROW = re.compile(r"^│ ([a-z ]+?)\s+│ (.+?)\s+│$", re.MULTILINE)
 
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A wide console, so each finding is one table row as a person sees it in a wide terminal."""
-    monkeypatch.setattr(_render.console, "width", 400)
+    """A wide console, so each finding is one table row as a person sees it in a wide terminal.
+
+    Console.width's setter stores ``_width``; patching that restores the console's own
+    sizing (None: the terminal's, or $COLUMNS) afterwards, where patching ``width`` would
+    freeze every later test at the width read here."""
+    monkeypatch.setattr(_render.console, "_width", 400)
 
 
 def check(root: Path, *extra: str):

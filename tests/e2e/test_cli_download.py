@@ -394,7 +394,7 @@ def test_train_offline_says_how_to_start_without_the_backbone(
 
     monkeypatch.setenv("ISASEG_MIRROR", f"http://127.0.0.1:{closed_port()}")
     args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w"), *TINY]
-    result = runner.invoke(app, [*args, "--max-iters", "1"])
+    result = runner.invoke(app, [*args, "--max-iters", "1", "--batch-size", "2"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     error = " ".join(result.output.split())
     assert str(home / "checkpoints" / "resnet50_v1c-2cccc1ad.pth") in error

@@ -113,7 +113,8 @@ def test_eval_gives_the_plain_state_dicts_scores(files, variant, tmp_path: Path)
     for name in ("plain", variant):
         out = tmp_path / f"{name}.json"
         args = ["eval", "--checkpoint", str(files[name]), "--data-root", str(root)]
-        result = runner.invoke(app, [*args, "--device", "cpu", "--workers", "0", "--json-out", out])
+        args += ["--device", "cpu", "--workers", "0", "--json-out", str(out)]
+        result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         scores[name] = json.loads(out.read_text())
     assert scores[variant]["mIoU"] == scores["plain"]["mIoU"]
