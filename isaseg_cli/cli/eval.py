@@ -272,7 +272,14 @@ def _load(
                 bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
             bars[0]("download weights", done, total)
 
-        return load_model(entry, checkpoint, device=device, trust=trust, on_download=on_download)
+        return load_model(
+            entry,
+            checkpoint,
+            device=device,
+            trust=trust,
+            on_download=on_download,
+            on_status=_render.status,
+        )
 
 
 @contextlib.contextmanager

@@ -201,7 +201,9 @@ def _load(
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None
-        return Segmenter.from_zoo(name, on_download=on_download, **options)
+        return Segmenter.from_zoo(
+            name, on_download=on_download, on_status=_render.status, **options
+        )
 
 
 def _report(

@@ -108,11 +108,13 @@ def ensure_weights_once(
     weights: WeightsSpec,
     info: DistInfo | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Path:
     """The cached path of published weights, downloaded by one process per machine.
 
-    The cache has no lock between processes, so under torchrun rank 0 fetches first, then the
-    first process of every other machine, then everyone else finds the verified file.
+    The cache's file lock would make concurrent fetches safe anyway; taking turns (rank 0,
+    then the first process of every other machine, then everyone else) keeps one progress
+    bar and one set of retry notes (``on_status``) per job.
     """
     from isaseg_cli.hub.fetch import ensure_weights
 
@@ -121,7 +123,12 @@ def ensure_weights_once(
     path = None
     for turn in (info.is_main, info.local_rank == 0, True):
         if turn and path is None:
-            path = ensure_weights(weights, on_progress=on_progress if info.is_main else None)
+            main = info.is_main
+            path = ensure_weights(
+                weights,
+                on_progress=on_progress if main else None,
+                on_status=on_status if main else None,
+            )
         if synchronised:
             dist.barrier()
     assert path is not None

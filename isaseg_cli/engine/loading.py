@@ -109,6 +109,7 @@ def load_model(
     device: torch.device | str = "cpu",
     trust: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """Builds the model and loads its weights strictly, in eval mode on ``device``.
 
@@ -119,6 +120,7 @@ def load_model(
             downloaded into the cache on first use.
         trust: allow full unpickling of the checkpoint (only for trusted files).
         on_download: byte progress callback for a download.
+        on_status: one-line notes during a download (a retry, a wait for another process).
 
     Raises:
         CheckpointError: no way to know the architecture, or the weights do not fit it.
@@ -132,7 +134,9 @@ def load_model(
         from isaseg_cli.engine.distributed import ensure_weights_once
 
         try:
-            checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
+            checkpoint = ensure_weights_once(
+                entry.weights, on_progress=on_download, on_status=on_status
+            )
         except DownloadError as exc:
             # the same class: a checksum mismatch stays a ChecksumError
             raise type(exc)(

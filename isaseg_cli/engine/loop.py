@@ -247,6 +247,7 @@ def fit(
                 info=info,
                 trust=trust,
                 on_download=on_download,
+                on_status=say,
             )
             if report is not None:
                 say(f"weights: {report.summary()}")

@@ -68,6 +68,7 @@ def initialise(
     info: DistInfo | None = None,
     trust: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> WeightsReport | None:
     """mmseg's initialisation, then the ImageNet backbone or a checkpoint to fine-tune from.
 
@@ -83,7 +84,7 @@ def initialise(
     if source is None:
         return None
     instead = "--from FILE" if init_from is not None else "--pretrained FILE or --pretrained none"
-    path = _fetch(source, info or DistInfo(), on_download, instead)
+    path = _fetch(source, info or DistInfo(), on_download, on_status, instead)
     if init_from is not None:
         return load_finetune_weights(model, path, trust=trust)
     return load_pretrained_backbone(model, path, trust=trust)
@@ -93,12 +94,13 @@ def _fetch(
     source: WeightsSource,
     info: DistInfo,
     on_download: Callable[[int, int | None], None] | None,
+    on_status: Callable[[str], None] | None,
     instead: str,
 ) -> Path:
     if isinstance(source, Path):
         return source
     try:
-        return ensure_weights_once(source, info, on_download)
+        return ensure_weights_once(source, info, on_download, on_status)
     except DownloadError as exc:
         raise type(exc)(f"{exc}; or start from a local file instead: {instead}") from None
 

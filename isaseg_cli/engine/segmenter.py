@@ -195,13 +195,14 @@ class Segmenter:
         *,
         device: str | torch.device = "auto",
         on_download: Callable[[int, int | None], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
         **options: object,
     ) -> Segmenter:
         """A zoo model by name or alias, with its published weights (downloaded on first use).
 
         ``options`` are the keyword arguments of ``Segmenter`` (precision, mode, ms_flip, ...).
         """
-        loaded = load_model(resolve_entry(name), on_download=on_download)
+        loaded = load_model(resolve_entry(name), on_download=on_download, on_status=on_status)
         return cls(loaded, device=device, **options)  # type: ignore[arg-type]
 
     @classmethod

@@ -384,6 +384,7 @@ def test_predict_offline_says_how_to_use_a_local_checkpoint(
     error = " ".join(result.output.split())  # rich may wrap the one long line
     assert "connection refused" in error and "isaseg download FILE" in error
     assert "--checkpoint FILE --model isanet_r50-d8_4xb2-80k_cityscapes-769x769" in error
+    assert "retry 2/2 in 1 s: connection refused" in error  # not silence while it retries
     assert not (tmp_path / "m.png").exists()
 
 
@@ -399,6 +400,7 @@ def test_train_offline_says_how_to_start_without_the_backbone(
     error = " ".join(result.output.split())
     assert str(home / "checkpoints" / "resnet50_v1c-2cccc1ad.pth") in error
     assert "--pretrained FILE or --pretrained none" in error
+    assert "retry 2/2 in 1 s: connection refused" in error
 
 
 def test_a_killed_download_releases_its_lock_and_resumes(server: Files, tmp_path: Path) -> None:
