@@ -58,7 +58,16 @@ def _root(
 
 
 def _register() -> None:
-    from isaseg_cli.cli import benchmark, check_data, convert, download, predict, train, zoo
+    from isaseg_cli.cli import (
+        benchmark,
+        check_data,
+        convert,
+        download,
+        predict,
+        serve,
+        train,
+        zoo,
+    )
     from isaseg_cli.cli import eval as evaluate
 
     app.command("zoo")(_guarded(zoo.zoo_cli))
@@ -69,6 +78,7 @@ def _register() -> None:
     app.command("benchmark")(_guarded(benchmark.benchmark_cli))
     app.command("convert-cityscapes")(_guarded(convert.convert_cityscapes_cli))
     app.command("check-data")(_guarded(check_data.check_data_cli))
+    app.command("serve")(_guarded(serve.serve_cli))
 
 
 _register()

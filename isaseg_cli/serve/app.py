@@ -1,0 +1,121 @@
+"""The FastAPI app factory and the uvicorn runner of ``isaseg serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.serve.api_error import ApiError
+from isaseg_cli.serve.routes import error_response, router
+from isaseg_cli.serve.service import SegmentService
+from isaseg_cli.serve.settings import ServeSettings
+
+
+def build_app(segmenter: Segmenter, settings: ServeSettings) -> FastAPI:
+    """The HTTP app around ``segmenter``; its batcher starts and stops with the app's lifespan."""
+    service = SegmentService(segmenter, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="isaseg", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    app.include_router(router)
+
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
+        )
+        return error_response(ApiError(422, f"invalid request: {where or exc}"))
+
+    app.add_exception_handler(ApiError, refused)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, refused)
+    return _CountingApp(app, service)  # type: ignore[return-value]
+
+
+class _CountingApp:
+    """ASGI wrapper that counts requests by path and answers >= 400 by code (lighter than an
+    HTTP middleware: it touches only the response-start message)."""
+
+    def __init__(self, app: FastAPI, service: SegmentService) -> None:
+        self.app, self.service = app, service
+        self.state = app.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.service.metrics
+        path = scope["path"]
+        metrics.requests.labels(path if path.startswith(("/v1/", "/metrics")) else "other").inc()
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                metrics.errors.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGINT/SIGTERM after its graceful shutdown (so a
+    stopped server exits 0), and telling ``on_started`` the address it bound (port 0 works)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[str], None] | None) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.on_started is not None and self.servers and not self.should_exit:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.on_started(f"http://{host}:{port}")
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_server(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    on_started: Callable[[str], None] | None = None,
+    graceful_timeout_s: int = 30,
+) -> None:
+    """Serves ``app`` until SIGINT/SIGTERM; then stops accepting, answers the requests in
+    flight (for up to ``graceful_timeout_s``) and returns."""
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=graceful_timeout_s,
+    )
+    _Server(config, on_started).run()
