@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -119,3 +121,24 @@ def run_server(
         timeout_graceful_shutdown=graceful_timeout_s,
     )
     _Server(config, on_started).run()
+
+
+@contextlib.contextmanager
+def serving_in_thread(app: FastAPI, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Runs ``app`` on a free port in a background thread (tests, benchmarks); yields its URL
+    once it answers, and stops it gracefully on exit."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    )
+    thread = threading.Thread(target=server.run, name="isaseg-serve", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server thread stopped before it started")
+        time.sleep(0.01)
+    bound_host, port = server.servers[0].sockets[0].getsockname()[:2]
+    try:
+        yield f"http://{bound_host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
