@@ -9,7 +9,7 @@ EXTRA = "pip install 'isaseg[serve]'"
 
 def require_serve_extra() -> None:
     """Raises InputError naming the extra when FastAPI, uvicorn or their helpers are missing."""
-    for module in ("fastapi", "uvicorn", "prometheus_client", "multipart"):
+    for module in ("fastapi", "uvicorn", "prometheus_client", "python_multipart"):
         try:
             __import__(module)
         except ImportError:

@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from isaseg_cli.cli import app
 from isaseg_cli.data.mask_io import encode_index_png
 from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.serve.app import build_app, serving_in_thread
@@ -136,6 +138,24 @@ def test_64_concurrent_requests_over_8_connections_get_their_own_masks(
     assert max(batch_sizes) <= 4
 
 
+@pytest.mark.parametrize("fmt", ["index", "color", "overlay"])
+def test_served_pngs_are_the_bytes_isaseg_predict_writes(
+    server: str, tiny_checkpoint: Path, tiny_image_path: Path, tmp_path: Path, fmt: str
+) -> None:
+    written = tmp_path / "predicted.png"
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(tiny_image_path), "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+        + ["--format", fmt, "--out", str(written)],
+    )
+    assert result.exit_code == 0, result.output
+    client = Client(server)
+    status, _, body = client.segment(tiny_image_path.read_bytes(), f"?format={fmt}")
+    client.close()
+    assert status == 200
+    assert body == written.read_bytes()
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "words"),
     [
@@ -228,7 +248,7 @@ def test_health_ready_models_and_metrics(server: str) -> None:
 
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(segmenter: Segmenter) -> None:
     settings = ServeSettings(max_batch=1, max_wait_ms=0, max_queue=1)
-    big = png_bytes(np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    big = png_bytes(np.random.default_rng(1).integers(0, 256, (384, 384, 3), dtype=np.uint8))
     with serving_in_thread(build_app(segmenter, settings)) as url:
         wait_ready(url)
 
