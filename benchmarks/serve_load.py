@@ -1,7 +1,9 @@
 """Load test of `isaseg serve` against the bare Segmenter on the same images, in one process.
 
-Before each concurrency level the bare Segmenter runs the same number of images, so both\nsee the same machine load. The server runs in a background thread on 127.0.0.1 (never another host); clients are threads
-with one keep-alive connection each. Every level is bounded by a request count and a time limit.
+Before each concurrency level the bare Segmenter runs the same number of images, so both see the
+same machine load. The server runs in a background thread on 127.0.0.1 (never another host);
+clients are threads with one keep-alive connection each. Every level is bounded by a request
+count and a time limit.
 
     python benchmarks/serve_load.py --model isanet_r50_cityscapes --size 256x512 --requests 48
     python benchmarks/serve_load.py --checkpoint tiny.pth --size 192x256
