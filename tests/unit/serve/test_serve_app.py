@@ -5,9 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +22,7 @@ from isaseg_cli.data.mask_io import encode_index_png
 from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.serve.app import build_app, serving_in_thread
 from isaseg_cli.serve.settings import ServeSettings
+from tests.helpers import huge_png_header
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -32,19 +31,6 @@ def png_bytes(image_bgr: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".png", image_bgr)
     assert ok
     return encoded.tobytes()
-
-
-def huge_png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` RGB, followed by a token IDAT: decoding it
-    would need ``width * height * 3`` bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 class Client:
@@ -279,4 +265,17 @@ def test_the_api_key_is_required_except_for_health(
         assert client.request("GET", "/v1/models", headers={"X-API-Key": "wrong"})[0] == 401
         bearer = {"Authorization": "Bearer s3cret"}
         assert client.request("GET", "/v1/models", headers=bearer)[0] == 200
+        client.close()
+
+
+def test_a_request_past_its_timeout_gets_504_and_the_server_lives_on(
+    segmenter: Segmenter, tiny_image_path: Path
+) -> None:
+    settings = ServeSettings(timeout_s=0.001, max_wait_ms=0)
+    with serving_in_thread(build_app(segmenter, settings)) as url:
+        wait_ready(url)
+        client = Client(url)
+        status, _, body = client.segment(tiny_image_path.read_bytes())
+        assert status == 504 and "no answer within" in json.loads(body)["error"]
+        assert client.request("GET", "/v1/health")[0] == 200
         client.close()
