@@ -5,13 +5,15 @@ same machine load. The server runs in a background thread on 127.0.0.1 (never an
 clients are threads with one keep-alive connection each. Every level is bounded by a request
 count and a time limit.
 
-    python benchmarks/serve_load.py --model isanet_r50_cityscapes --size 256x512 --requests 48
+    python benchmarks/serve_load.py --model isanet_r50_cityscapes --size 128x256 \
+        --test-scale 256x128
     python benchmarks/serve_load.py --checkpoint tiny.pth --size 192x256
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -36,6 +38,11 @@ def _segmenter(args: argparse.Namespace) -> Segmenter:
     if args.checkpoint:
         return Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     entry = resolve_entry(args.model)
+    if args.test_scale:  # a smaller test resize keeps a CPU run within minutes
+        width, height = (int(part) for part in args.test_scale.lower().split("x"))
+        entry = dataclasses.replace(
+            entry, test=dataclasses.replace(entry.test, scale=(width, height))
+        )
     device = torch.device(args.device)
     classes, palette = entry_classes(entry)
     model = random_model(entry.model, device)
@@ -119,6 +126,7 @@ def main() -> None:
     source.add_argument("--model", help="zoo model, random weights")
     source.add_argument("--checkpoint", help="a local checkpoint with its spec in meta")
     parser.add_argument("--size", default="256x512", help="HEIGHTxWIDTH of the test images")
+    parser.add_argument("--test-scale", help="WIDTHxHEIGHT: replace the entry's test resize")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--requests", type=int, default=48, help="requests per level")
     parser.add_argument("--time-limit", type=float, default=120, help="seconds per level")
@@ -149,6 +157,7 @@ def main() -> None:
     result = {
         "model": segmenter.loaded.entry.name,
         "size": [height, width],
+        "test_scale": list(segmenter.test.scale) if segmenter.test.scale else None,
         "device": str(segmenter.device),
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),

@@ -50,16 +50,16 @@ def build_app(segmenter: Segmenter, settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(ApiError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, refused)
-    return _CountingApp(app, service)  # type: ignore[return-value]
+    app.add_middleware(_CountingMiddleware, service=service)
+    return app
 
 
-class _CountingApp:
-    """ASGI wrapper that counts requests by path and answers >= 400 by code (lighter than an
-    HTTP middleware: it touches only the response-start message)."""
+class _CountingMiddleware:
+    """Counts requests by path and answers >= 400 by code (pure ASGI, lighter than an HTTP
+    middleware: it only looks at the response-start message)."""
 
-    def __init__(self, app: FastAPI, service: SegmentService) -> None:
+    def __init__(self, app: Any, service: SegmentService) -> None:
         self.app, self.service = app, service
-        self.state = app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,7 +74,11 @@ class _CountingApp:
                 metrics.errors.labels(str(message["status"])).inc()
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            metrics.errors.labels("500").inc()  # answered by Starlette's outermost middleware
+            raise
 
 
 class _Server(uvicorn.Server):
