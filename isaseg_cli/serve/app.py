@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.serve.api_error import ApiError
@@ -47,7 +48,12 @@ def build_app(segmenter: Segmenter, settings: ServeSettings) -> FastAPI:
         )
         return error_response(ApiError(422, f"invalid request: {where or exc}"))
 
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return error_response(ApiError(exc.status_code, str(exc.detail), dict(exc.headers or {})))
+
     app.add_exception_handler(ApiError, refused)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, refused)
     app.add_middleware(_CountingMiddleware, service=service)

@@ -279,3 +279,22 @@ def test_a_request_past_its_timeout_gets_504_and_the_server_lives_on(
         assert status == 504 and "no answer within" in json.loads(body)["error"]
         assert client.request("GET", "/v1/health")[0] == 200
         client.close()
+
+
+def test_a_malformed_multipart_body_and_an_unknown_path_get_json_errors(server: str) -> None:
+    client = Client(server)
+    boundary = "b0undary"
+    parts = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n\r\n'
+        f"x\r\n"
+        for i in range(3)
+    )
+    body = (parts + f"--{boundary}--\r\n").encode()
+    status, _, answer = client.segment(
+        body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert status == 400 and "error" in json.loads(answer)
+    status, _, answer = client.request("GET", "/v1/nothing")
+    assert status == 404 and json.loads(answer)["status"] == 404
+    assert client.request("GET", "/v1/health")[0] == 200
+    client.close()
