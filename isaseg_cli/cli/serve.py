@@ -26,7 +26,7 @@ def serve_cli(
     model: Annotated[
         str | None,
         typer.Argument(
-            metavar="[MODEL]", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
+            metavar="MODEL", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
         ),
     ] = None,
     checkpoint: CheckpointOpt = None,

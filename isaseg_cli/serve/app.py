@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.errors import IsasegError
 from isaseg_cli.serve.api_error import ApiError
 from isaseg_cli.serve.routes import error_response, router
 from isaseg_cli.serve.service import SegmentService
@@ -53,6 +54,7 @@ def build_app(segmenter: Segmenter, settings: ServeSettings) -> FastAPI:
         return error_response(ApiError(exc.status_code, str(exc.detail), dict(exc.headers or {})))
 
     app.add_exception_handler(ApiError, refused)
+    app.add_exception_handler(IsasegError, refused)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, refused)

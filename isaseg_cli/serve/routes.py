@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from isaseg_cli.errors import InputError
+from isaseg_cli.errors import IsasegError
 from isaseg_cli.serve.api_error import ApiError
 from isaseg_cli.serve.image_header import decode_image
 from isaseg_cli.serve.output import encode_result
@@ -176,8 +176,9 @@ def error_response(exc: Exception) -> JSONResponse:
     """The JSON answer for a refused or failed request."""
     if isinstance(exc, ApiError):
         status, message, headers = exc.status, str(exc), exc.headers
-    elif isinstance(exc, InputError):
+    elif isinstance(exc, IsasegError):  # a request the model cannot take, e.g. its options
         status, message, headers = 400, str(exc), {}
     else:
-        status, message, headers = 500, f"internal error: {type(exc).__name__}: {exc}", {}
+        message = f"internal error ({type(exc).__name__}); see the server log"
+        status, headers = 500, {}
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
