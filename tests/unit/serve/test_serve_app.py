@@ -298,3 +298,19 @@ def test_a_malformed_multipart_body_and_an_unknown_path_get_json_errors(server: 
     assert status == 404 and json.loads(answer)["status"] == 404
     assert client.request("GET", "/v1/health")[0] == 200
     client.close()
+
+
+@pytest.mark.parametrize("query", ["?ms_flip=true", "?mode=slide"])
+def test_request_options_override_the_servers_test_settings(
+    server: str, tiny_checkpoint: Path, tiny_image_path: Path, query: str
+) -> None:
+    options = {"ms_flip": True} if "ms_flip" in query else {"mode": "slide"}
+    reference = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", **options)
+    default = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
+    expected = reference(tiny_image_path)
+    assert (expected != default(tiny_image_path)).any(), "the option should change the mask"
+    client = Client(server)
+    status, _, body = client.segment(tiny_image_path.read_bytes(), query)
+    client.close()
+    assert status == 200
+    np.testing.assert_array_equal(mask_of(body), expected)
