@@ -10,6 +10,9 @@ permute moves logits by 1e-2 or more, far beyond it.
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import torch
 
@@ -66,3 +69,16 @@ def assert_masks_match_except_ties(
     wrong = (ours != reference_mask) & ~tied
     assert not wrong.any(), f"{int(wrong.sum())} pixel(s) differ where the reference is not tied"
     return int(tied.sum())
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` RGB, followed by a token IDAT: decoding it
+    would need ``width * height * 3`` bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -66,6 +66,7 @@ def _register() -> None:
         convert,
         download,
         predict,
+        serve,
         synthetic,
         train,
         zoo,
@@ -84,6 +85,7 @@ def _register() -> None:
         "make-synthetic": synthetic.make_synthetic_cli,
         "check-data": check_data.check_data_cli,
         "export": export_command.export_cli,
+        "serve": serve.serve_cli,
     }
     for name, command in commands.items():
         app.command(name, cls=IsasegCommand)(_guarded(command))

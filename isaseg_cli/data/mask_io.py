@@ -118,6 +118,22 @@ def _lookup(palette: Palette) -> np.ndarray:
     return table
 
 
+def encode_index_png(mask: np.ndarray, palette: Palette | None = None) -> bytes:
+    """The PNG bytes that ``save_index_png`` writes (for callers that send rather than save).
+
+    Raises:
+        InputError: the mask is not 2-D or has values outside 0..255.
+    """
+    indices = np.ascontiguousarray(_check_mask(mask))
+    height, width = indices.shape
+    image = Image.frombytes("L" if palette is None else "P", (width, height), indices.tobytes())
+    if palette is not None:
+        image.putpalette(_lookup(palette).reshape(-1).tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_index_png(path: str | Path, mask: np.ndarray, palette: Palette | None = None) -> Path:
     """Saves class indices as an 8-bit PNG.
 
@@ -130,14 +146,22 @@ def save_index_png(path: str | Path, mask: np.ndarray, palette: Palette | None =
     Raises:
         InputError: the mask is not 2-D or has values outside 0..255.
     """
-    indices = np.ascontiguousarray(_check_mask(mask))
-    height, width = indices.shape
-    image = Image.frombytes("L" if palette is None else "P", (width, height), indices.tobytes())
-    if palette is not None:
-        image.putpalette(_lookup(palette).reshape(-1).tolist())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, encode_index_png(mask, palette))
+
+
+def encode_image_bgr(image: np.ndarray, suffix: str = ".png") -> bytes:
+    """A BGR uint8 image encoded by OpenCV in the format ``suffix`` names (.png, .jpg, ...).
+
+    Raises:
+        InputError: OpenCV cannot write that suffix.
+    """
+    try:
+        ok, encoded = cv2.imencode(suffix or ".png", image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputError(f"OpenCV does not know the {suffix!r} format")
+    return encoded.tobytes()
 
 
 def save_image_bgr(path: str | Path, image: np.ndarray) -> Path:
@@ -148,12 +172,12 @@ def save_image_bgr(path: str | Path, image: np.ndarray) -> Path:
     """
     path = Path(path)
     try:
-        ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise InputError(f"cannot write {path}: OpenCV does not know the {path.suffix!r} format")
-    return atomic_write_bytes(path, encoded.tobytes())
+        encoded = encode_image_bgr(image, path.suffix or ".png")
+    except InputError:
+        raise InputError(
+            f"cannot write {path}: OpenCV does not know the {path.suffix!r} format"
+        ) from None
+    return atomic_write_bytes(path, encoded)
 
 
 def colorize(mask: np.ndarray, palette: Palette) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""`isaseg serve`: the model behind an HTTP API with dynamic batching and limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from isaseg_cli.cli import _render
+from isaseg_cli.cli._options import (
+    DEFAULT_MODEL,
+    CheckpointOpt,
+    DeviceOpt,
+    ModeOpt,
+    MsFlipOpt,
+    PrecisionOpt,
+    TrustOpt,
+    default_model,
+)
+from isaseg_cli.errors import InputError
+
+
+def serve_cli(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="MODEL", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
+        ),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free).")] = 8000,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    mode: ModeOpt = None,
+    ms_flip: MsFlipOpt = False,
+    max_batch: Annotated[int, typer.Option(min=1, help="Images per forward pass at most.")] = 4,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long a batch's first image waits for others.")
+    ] = 5.0,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Waiting requests at most; more get 503.")
+    ] = 64,
+    max_image_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body; larger get 413.")
+    ] = 20 * 1024 * 1024,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest image (width x height, from its header).")
+    ] = 4096 * 4096,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, metavar="SECONDS", help="Per-request time limit (504).")
+    ] = 60.0,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(metavar="VAR", help="Require the API key held in this environment variable."),
+    ] = None,
+) -> None:
+    """Serve a model over HTTP: POST /v1/segment, GET /v1/health /v1/ready /v1/models /metrics."""
+    from isaseg_cli.serve import require_serve_extra
+
+    require_serve_extra()
+    from isaseg_cli.engine.segmenter import Segmenter
+    from isaseg_cli.serve.app import build_app, run_server
+    from isaseg_cli.serve.settings import ServeSettings
+
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise InputError(f"--api-key-env {api_key_env}: that environment variable is empty")
+    settings = ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_image_bytes=max_image_bytes,
+        max_pixels=max_pixels,
+        timeout_s=timeout,
+        api_key=api_key,
+    )
+    options: dict[str, Any] = {
+        "device": device,
+        "precision": precision,
+        "mode": mode,
+        "ms_flip": ms_flip,
+        "on_warning": _render.warn,
+    }
+    name = model or (None if checkpoint else default_model())
+    if checkpoint is not None:
+        segmenter = Segmenter.from_checkpoint(
+            Path(checkpoint), name, trust=trust_checkpoint, **options
+        )
+    else:
+        assert name is not None
+        segmenter = Segmenter.from_zoo(name, **options)
+    run_server(
+        build_app(segmenter, settings),
+        host=host,
+        port=port,
+        on_started=lambda url: _render.info(f"Serving {segmenter.loaded.entry.name} on {url}"),
+    )
+    _render.info("Server stopped")

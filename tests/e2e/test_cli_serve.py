@@ -1,0 +1,118 @@
+"""`isaseg serve` as a user runs it: a subprocess that answers its request in flight on SIGTERM."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from isaseg_cli.cli import app
+from isaseg_cli.data.mask_io import encode_index_png
+from isaseg_cli.engine.segmenter import Segmenter
+
+
+def _get(url: str, path: str) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    answer = response.status, response.read()
+    connection.close()
+    return answer
+
+
+def _start(checkpoint: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "isaseg_cli", "serve", "--checkpoint", str(checkpoint)]
+    return subprocess.Popen(
+        [*command, "--port", "0", "--device", "cpu", "--max-wait-ms", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+
+
+def _address(process: subprocess.Popen[str]) -> str:
+    """The URL the server prints once it listens."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if match is None:
+        process.kill()
+        raise AssertionError(f"no address in {line!r}; stderr: {process.stderr.read()}")  # type: ignore[union-attr]
+    return match.group(0)
+
+
+def test_sigterm_during_a_request_still_answers_it_and_exits_0(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    process = _start(tiny_checkpoint)
+    try:
+        image = np.random.default_rng(3).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+        image_path = tmp_path / "image.png"
+        cv2.imwrite(str(image_path), image)
+        segmenter = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
+        expected = encode_index_png(segmenter(image), segmenter.palette)
+        url = _address(process)
+        answers: list[tuple[int, bytes, float]] = []
+
+        def post() -> None:
+            parts = urlsplit(url)
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            connection.request(
+                "POST", "/v1/segment", image_path.read_bytes(), {"Content-Type": "image/png"}
+            )
+            response = connection.getresponse()
+            answers.append((response.status, response.read(), time.perf_counter()))
+
+        while _get(url, "/v1/ready")[0] != 200:
+            time.sleep(0.02)
+        client = threading.Thread(target=post)
+        client.start()
+        while b'isaseg_requests_total{path="/v1/segment"} 1.0' not in _get(url, "/metrics")[1]:
+            time.sleep(0.005)
+        signalled = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        client.join(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Server stopped" in stdout
+    status, body, answered = answers[0]
+    assert status == 200, body
+    assert answered > signalled, "the request finished before the signal: nothing was tested"
+    assert body == expected
+
+
+def test_serve_refuses_an_empty_api_key_variable(tiny_checkpoint: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["serve", "--checkpoint", str(tiny_checkpoint), "--api-key-env", "ISASEG_TEST_NO_KEY"],
+        env={"ISASEG_TEST_NO_KEY": ""},
+    )
+    assert result.exit_code == 2
+    assert "ISASEG_TEST_NO_KEY" in result.output and "Traceback" not in result.output
+
+
+def test_serve_without_the_extra_names_it(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # makes `import uvicorn` fail
+    result = CliRunner().invoke(app, ["serve", "--checkpoint", str(tiny_checkpoint)])
+    assert result.exit_code == 2
+    assert "pip install 'isaseg[serve]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
