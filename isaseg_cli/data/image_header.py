@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from isaseg_cli.errors import InputError
 
@@ -16,8 +17,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def read_image_size(path: str | Path) -> tuple[int, int] | None:
+def read_image_size(path: str | Path | BinaryIO) -> tuple[int, int] | None:
     """(width, height) from the header (PNG, JPEG, BMP, TIFF, WebP, ...) without decoding pixels.
+
+    ``path`` may also be a seekable binary file (e.g. ``io.BytesIO`` of a request body).
 
     Returns None when Pillow does not know the format (OpenCV may still decode it), and
     (-1, -1) when the header announces more than Pillow's decompression-bomb limit
@@ -36,10 +39,14 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def _png_size(path: str | Path) -> tuple[int, int] | None:
+def _png_size(path: str | Path | BinaryIO) -> tuple[int, int] | None:
     """A PNG's size from its IHDR chunk, which the format puts first, right after the signature."""
-    with open(path, "rb") as file:
-        head = file.read(24)
+    if isinstance(path, (str, Path)):
+        with open(path, "rb") as file:
+            head = file.read(24)
+    else:
+        path.seek(0)
+        head = path.read(24)
     if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

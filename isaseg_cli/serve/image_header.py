@@ -1,18 +1,17 @@
 """Request bodies to BGR arrays: the size read from the header first, then OpenCV's decode.
 
-Pillow's ``Image.open`` parses only the header, so a 60,000 x 60,000 PNG is refused before a
-single pixel is decoded. (A shared header check for predict is on its way in ``data/``.)
+The header is read as ``isaseg predict`` reads it (``data.image_header``), so a 60,000 x 60,000
+PNG is refused before a single pixel is decoded; here each refusal gets its HTTP status.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from isaseg_cli.data.image_header import bomb_limit, read_image_size
 from isaseg_cli.serve.api_error import ApiError
 
 
@@ -25,15 +24,12 @@ def image_size(data: bytes) -> tuple[int, int]:
     """
     if not data:
         raise ApiError(400, "empty body: send the image bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                return image.size
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, f"image too large: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ApiError(415, "not an image: no PNG, JPEG, BMP, TIFF or WebP header found") from None
+    size = read_image_size(io.BytesIO(data))
+    if size is None:
+        raise ApiError(415, "not an image: no PNG, JPEG, BMP, TIFF or WebP header found")
+    if size == (-1, -1):
+        raise ApiError(413, f"image too large: more than {bomb_limit():,} pixels")
+    return size
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
