@@ -80,6 +80,9 @@ def eval_cli(
         Literal["index", "labelids"],
         typer.Option(help="Class-index PNG with palette, or Cityscapes labelIds for its scripts."),
     ] = "index",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace predictions already in --save-dir.")
+    ] = False,
     report: Annotated[
         Path | None,
         typer.Option(
@@ -102,7 +105,7 @@ def eval_cli(
     from isaseg_cli.data.datasets import default_data_root, list_samples
     from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.device import check_precision, resolve_device
-    from isaseg_cli.engine.evaluate import check_save_format, evaluate
+    from isaseg_cli.engine.evaluate import check_save_format, evaluate, prediction_paths
     from isaseg_cli.engine.published import compare_with_published
     from isaseg_cli.report.dataset_check import check_before_run
 
@@ -119,6 +122,8 @@ def eval_cli(
     check_save_format(save_format, entry)
     if save_dir is not None:
         check_writable(save_dir, "--save-dir", folder=True)
+        if not overwrite:
+            _refuse_earlier_predictions(prediction_paths(samples, save_dir, save_format))
     if json_out is not None:
         check_writable(json_out, "--json-out")
     exported = checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
@@ -184,6 +189,17 @@ def eval_cli(
             "cover those only; run the command again to evaluate the whole split"
         )
         raise typer.Exit(130)
+
+
+def _refuse_earlier_predictions(paths: list[Path]) -> None:
+    """An earlier run's predictions are kept unless --overwrite, as predict keeps its results."""
+    existing = [path for path in paths if path.exists() or path.is_symlink()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(
+            f"{existing[0]} already exists{more}: add --overwrite to replace the predictions in "
+            "--save-dir, or choose another folder"
+        )
 
 
 def _warn_duplicates(duplicates: list[Any]) -> None:

@@ -151,6 +151,25 @@ def test_save_dir_writes_readable_index_pngs(tiny_checkpoint, custom_root, tmp_p
             assert np.array(mask).max() < len(TINY_CLASSES)
 
 
+def test_save_dir_keeps_earlier_predictions_unless_overwrite(
+    tiny_checkpoint, custom_root, tmp_path
+) -> None:
+    saved = tmp_path / "preds"
+    first = run_eval(tiny_checkpoint, custom_root, "--limit", "2", "--save-dir", str(saved))
+    assert first.exit_code == 0, first.output
+    (saved / "img_000.png").write_bytes(b"earlier run")  # stands for another run's prediction
+    before = {path.name: path.read_bytes() for path in saved.iterdir()}
+    again = run_eval(tiny_checkpoint, custom_root, "--limit", "2", "--save-dir", str(saved))
+    assert again.exit_code == 2
+    assert again.output.strip().splitlines()[-1].startswith(f"error: {saved / 'img_000.png'}")
+    assert "--overwrite" in again.output and "Traceback" not in again.output
+    assert {path.name: path.read_bytes() for path in saved.iterdir()} == before
+    args = ["--limit", "2", "--save-dir", str(saved), "--overwrite"]
+    replaced = run_eval(tiny_checkpoint, custom_root, *args)
+    assert replaced.exit_code == 0, replaced.output
+    assert (saved / "img_000.png").read_bytes() != b"earlier run"
+
+
 def test_ctrl_c_prints_the_partial_result(tiny_checkpoint, custom_root, tmp_path, monkeypatch):
     real = evaluate_module.infer_scores
     calls = []

@@ -37,7 +37,7 @@ def _isaseg_commands(block: str) -> list[list[str]]:
     """The ``isaseg ...`` commands of a shell block, as argument lists (``torchrun ... -m
     isaseg_cli CMD`` included, comments and ``pip ... &&`` prefixes dropped)."""
     commands = []
-    for line in block.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():  # a trailing backslash continues the line
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
             if words[:1] == ["isaseg"]:
