@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._backend import check_exported_options, exported_segmenter, uses_export
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
     BackendOpt,
@@ -140,8 +141,8 @@ def predict_cli(
     if json_out is not None:
         check_writable(json_out, "--json-out")
     name = model or (None if checkpoint else default_model())
-    if backend != "torch" or _exported(checkpoint):
-        _check_exported_options(backend, name, checkpoint, options)
+    if uses_export(backend, checkpoint):
+        check_exported_options(backend, name, checkpoint, options)
     else:
         _check_model_options(name, fmt, options)
     if not plan.jobs:
@@ -196,8 +197,8 @@ def _load(
                 bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
             bars[0]("download weights", done, total)
 
-        if backend != "torch" or _exported(checkpoint):
-            return _exported_segmenter(backend, name, checkpoint, trust, on_download, options)
+        if uses_export(backend, checkpoint):
+            return exported_segmenter(backend, name, checkpoint, trust, on_download, options)
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None
@@ -252,40 +253,3 @@ def _report(
     if result.failures:
         _render.error(f"{len(result.failures)} of {result.inputs} input(s) failed")
         raise typer.Exit(1)
-
-
-def _exported(checkpoint: Path | None) -> bool:
-    return checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
-
-
-def _check_exported_options(
-    backend: str, name: str | None, checkpoint: Path | None, options: dict[str, Any]
-) -> None:
-    """The checks of ``_check_model_options`` that apply to an exported network."""
-    from isaseg_cli.engine.backends import check_backend_options
-
-    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
-    check_backend_options(backend, options["device"], options["precision"], options["compile"])
-    if _exported(checkpoint) and name is not None:
-        raise InputError("an exported .onnx file carries its model: drop the model name")
-    if options["scales"] is not None and not options["ms_flip"]:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
-
-
-def _exported_segmenter(
-    backend: str,
-    name: str | None,
-    checkpoint: Path | None,
-    trust: bool,
-    on_download: Any,
-    options: dict[str, Any],
-) -> Any:
-    """A Segmenter on an exported file: the given .onnx, or the cached export of the weights."""
-    from isaseg_cli.engine.segmenter import Segmenter
-    from isaseg_cli.export.cache import load_backend
-    from isaseg_cli.zoo.catalog import resolve_entry
-
-    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
-    entry = resolve_entry(name) if name is not None else None
-    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
-    return Segmenter(loaded, **{**options, "device": "cpu"})

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._backend import check_exported_options, exported_segmenter, uses_export
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
+    BackendOpt,
     CheckpointOpt,
     DeviceOpt,
     ModeOpt,
@@ -37,6 +39,7 @@ def serve_cli(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free).")] = 8000,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
+    backend: BackendOpt = "torch",
     mode: ModeOpt = None,
     ms_flip: MsFlipOpt = False,
     max_batch: Annotated[int, typer.Option(min=1, help="Images per forward pass at most.")] = 4,
@@ -90,7 +93,10 @@ def serve_cli(
         "on_warning": _render.warn,
     }
     name = model or (None if checkpoint else default_model())
-    if checkpoint is not None:
+    if uses_export(backend, checkpoint):
+        check_exported_options(backend, name, checkpoint, options)
+        segmenter = exported_segmenter(backend, name, checkpoint, trust_checkpoint, None, options)
+    elif checkpoint is not None:
         segmenter = Segmenter.from_checkpoint(
             Path(checkpoint), name, trust=trust_checkpoint, **options
         )

@@ -98,6 +98,33 @@ def test_sigterm_during_a_request_still_answers_it_and_exits_0(
     assert body == expected
 
 
+def test_an_exported_file_serves_the_masks_predict_writes_from_it(tiny_onnx, tmp_path) -> None:
+    """``--checkpoint model.onnx`` (the onnxruntime backend): the served PNG is the file
+    ``isaseg predict --checkpoint model.onnx`` writes for the same image, byte for byte."""
+    image = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    image_path, written = tmp_path / "image.png", tmp_path / "mask.png"
+    cv2.imwrite(str(image_path), image)
+    args = ["predict", str(image_path), "--checkpoint", str(tiny_onnx["path"])]
+    result = CliRunner().invoke(app, [*args, "--out", str(written)])
+    assert result.exit_code == 0, result.output
+    process = _start(tiny_onnx["path"])
+    try:
+        url = _address(process)
+        while _get(url, "/v1/ready")[0] != 200:
+            time.sleep(0.02)
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        headers = {"Content-Type": "image/png"}
+        connection.request("POST", "/v1/segment", image_path.read_bytes(), headers)
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert status == 200, body
+    assert body == written.read_bytes()
+
+
 def test_serve_refuses_an_empty_api_key_variable(tiny_checkpoint: Path) -> None:
     result = CliRunner().invoke(
         app,
