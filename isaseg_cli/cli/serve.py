@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import check_exported_options, exported_segmenter, uses_export
+from isaseg_cli.cli._backend import check_exported_options, uses_export
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
     BackendOpt,
@@ -62,13 +61,19 @@ def serve_cli(
         str | None,
         typer.Option(metavar="VAR", help="Require the API key held in this environment variable."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Server processes, each with its own model and batcher."
+        ),
+    ] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /v1/segment, GET /v1/health /v1/ready /v1/models /metrics."""
     from isaseg_cli.serve import require_serve_extra
 
     require_serve_extra()
-    from isaseg_cli.engine.segmenter import Segmenter
     from isaseg_cli.serve.app import build_app, run_server
+    from isaseg_cli.serve.model import load_segmenter
     from isaseg_cli.serve.settings import ServeSettings
 
     api_key = None
@@ -90,23 +95,26 @@ def serve_cli(
         "precision": precision,
         "mode": mode,
         "ms_flip": ms_flip,
-        "on_warning": _render.warn,
     }
     name = model or (None if checkpoint else default_model())
     if uses_export(backend, checkpoint):
         check_exported_options(backend, name, checkpoint, options)
-        segmenter = exported_segmenter(backend, name, checkpoint, trust_checkpoint, None, options)
-    elif checkpoint is not None:
-        segmenter = Segmenter.from_checkpoint(
-            Path(checkpoint), name, trust=trust_checkpoint, **options
-        )
+    where = {"name": name, "checkpoint": None if checkpoint is None else str(checkpoint)}
+    where |= {"trust": trust_checkpoint, "backend": backend}
+    # Loaded here even with --workers: a bad model fails once, with one message, and a zoo
+    # file is downloaded once before the workers load their own copies.
+    segmenter = load_segmenter(**where, options={**options, "on_warning": _render.warn})
+    entry_name = segmenter.loaded.entry.name
+
+    def started(url: str) -> None:
+        _render.info(f"Serving {entry_name} on {url}")
+
+    if workers > 1:
+        from isaseg_cli.serve.workers import run_workers
+
+        del segmenter
+        spec = {**where, "options": options}
+        run_workers(spec, settings, host=host, port=port, workers=workers, on_started=started)
     else:
-        assert name is not None
-        segmenter = Segmenter.from_zoo(name, **options)
-    run_server(
-        build_app(segmenter, settings),
-        host=host,
-        port=port,
-        on_started=lambda url: _render.info(f"Serving {segmenter.loaded.entry.name} on {url}"),
-    )
+        run_server(build_app(segmenter, settings), host=host, port=port, on_started=started)
     _render.info("Server stopped")

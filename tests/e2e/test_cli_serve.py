@@ -33,10 +33,10 @@ def _get(url: str, path: str) -> tuple[int, bytes]:
     return answer
 
 
-def _start(checkpoint: Path) -> subprocess.Popen[str]:
+def _start(checkpoint: Path, *extra: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "isaseg_cli", "serve", "--checkpoint", str(checkpoint)]
     return subprocess.Popen(
-        [*command, "--port", "0", "--device", "cpu", "--max-wait-ms", "0"],
+        [*command, "--port", "0", "--device", "cpu", "--max-wait-ms", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -123,6 +123,67 @@ def test_an_exported_file_serves_the_masks_predict_writes_from_it(tiny_onnx, tmp
         process.communicate(timeout=60)
     assert status == 200, body
     assert body == written.read_bytes()
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        return _get(url, "/v1/ready")[0] == 200
+    except ConnectionRefusedError:
+        return False
+
+
+def _workers_of(pid: int) -> int:
+    """How many multiprocessing workers (spawned children) the process ``pid`` has."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        count += int(fields[1]) == pid and b"spawn_main" in command
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts workers through /proc")
+def test_workers_serve_every_request_right_and_stop_on_sigterm(tiny_checkpoint, tmp_path) -> None:
+    image = np.random.default_rng(5).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    body = cv2.imencode(".png", image)[1].tobytes()
+    segmenter = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
+    expected = encode_index_png(segmenter(image), segmenter.palette)
+    process = _start(tiny_checkpoint, "--workers", "2")
+    try:
+        url = _address(process)
+        deadline = time.monotonic() + 60
+        while _workers_of(process.pid) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workers_of(process.pid) == 2
+        while not _answers_ready(url):  # the socket accepts once a worker has warmed up
+            time.sleep(0.05)
+        answers: list[tuple[int, bytes]] = []
+
+        def post() -> None:
+            parts = urlsplit(url)
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            connection.request("POST", "/v1/segment", body, {"Content-Type": "image/png"})
+            response = connection.getresponse()
+            answers.append((response.status, response.read()))
+            connection.close()
+
+        clients = [threading.Thread(target=post) for _ in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=60)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Server stopped" in stdout
+    assert [status for status, _ in answers] == [200] * 8
+    assert all(answer == expected for _, answer in answers)
 
 
 def test_serve_refuses_an_empty_api_key_variable(tiny_checkpoint: Path) -> None:

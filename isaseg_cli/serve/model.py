@@ -1,0 +1,37 @@
+"""The model a server process serves: a zoo entry, a checkpoint, or an exported file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from isaseg_cli.engine.segmenter import Segmenter
+
+
+def load_segmenter(
+    name: str | None,
+    checkpoint: str | Path | None,
+    *,
+    trust: bool = False,
+    backend: str = "torch",
+    options: dict[str, Any],
+) -> Segmenter:
+    """The Segmenter ``isaseg serve`` runs, built as ``isaseg predict`` builds it.
+
+    ``options`` are Segmenter keyword arguments (device, precision, mode, ms_flip, ...). An
+    exported ``.onnx`` file or another ``backend`` runs the network in that backend on the CPU.
+    """
+    path = Path(checkpoint) if checkpoint is not None else None
+    exported = path is not None and path.suffix.lower() == ".onnx"
+    if backend != "torch" or exported:
+        from isaseg_cli.export.cache import load_backend
+        from isaseg_cli.zoo.catalog import resolve_entry
+
+        backend = "onnxruntime" if backend == "torch" else backend
+        entry = resolve_entry(name) if name is not None else None
+        loaded = load_backend(backend, entry, path, trust=trust)
+        return Segmenter(loaded, **{**options, "device": "cpu"})  # the backends run on the CPU
+    if path is not None:
+        return Segmenter.from_checkpoint(path, name, trust=trust, **options)
+    assert name is not None
+    return Segmenter.from_zoo(name, **options)
