@@ -284,6 +284,15 @@ def count_flops(run: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def inference_flops(entry: ZooEntry, shape: torch.Size, test: TestSpec) -> int:
+    """FLOPs of one inference forward of ``entry``'s network on ``shape`` images, counted on
+    the meta device (no weights, no memory; windows one at a time, as the reference runs them)."""
+    with torch.device("meta"):
+        meta_model = build_model(entry.model, with_aux=False).eval()
+    meta_images = torch.empty(shape, device="meta")
+    return count_flops(lambda: forward_logits(meta_model, meta_images, test, window_batch=1))
+
+
 def slide_test(entry: ZooEntry) -> TestSpec:
     """The entry's slide settings, or mmseg's 769/513 ratio applied to its training crop."""
     if entry.test.mode == "slide":
@@ -377,10 +386,7 @@ def benchmark_inference(
         with torch.inference_mode():
             reference = forward_logits(model, images, test, window_batch=window_batch)
             agreement = mask_agreement(step(), reference)
-    with torch.device("meta"):
-        meta_model = build_model(entry.model, with_aux=False).eval()
-    meta_images = torch.empty(images.shape, device="meta")
-    flops = count_flops(lambda: forward_logits(meta_model, meta_images, test, window_batch=1))
+    flops = inference_flops(entry, images.shape, test)
     # ``fast`` False: the path is the reference one (asked with ``plain``, or nothing to change).
     settings = {"plain": plain, "fast": runner is not model, "mode": mode}
     settings["window_batch"] = window_batch

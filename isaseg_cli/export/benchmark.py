@@ -11,8 +11,8 @@ import torch
 from isaseg_cli.engine.backends import check_backend_options, load_exported
 from isaseg_cli.engine.benchmark import (
     BenchmarkResult,
-    count_flops,
     environment,
+    inference_flops,
     mask_agreement,
     measure,
     random_model,
@@ -26,7 +26,6 @@ from isaseg_cli.export.cache import export_key
 from isaseg_cli.export.onnx import export_onnx
 from isaseg_cli.export.verify import verification_sizes
 from isaseg_cli.hub.cache import cache_dir
-from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import TestSpec, ZooEntry
 
 
@@ -105,10 +104,7 @@ def benchmark_backend(
         settings["torch_median_ms"] = reference.median_ms
         settings["torch_all_ms"] = list(reference.times_ms)
         settings["speedup"] = reference.median_ms / timing.median_ms
-    with torch.device("meta"):
-        meta_model = build_model(entry.model, with_aux=False).eval()
-    meta_images = torch.empty(images.shape, device="meta")
-    flops = count_flops(lambda: forward_logits(meta_model, meta_images, test))
+    flops = inference_flops(entry, images.shape, test)
     return BenchmarkResult(
         kind="inference",
         model=entry.name,
