@@ -1,14 +1,11 @@
-"""The exported-network path shared by `predict` and `serve`: a `.onnx` file, or `--backend`."""
+"""Checks shared by `predict` and `serve` for an exported network (a `.onnx` file, `--backend`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from isaseg_cli.errors import InputError
-
-if TYPE_CHECKING:
-    from isaseg_cli.engine.segmenter import Segmenter
 
 
 def uses_export(backend: str, checkpoint: Path | None) -> bool:
@@ -36,22 +33,3 @@ def check_exported_options(
         raise InputError("an exported .onnx file carries its model: drop the model name")
     if options.get("scales") is not None and not options["ms_flip"]:
         raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
-
-
-def exported_segmenter(
-    backend: str,
-    name: str | None,
-    checkpoint: Path | None,
-    trust: bool,
-    on_download: Any,
-    options: dict[str, Any],
-) -> Segmenter:
-    """A Segmenter on an exported file: the given .onnx, or the cached export of the weights."""
-    from isaseg_cli.engine.segmenter import Segmenter
-    from isaseg_cli.export.cache import load_backend
-    from isaseg_cli.zoo.catalog import resolve_entry
-
-    backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
-    entry = resolve_entry(name) if name is not None else None
-    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
-    return Segmenter(loaded, **{**options, "device": "cpu"})  # the backends run on the CPU

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import check_exported_options, exported_segmenter, uses_export
+from isaseg_cli.cli._backend import check_exported_options, uses_export
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
     BackendOpt,
@@ -198,7 +198,11 @@ def _load(
             bars[0]("download weights", done, total)
 
         if uses_export(backend, checkpoint):
-            return exported_segmenter(backend, name, checkpoint, trust, on_download, options)
+            from isaseg_cli.export.cache import exported_segmenter
+
+            return exported_segmenter(
+                backend, name, checkpoint, trust=trust, on_download=on_download, options=options
+            )
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None

@@ -8,11 +8,13 @@ import json
 from collections.abc import Callable
 from importlib import metadata as package_metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from isaseg_cli.engine.backends import load_exported
 from isaseg_cli.engine.loading import LoadedModel, load_model
+from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.errors import CheckpointError, ExportError
 from isaseg_cli.export.onnx import DEFAULT_OPSET, export_onnx, sha256_file
 from isaseg_cli.export.verify import verification_sizes
@@ -103,3 +105,22 @@ def load_backend(
         return load_exported(checkpoint, "onnxruntime" if backend == "torch" else backend)
     path = cached_export(entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage)
     return load_exported(path, backend)
+
+
+def exported_segmenter(
+    backend: str,
+    name: str | None,
+    checkpoint: str | Path | None,
+    *,
+    trust: bool = False,
+    on_download: Callable[[int, int | None], None] | None = None,
+    options: dict[str, Any],
+) -> Segmenter:
+    """A Segmenter whose network runs on ``backend`` (as ``load_backend`` picks it), on the CPU
+    where the backends run. ``name`` is the zoo entry of ``checkpoint``'s weights, if any;
+    ``options`` are the other Segmenter keyword arguments."""
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    entry = resolve_entry(name) if name is not None else None
+    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    return Segmenter(loaded, **{**options, "device": "cpu"})

@@ -22,15 +22,10 @@ def load_segmenter(
     exported ``.onnx`` file or another ``backend`` runs the network in that backend on the CPU.
     """
     path = Path(checkpoint) if checkpoint is not None else None
-    exported = path is not None and path.suffix.lower() == ".onnx"
-    if backend != "torch" or exported:
-        from isaseg_cli.export.cache import load_backend
-        from isaseg_cli.zoo.catalog import resolve_entry
+    if backend != "torch" or (path is not None and path.suffix.lower() == ".onnx"):
+        from isaseg_cli.export.cache import exported_segmenter
 
-        backend = "onnxruntime" if backend == "torch" else backend
-        entry = resolve_entry(name) if name is not None else None
-        loaded = load_backend(backend, entry, path, trust=trust)
-        return Segmenter(loaded, **{**options, "device": "cpu"})  # the backends run on the CPU
+        return exported_segmenter(backend, name, path, trust=trust, options=options)
     if path is not None:
         return Segmenter.from_checkpoint(path, name, trust=trust, **options)
     assert name is not None
