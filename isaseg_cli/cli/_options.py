@@ -65,6 +65,26 @@ def parse_ratios(text: str | None) -> tuple[float, ...] | None:
 
 
 # Options shared by several commands: one definition, so each flag reads the same everywhere.
+# The zoo model a command runs: the option of predict and make-synthetic, the argument of eval,
+# export and serve (train and benchmark word theirs for their own defaults).
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        autocompletion=complete_model_name,
+        help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}).",
+    ),
+]
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="MODEL",
+        autocompletion=complete_model_name,
+        help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}; with only "
+        "--checkpoint, the entry stored in the file).",
+        show_default=False,
+    ),
+]
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option(

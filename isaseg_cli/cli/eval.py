@@ -13,7 +13,6 @@ import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
-    DEFAULT_MODEL,
     BackendOpt,
     CheckpointOpt,
     CropOpt,
@@ -21,6 +20,7 @@ from isaseg_cli.cli._options import (
     DeviceOpt,
     JsonOutOpt,
     MaxPixelsOpt,
+    ModelArg,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
@@ -28,7 +28,6 @@ from isaseg_cli.cli._options import (
     SetOpt,
     StrideOpt,
     TrustOpt,
-    complete_model_name,
     default_model,
     parse_ratios,
     parse_size,
@@ -45,16 +44,7 @@ if TYPE_CHECKING:
 
 
 def eval_cli(
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="MODEL",
-            autocompletion=complete_model_name,
-            help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}; with only "
-            "--checkpoint, the entry stored in the file).",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelArg = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     data_root: DataRootOpt = None,

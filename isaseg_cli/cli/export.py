@@ -9,9 +9,9 @@ import typer
 
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._options import (
-    DEFAULT_MODEL,
     CheckpointOpt,
     JsonOutOpt,
+    ModelArg,
     TrustOpt,
     default_model,
     parse_size,
@@ -20,15 +20,7 @@ from isaseg_cli.errors import InputError
 
 
 def export_cli(
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="MODEL",
-            help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}; with only "
-            "--checkpoint, the entry stored in the file).",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelArg = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     fmt: Annotated[Literal["onnx"], typer.Option("--format", help="Export format.")] = "onnx",

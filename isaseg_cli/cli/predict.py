@@ -11,20 +11,19 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._backend import check_exported_options, uses_export
 from isaseg_cli.cli._options import (
-    DEFAULT_MODEL,
     BackendOpt,
     CheckpointOpt,
     CropOpt,
     DeviceOpt,
     JsonOutOpt,
     MaxPixelsOpt,
+    ModelOpt,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
     ScalesOpt,
     StrideOpt,
     TrustOpt,
-    complete_model_name,
     default_model,
     parse_ratios,
     parse_size,
@@ -51,14 +50,7 @@ def predict_cli(
             help="Output file for one input, else a folder (default: runs/predictN).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            autocompletion=complete_model_name,
-            help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL}).",
-        ),
-    ] = None,
+    model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     fmt: Annotated[

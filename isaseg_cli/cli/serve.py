@@ -10,10 +10,10 @@ import typer
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._backend import check_exported_options, uses_export
 from isaseg_cli.cli._options import (
-    DEFAULT_MODEL,
     BackendOpt,
     CheckpointOpt,
     DeviceOpt,
+    ModelArg,
     ModeOpt,
     MsFlipOpt,
     PrecisionOpt,
@@ -24,12 +24,7 @@ from isaseg_cli.errors import InputError
 
 
 def serve_cli(
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="MODEL", help=f"Zoo model (default: $ISASEG_MODEL, else {DEFAULT_MODEL})."
-        ),
-    ] = None,
+    model: ModelArg = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     host: Annotated[

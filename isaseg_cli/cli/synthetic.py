@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._options import DEFAULT_MODEL, complete_model_name, default_model, parse_size
+from isaseg_cli.cli._options import ModelOpt, default_model, parse_size
 from isaseg_cli.errors import InputError
 
 # The model a synthetic zoo dataset gets when none is named: the default for Cityscapes, else
@@ -43,14 +43,7 @@ def make_synthetic_cli(
             help="Also write a random-weight checkpoint of --model for this data (no download).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            autocompletion=complete_model_name,
-            help=f"Zoo model of the checkpoint (default: $ISASEG_MODEL, else {DEFAULT_MODEL}).",
-        ),
-    ] = None,
+    model: ModelOpt = None,
 ) -> None:
     """Write a small synthetic dataset in a real release's layout, to try eval and train offline.
 
