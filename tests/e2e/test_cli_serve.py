@@ -24,9 +24,19 @@ from isaseg_cli.engine.segmenter import Segmenter
 
 
 def _get(url: str, path: str) -> tuple[int, bytes]:
+    return _request(url, "GET", path)
+
+
+def _segment(url: str, png: bytes) -> tuple[int, bytes]:
+    return _request(url, "POST", "/v1/segment", png, {"Content-Type": "image/png"})
+
+
+def _request(
+    url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, bytes]:
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    connection.request("GET", path)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection.request(method, path, body, headers or {})
     response = connection.getresponse()
     answer = response.status, response.read()
     connection.close()
@@ -69,13 +79,7 @@ def test_sigterm_during_a_request_still_answers_it_and_exits_0(
         answers: list[tuple[int, bytes, float]] = []
 
         def post() -> None:
-            parts = urlsplit(url)
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-            connection.request(
-                "POST", "/v1/segment", image_path.read_bytes(), {"Content-Type": "image/png"}
-            )
-            response = connection.getresponse()
-            answers.append((response.status, response.read(), time.perf_counter()))
+            answers.append((*_segment(url, image_path.read_bytes()), time.perf_counter()))
 
         while _get(url, "/v1/ready")[0] != 200:
             time.sleep(0.02)
@@ -112,12 +116,7 @@ def test_an_exported_file_serves_the_masks_predict_writes_from_it(tiny_onnx, tmp
         url = _address(process)
         while _get(url, "/v1/ready")[0] != 200:
             time.sleep(0.02)
-        parts = urlsplit(url)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        headers = {"Content-Type": "image/png"}
-        connection.request("POST", "/v1/segment", image_path.read_bytes(), headers)
-        response = connection.getresponse()
-        status, body = response.status, response.read()
+        status, body = _segment(url, image_path.read_bytes())
     finally:
         process.terminate()
         process.communicate(timeout=60)
@@ -163,12 +162,7 @@ def test_workers_serve_every_request_right_and_stop_on_sigterm(tiny_checkpoint, 
         answers: list[tuple[int, bytes]] = []
 
         def post() -> None:
-            parts = urlsplit(url)
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-            connection.request("POST", "/v1/segment", body, {"Content-Type": "image/png"})
-            response = connection.getresponse()
-            answers.append((response.status, response.read()))
-            connection.close()
+            answers.append(_segment(url, body))
 
         clients = [threading.Thread(target=post) for _ in range(8)]
         for client in clients:
