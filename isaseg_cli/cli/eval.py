@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._backend import is_exported, uses_export
 from isaseg_cli.cli._options import (
     BackendOpt,
     CheckpointOpt,
@@ -116,8 +117,7 @@ def eval_cli(
             _refuse_earlier_predictions(prediction_paths(samples, save_dir, save_format))
     if json_out is not None:
         check_writable(json_out, "--json-out")
-    exported = checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
-    on_cpu = (backend != "torch" or exported) and device == "auto"  # the backends run there
+    on_cpu = uses_export(backend, checkpoint) and device == "auto"  # the backends run there
     target = resolve_device("cpu" if on_cpu else device)
     check_precision(precision, target)
     collector = _start_report(report, entry) if report is not None else None
@@ -236,7 +236,7 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
     from isaseg_cli.engine.checkpoint import entry_from_meta, read_checkpoint
 
     assert checkpoint is not None
-    if checkpoint.suffix.lower() == ".onnx":  # an exported file: the entry is in its metadata
+    if is_exported(checkpoint):  # an exported file: the entry is in its metadata
         from isaseg_cli.engine.backends import load_exported
 
         return load_exported(checkpoint).entry
@@ -261,8 +261,7 @@ def _load(
     exported ``checkpoint`` or another ``backend`` gives the exported network on the CPU."""
     from isaseg_cli.engine.loading import load_model
 
-    exported = checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
-    if backend != "torch" or exported:
+    if uses_export(backend, checkpoint):
         from isaseg_cli.engine.backends import check_backend_options
         from isaseg_cli.export.cache import load_backend
 
