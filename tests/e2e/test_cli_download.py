@@ -3,6 +3,7 @@ on 127.0.0.1, hostile URLs, read-only and full caches, offline failures and loca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
+from tests.hostile import tmpfs
 
 runner = CliRunner()
 PAYLOAD = random.Random(1).randbytes(1 << 20)
@@ -285,31 +287,22 @@ def test_progress_bar_fits_80_columns(server: Files, tmp_path: Path, terminal: b
     assert name in out  # the full path is printed once the bar is done
 
 
-def mount_tmpfs(folder: Path, options: str) -> None:
-    """Mounts a small tmpfs on ``folder``, or skips the test saying why it cannot."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'})")
-
-
 @pytest.fixture
-def mounts() -> Iterator[list[Path]]:
-    mounted: list[Path] = []
-    yield mounted
-    for folder in mounted:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+def mounts() -> Iterator[Callable[[Path, str], Path]]:
+    """Mounts small tmpfs file systems (``tests.hostile.tmpfs``), unmounted after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda folder, options: stack.enter_context(tmpfs(folder, options))
 
 
 def test_read_only_cache_is_a_one_line_error(
-    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+    server: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mounts: Callable[[Path, str], Path],
 ) -> None:
     server.files[HASHED] = PAYLOAD
     ro = tmp_path / "ro"
-    mount_tmpfs(ro, "ro,size=1m")
-    mounts.append(ro)
+    mounts(ro, "ro,size=1m")
     monkeypatch.setenv("ISASEG_HOME", str(ro / "home"))
     result = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -319,12 +312,14 @@ def test_read_only_cache_is_a_one_line_error(
 
 
 def test_full_disk_is_a_one_line_error_naming_the_file(
-    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+    server: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mounts: Callable[[Path, str], Path],
 ) -> None:
     server.files[HASHED] = PAYLOAD  # 1 MB into a 256 KB file system
     small = tmp_path / "small"
-    mount_tmpfs(small, "size=256k")
-    mounts.append(small)
+    mounts(small, "size=256k")
     monkeypatch.setenv("ISASEG_HOME", str(small))
     result = runner.invoke(app, ["download", f"{base(server)}/{HASHED}"])
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -425,12 +420,14 @@ def test_a_killed_download_releases_its_lock_and_resumes(server: Files, tmp_path
 
 
 def test_a_cached_file_on_a_read_only_cache_still_works(
-    server: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: list[Path]
+    server: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mounts: Callable[[Path, str], Path],
 ) -> None:
     server.files[HASHED] = PAYLOAD
     cache = tmp_path / "cache"
-    mount_tmpfs(cache, "size=4m")
-    mounts.append(cache)
+    mounts(cache, "size=4m")
     monkeypatch.setenv("ISASEG_HOME", str(cache))
     url = f"{base(server)}/{HASHED}"
     assert runner.invoke(app, ["download", url]).exit_code == 0

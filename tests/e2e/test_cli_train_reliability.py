@@ -3,6 +3,8 @@ SIGTERM from a batch scheduler, a full disk and a read-only one (real processes,
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import select
 import signal
@@ -19,6 +21,7 @@ from typer.testing import CliRunner
 from isaseg_cli.cli import app
 from isaseg_cli.engine.checkpoint import read_checkpoint
 from tests.e2e.test_cli_train import TINY
+from tests.hostile import tmpfs
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,24 +134,9 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(city_root: Path, tmp_p
 @pytest.fixture
 def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Mounts small tmpfs file systems (``size=...`` or ``ro``) under ``tmp_path``; needs root."""
-    mounted: list[Path] = []
-
-    def mount(options: str) -> Path:
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
+    with contextlib.ExitStack() as stack:
+        points = itertools.count()
+        yield lambda options: stack.enter_context(tmpfs(tmp_path / f"disk{next(points)}", options))
 
 
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_checkpoints(
