@@ -23,7 +23,7 @@ ROWS = {
 
 _CHILD = """
 import json, sys, torch
-from isaseg_cli.engine.benchmark import benchmark_inference
+from isaseg_cli.bench.benchmark import benchmark_inference
 from isaseg_cli.zoo.catalog import resolve_entry
 torch.backends.cudnn.benchmark = True
 result = benchmark_inference(resolve_entry(sys.argv[1]), device=torch.device("cuda"),

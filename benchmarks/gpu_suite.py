@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from isaseg_cli.engine.attention_benchmark import benchmark_attention
-from isaseg_cli.engine.benchmark import benchmark_inference, benchmark_train
+from isaseg_cli.bench.attention import benchmark_attention
+from isaseg_cli.bench.benchmark import benchmark_inference, benchmark_train
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import ZooEntry
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import LoadedModel, load_model
-from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.hub.fetch import ensure_weights
 from isaseg_cli.zoo.catalog import load_zoo, resolve_entry

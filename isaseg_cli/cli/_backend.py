@@ -24,7 +24,7 @@ def check_exported_options(
 
     ``options`` are Segmenter keyword arguments; ``compile`` and ``scales`` may be absent.
     """
-    from isaseg_cli.engine.backends import check_backend_options
+    from isaseg_cli.engine.infer.backends import check_backend_options
 
     backend = "onnxruntime" if backend == "torch" else backend  # a given .onnx file
     compiled = bool(options.get("compile", False))

@@ -114,7 +114,7 @@ def benchmark_cli(
         raise InputError("--cuda-graphs and --recompute apply to --train")
     if attention and profile is not None:
         raise InputError("--profile applies to the inference and --train benchmarks")
-    from isaseg_cli.engine import benchmark as bench
+    from isaseg_cli.bench import benchmark as bench
     from isaseg_cli.engine.device import resolve_device
     from isaseg_cli.zoo.catalog import resolve_entry
 
@@ -127,7 +127,7 @@ def benchmark_cli(
     with _render.progress_bars() as update:
         sink = _render.event_sink(update)
         if attention:
-            from isaseg_cli.engine.attention_benchmark import benchmark_attention
+            from isaseg_cli.bench.attention import benchmark_attention
 
             sizes = tuple(parse_size(part, "--feature-sizes") for part in feature_sizes.split(","))
             result: Any = benchmark_attention(

@@ -212,7 +212,7 @@ def _resolve(
     stride: str | None,
 ) -> ZooEntry:
     """The zoo entry (or the one stored in the checkpoint) with --set and test overrides."""
-    from isaseg_cli.engine.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
     from isaseg_cli.zoo.catalog import resolve_entry
     from isaseg_cli.zoo.spec import override
 
@@ -237,7 +237,7 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
 
     assert checkpoint is not None
     if is_exported(checkpoint):  # an exported file: the entry is in its metadata
-        from isaseg_cli.engine.backends import load_exported
+        from isaseg_cli.engine.infer.backends import load_exported
 
         return load_exported(checkpoint).entry
     meta = read_checkpoint(checkpoint, trust=trust).get("meta")
@@ -262,7 +262,7 @@ def _load(
     from isaseg_cli.engine.loading import load_model
 
     if uses_export(backend, checkpoint):
-        from isaseg_cli.engine.backends import check_backend_options
+        from isaseg_cli.engine.infer.backends import check_backend_options
         from isaseg_cli.export.cache import load_backend
 
         backend = "onnxruntime" if backend == "torch" else backend

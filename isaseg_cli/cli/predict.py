@@ -32,8 +32,8 @@ from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from isaseg_cli.engine.predict import PredictResult
-    from isaseg_cli.engine.segmenter import Segmenter
+    from isaseg_cli.engine.infer.predict import PredictResult
+    from isaseg_cli.engine.infer.segmenter import Segmenter
 
 
 def predict_cli(
@@ -106,8 +106,8 @@ def predict_cli(
     input is reported and the others go on (exit 1); Ctrl-C lists what was written.
     """
     from isaseg_cli.data.mask_io import check_writable
-    from isaseg_cli.engine.predict import run_plan
-    from isaseg_cli.engine.predict_plan import plan_predict
+    from isaseg_cli.engine.infer.predict import run_plan
+    from isaseg_cli.engine.infer.predict_plan import plan_predict
 
     options: dict[str, Any] = {
         "device": device,
@@ -156,9 +156,9 @@ def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) ->
     """What can be checked without the weights: device, precision, test overrides and, for a zoo
     model, whether its classes suit ``--format labelids``."""
     from isaseg_cli.engine.device import check_precision, resolve_device
+    from isaseg_cli.engine.infer.predict import check_classes
+    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
     from isaseg_cli.engine.loading import entry_classes
-    from isaseg_cli.engine.predict import check_classes
-    from isaseg_cli.engine.segmenter import resolve_test_spec
     from isaseg_cli.zoo.catalog import resolve_entry
 
     if options["scales"] is not None and not options["ms_flip"]:
@@ -179,7 +179,7 @@ def _load(
     options: dict[str, Any],
 ) -> Segmenter:
     """The segmenter; a download bar appears only if the weights are really downloaded."""
-    from isaseg_cli.engine.segmenter import Segmenter
+    from isaseg_cli.engine.infer.segmenter import Segmenter
 
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []

@@ -29,7 +29,7 @@ from isaseg_cli.cli._options import (
 from isaseg_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from isaseg_cli.engine.loop import TrainResult
+    from isaseg_cli.engine.train.fit import TrainResult
     from isaseg_cli.zoo.spec import WeightsSpec, ZooEntry
 
 
@@ -152,8 +152,8 @@ def train_cli(
     checkpoint (exit 130, or 143 after SIGTERM); --resume continues bit for bit from there.
     """
     from isaseg_cli.data.datasets import default_data_root
-    from isaseg_cli.engine.loop import fit
-    from isaseg_cli.engine.train_state import read_resume_point
+    from isaseg_cli.engine.train.fit import fit
+    from isaseg_cli.engine.train.state import read_resume_point
     from isaseg_cli.report.dataset_check import check_before_run
     from isaseg_cli.zoo.catalog import resolve_entry
 
@@ -246,7 +246,7 @@ def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
 
 def _stopped(work: Path) -> str:
     """Where the stopped run left its files, and how to go on."""
-    from isaseg_cli.engine.train_workdir import run_files
+    from isaseg_cli.engine.train.workdir import run_files
 
     latest, log = work / "latest.pth", work / "log.jsonl"
     if not latest.is_file():

@@ -1,4 +1,4 @@
-"""Sample lists and label decoding shared by the dataset layouts (ISANET.md §3.1, §4)."""
+"""Sample lists and label decoding shared by the dataset layouts (docs/FAITHFULNESS.md#datasets-and-labels)."""
 
 from __future__ import annotations
 

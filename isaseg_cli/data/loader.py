@@ -1,4 +1,4 @@
-"""The torch Dataset over checked samples, and the iteration-based training loader (ISANET.md §5.1).
+"""The torch Dataset over checked samples, and the iteration-based training loader (docs/FAITHFULNESS.md#training-schedule).
 
 Reproducibility: the sampler hands every index out with its own seed, derived from (run seed,
 epoch, rank, position). A sample's augmentation therefore depends neither on the number of workers

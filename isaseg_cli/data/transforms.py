@@ -1,4 +1,4 @@
-"""The training pipeline of mmseg 0.x on paired numpy arrays (ISANET.md §5.3), in its exact order.
+"""The training pipeline of mmseg 0.x on paired numpy arrays (docs/FAITHFULNESS.md#training-pipeline), in its exact order.
 
 Images are uint8 HxWx3 BGR, labels uint8 HxW. Every random draw comes from the ``rng`` passed in,
 so a sample's augmentation is reproducible from its seed alone.

@@ -1,4 +1,4 @@
-"""Pascal VOC 2012 with the SBD augmented labels, paired through split files (ISANET.md §4.3)."""
+"""Pascal VOC 2012 with the SBD augmented labels, paired through split files (docs/FAITHFULNESS.md#datasets-and-labels)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Evaluation over a dataset split: the entry's test pipeline per image, one confusion matrix for
-the whole split (ISANET.md §3, §6), summed across processes under torchrun."""
+the whole split (docs/FAITHFULNESS.md#test-pipeline, #metrics), summed across processes under torchrun."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_reco
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
 from isaseg_cli.engine.device import autocast, check_precision
 from isaseg_cli.engine.failure import failure_for
-from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
+from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.engine.metrics import ConfusionMatrix, MetricsResult
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, IsasegError

@@ -1,4 +1,4 @@
-"""mIoU, mAcc and aAcc from a confusion matrix accumulated over a whole split (ISANET.md §6)."""
+"""mIoU, mAcc and aAcc from a confusion matrix accumulated over a whole split (docs/FAITHFULNESS.md#metrics)."""
 
 from __future__ import annotations
 

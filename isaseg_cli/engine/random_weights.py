@@ -54,7 +54,7 @@ def save_random_checkpoint(entry: ZooEntry, path: Path) -> Path:
     """
     import torch
 
-    from isaseg_cli.engine.benchmark import random_model
+    from isaseg_cli.bench.benchmark import random_model
     from isaseg_cli.engine.checkpoint import build_meta, model_state_dict, save_checkpoint
     from isaseg_cli.engine.loading import entry_classes
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from isaseg_cli.engine.backends import check_backend_options, load_exported
-from isaseg_cli.engine.benchmark import (
+from isaseg_cli.bench.benchmark import (
     BenchmarkResult,
     environment,
     inference_flops,
@@ -18,7 +17,8 @@ from isaseg_cli.engine.benchmark import (
     random_model,
     slide_test,
 )
-from isaseg_cli.engine.inference import forward_logits
+from isaseg_cli.engine.infer.backends import check_backend_options, load_exported
+from isaseg_cli.engine.infer.pipeline import forward_logits
 from isaseg_cli.engine.loading import LoadedModel, entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.errors import ExportError

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from isaseg_cli.engine.backends import load_exported
+from isaseg_cli.engine.infer.backends import load_exported
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import LoadedModel, load_model
-from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.errors import CheckpointError, ExportError
 from isaseg_cli.export.onnx import DEFAULT_OPSET, export_onnx, sha256_file
 from isaseg_cli.export.verify import verification_sizes

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.errors import IsasegError
 from isaseg_cli.serve.api_error import ApiError
 from isaseg_cli.serve.routes import error_response, router

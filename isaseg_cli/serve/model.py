@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.segmenter import Segmenter
 
 
 def load_segmenter(

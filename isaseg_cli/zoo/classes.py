@@ -1,4 +1,4 @@
-"""Class names and RGB palettes of the three zoo datasets (ISANET.md §4.4), stdlib only.
+"""Class names and RGB palettes of the three zoo datasets (docs/FAITHFULNESS.md#datasets-and-labels), stdlib only.
 
 Index = class id after label conversion (Cityscapes trainId, ADE20K reduced id with 0 = wall, VOC
 index). ADE20K's class 7 is ``'bed '`` with a trailing space, as in mmsegmentation's checkpoint
@@ -113,7 +113,7 @@ VOC12AUG = DatasetMeta(
 
 DATASETS: dict[str, DatasetMeta] = {meta.name: meta for meta in (CITYSCAPES, ADE20K, VOC12AUG)}
 
-# Cityscapes labelIds 0..33 -> trainIds (cityscapesScripts labels.py, ISANET.md §4.1);
+# Cityscapes labelIds 0..33 -> trainIds (cityscapesScripts labels.py, docs/FAITHFULNESS.md#datasets-and-labels);
 # 255 = ignored.
 # fmt: off
 CITYSCAPES_ID_TO_TRAIN_ID: dict[int, int] = {

@@ -18,8 +18,8 @@ from isaseg_cli.cli import app
 from isaseg_cli.data.mask_io import colorize, overlay
 from isaseg_cli.data.video import VideoReader
 from isaseg_cli.engine.checkpoint import build_meta, save_checkpoint
-from isaseg_cli.engine.inference import infer_scores
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.pipeline import infer_scores
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.classes import CITYSCAPES
 from tests.conftest import TINY, make_tiny_entry, tiny_model_spec

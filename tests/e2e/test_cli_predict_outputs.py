@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from tests.conftest import TINY
 from tests.hostile import counting_server, tmpfs
 

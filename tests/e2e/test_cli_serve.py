@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
 from isaseg_cli.data.mask_io import encode_index_png
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.segmenter import Segmenter
 
 
 def _get(url: str, path: str) -> tuple[int, bytes]:

@@ -28,7 +28,8 @@ try:
 except SystemExit:
     pass
 heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] == "torch" or m.startswith("isaseg_cli.engine"))
+               if m.split(".")[0] == "torch"
+               or m.startswith(("isaseg_cli.engine", "isaseg_cli.bench")))
 print("IMPORTED", heavy, file=sys.stderr)
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from isaseg_cli import api
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ZooLookupError
 from isaseg_cli.zoo.spec import WeightsSpec
 from tests.conftest import make_tiny_entry

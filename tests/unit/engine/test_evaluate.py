@@ -19,7 +19,7 @@ from isaseg_cli.data.datasets import list_samples
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine import evaluate as evaluate_module
 from isaseg_cli.engine.evaluate import evaluate, prediction_paths, shard
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.errors import DatasetNotFoundError, InputError
 from isaseg_cli.zoo.classes import CITYSCAPES_TRAIN_ID_TO_ID

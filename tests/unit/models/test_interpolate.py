@@ -47,7 +47,7 @@ def test_bilinear_resize_computes_in_float32_under_autocast() -> None:
 def test_a_segmentor_trains_the_same_with_the_matmul_resize() -> None:
     import copy
 
-    from isaseg_cli.engine.loss import segmentation_losses
+    from isaseg_cli.engine.train.loss import segmentation_losses
     from isaseg_cli.models.build import build_model
     from tests.conftest import tiny_model_spec
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from isaseg_cli.engine.loss import segmentation_losses
+from isaseg_cli.engine.train.loss import segmentation_losses
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.recompute import recomputed_tail

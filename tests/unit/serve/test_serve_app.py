@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
 from isaseg_cli.data.mask_io import encode_index_png
-from isaseg_cli.engine.segmenter import Segmenter
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.serve.app import build_app, serving_in_thread
 from isaseg_cli.serve.settings import ServeSettings
 from tests.helpers import huge_png_header

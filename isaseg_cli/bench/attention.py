@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from isaseg_cli.engine.benchmark import environment, measure
+from isaseg_cli.bench.benchmark import environment, measure
+from isaseg_cli.bench.memory import peak_tensor_bytes
 from isaseg_cli.engine.device import check_precision
-from isaseg_cli.engine.fast import set_attention
-from isaseg_cli.engine.memory import peak_tensor_bytes
+from isaseg_cli.engine.infer.fast import set_attention
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock

@@ -9,10 +9,10 @@ import dataclasses
 import pytest
 import torch
 
-from isaseg_cli.engine.cuda_graphs import graph_training_forward
-from isaseg_cli.engine.fast import prepare_for_training
-from isaseg_cli.engine.loop import train_one_iter
-from isaseg_cli.engine.optim import build_optimizer
+from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
+from isaseg_cli.engine.infer.fast import prepare_for_training
+from isaseg_cli.engine.train.fit import train_one_iter
+from isaseg_cli.engine.train.optim import build_optimizer
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
 from tests.conftest import make_tiny_entry, tiny_model_spec
@@ -116,7 +116,7 @@ def test_recomputed_tails_give_the_same_gradients_on_the_gpu(monkeypatch) -> Non
 
 
 def test_every_conv_runs_fused_on_the_gpu() -> None:
-    from isaseg_cli.engine.fast import optimize_for_inference
+    from isaseg_cli.engine.infer.fast import optimize_for_inference
     from isaseg_cli.models.fuse import ConvReLU
 
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_every_conv_runs_fused_on_the_gpu() -> None:
 
 
 def test_graphed_inference_returns_what_the_eager_fast_path_returns() -> None:
-    from isaseg_cli.engine.fast import optimize_for_inference
+    from isaseg_cli.engine.infer.fast import optimize_for_inference
 
     torch.manual_seed(0)
     model = build_model(_bottleneck_entry().model, with_aux=False).to(CUDA).eval()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from isaseg_cli.bench.benchmark import mask_agreement, random_model
 from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.engine.benchmark import mask_agreement, random_model
-from isaseg_cli.engine.fast import (
+from isaseg_cli.engine.infer.fast import (
     FastSettings,
     InferenceSegmentor,
     apply_fast_settings,
@@ -19,7 +19,7 @@ from isaseg_cli.engine.fast import (
     recommended_window_batch,
     resolve_fast_settings,
 )
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.catalog import resolve_entry

@@ -4,10 +4,10 @@ shared tolerance rule of tests.helpers."""
 from __future__ import annotations
 
 import torch
+from tests.unit.engine.infer.test_pipeline_parity import _model
 
-from isaseg_cli.engine.loss import cross_entropy, pixel_accuracy, segmentation_losses
+from isaseg_cli.engine.train.loss import cross_entropy, pixel_accuracy, segmentation_losses
 from tests.helpers import assert_close_to_reference, reference_tolerance, top2_margin
-from tests.unit.engine.test_inference_parity import _model
 
 
 def _accuracy_slack(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from isaseg_cli.engine.train_log import LOG_NAME, TENSORBOARD_DIR
+from isaseg_cli.engine.train.log import LOG_NAME, TENSORBOARD_DIR
 from isaseg_cli.errors import InputError
 
 LATEST = "latest.pth"

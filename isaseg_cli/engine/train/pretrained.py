@@ -1,5 +1,5 @@
-"""Starting weights for training: mmseg's initialisation, the ImageNet backbone (ISANET.md §2.3,
-§5.5) and a segmentation checkpoint to fine-tune from."""
+"""Starting weights for training: mmseg's initialisation, the ImageNet backbone and a
+segmentation checkpoint to fine-tune from (docs/FAITHFULNESS.md#pretrained-weights-and-initialisation)."""
 
 from __future__ import annotations
 

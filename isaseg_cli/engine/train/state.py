@@ -27,7 +27,7 @@ from isaseg_cli.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from isaseg_cli.engine.train_workdir import LATEST, iter_name, run_files
+from isaseg_cli.engine.train.workdir import LATEST, iter_name, run_files
 from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.zoo.spec import ZooEntry
 

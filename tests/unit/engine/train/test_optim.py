@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from isaseg_cli.engine.optim import build_optimizer, build_scheduler, poly_lr
+from isaseg_cli.engine.train.optim import build_optimizer, build_scheduler, poly_lr
 from isaseg_cli.zoo.spec import TrainSpec
 
 SPEC = TrainSpec(lr=0.01, momentum=0.9, weight_decay=0.0005, min_lr=1e-4, power=0.9)

@@ -1,6 +1,6 @@
 """The Python API for inference: ``Segmenter`` turns images into class-index masks.
 
-It wraps a loaded model with the zoo entry's test pipeline (ISANET.md §3), user overrides of that
+It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline), user overrides of that
 pipeline, a device and a precision, and falls back from ``whole`` to ``slide`` when a large image
 does not fit in the device's memory.
 """
@@ -19,8 +19,8 @@ from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
-from isaseg_cli.engine.fast import optimize_for_inference, recommended_window_batch
-from isaseg_cli.engine.inference import forward_logits, infer_scores
+from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
+from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor

@@ -19,15 +19,16 @@ from torch.utils.data import DataLoader
 from isaseg_cli.data.datasets import Sample
 from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
-from isaseg_cli.engine import train_state, train_workdir
 from isaseg_cli.engine.checkpoint import model_state_dict, save_checkpoint
 from isaseg_cli.engine.distributed import DistInfo
-from isaseg_cli.engine.fast import prepare_for_training
+from isaseg_cli.engine.infer.fast import prepare_for_training
 from isaseg_cli.engine.loading import entry_classes
-from isaseg_cli.engine.optim import build_optimizer, build_scheduler
 from isaseg_cli.engine.progress import ProgressCallback
-from isaseg_cli.engine.train_log import TrainLog
-from isaseg_cli.engine.train_workdir import BEST, LATEST
+from isaseg_cli.engine.train import state as train_state
+from isaseg_cli.engine.train import workdir as train_workdir
+from isaseg_cli.engine.train.log import TrainLog
+from isaseg_cli.engine.train.optim import build_optimizer, build_scheduler
+from isaseg_cli.engine.train.workdir import BEST, LATEST
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from isaseg_cli.engine import train_workdir
-from isaseg_cli.engine.train_state import resolve_settings
+from isaseg_cli.engine.train import workdir as train_workdir
+from isaseg_cli.engine.train.state import resolve_settings
 from isaseg_cli.errors import InputError
 
 

@@ -27,7 +27,12 @@ from isaseg_cli.data.image import (
     resize_to,
     scale_by_ratio,
 )
-from isaseg_cli.engine.inference import forward_logits, infer_scores, ms_flip_views, slide_windows
+from isaseg_cli.engine.infer.pipeline import (
+    forward_logits,
+    infer_scores,
+    ms_flip_views,
+    slide_windows,
+)
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import TestSpec
 from tests.conftest import TINY, tiny_model_spec

@@ -20,20 +20,20 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from isaseg_cli.engine.cuda_graphs import graph_training_forward
+from isaseg_cli.bench.memory import read_peak, reset_peak
 from isaseg_cli.engine.device import check_precision
-from isaseg_cli.engine.fast import (
+from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
+from isaseg_cli.engine.infer.fast import (
     optimize_for_inference,
     prepare_for_training,
     recommended_window_batch,
     set_attention,
 )
-from isaseg_cli.engine.inference import forward_logits
-from isaseg_cli.engine.loop import train_one_iter
-from isaseg_cli.engine.loss import segmentation_losses
-from isaseg_cli.engine.memory import read_peak, reset_peak
-from isaseg_cli.engine.optim import build_optimizer
+from isaseg_cli.engine.infer.pipeline import forward_logits
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
+from isaseg_cli.engine.train.fit import train_one_iter
+from isaseg_cli.engine.train.loss import segmentation_losses
+from isaseg_cli.engine.train.optim import build_optimizer
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
 from isaseg_cli.models.build import build_model

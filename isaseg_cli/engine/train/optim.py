@@ -1,4 +1,4 @@
-"""SGD and the iteration-based poly learning rate of mmseg 0.x (ISANET.md §5.1)."""
+"""SGD and the iteration-based poly learning rate of mmseg 0.x (docs/FAITHFULNESS.md#training-schedule)."""
 
 from __future__ import annotations
 

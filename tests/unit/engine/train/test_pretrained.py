@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from isaseg_cli.engine.checkpoint import read_checkpoint
-from isaseg_cli.engine.pretrained import (
+from isaseg_cli.engine.train.pretrained import (
     init_weights,
     initialise,
     load_finetune_weights,

@@ -29,7 +29,7 @@ from isaseg_cli.data.mask_io import (
 )
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.failure import failure_for
-from isaseg_cli.engine.predict_plan import (
+from isaseg_cli.engine.infer.predict_plan import (
     IMAGE_EXTENSIONS,
     Job,
     PredictPlan,
@@ -37,8 +37,8 @@ from isaseg_cli.engine.predict_plan import (
     expand_inputs,
     plan_predict,
 )
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
-from isaseg_cli.engine.segmenter import Segmenter
 from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
 

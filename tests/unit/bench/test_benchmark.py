@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isaseg_cli.engine.attention_benchmark import benchmark_attention
-from isaseg_cli.engine.benchmark import calibrate_batchnorm, count_flops, measure
-from isaseg_cli.engine.memory import peak_tensor_bytes
+from isaseg_cli.bench.attention import benchmark_attention
+from isaseg_cli.bench.benchmark import calibrate_batchnorm, count_flops, measure
+from isaseg_cli.bench.memory import peak_tensor_bytes
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
 from isaseg_cli.zoo.catalog import resolve_entry

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.engine import segmenter as segmenter_module
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer import segmenter as segmenter_module
+from isaseg_cli.engine.infer.pipeline import infer_scores
+from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
 from isaseg_cli.engine.loading import load_model
-from isaseg_cli.engine.segmenter import Segmenter, resolve_test_spec
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo import spec
 from tests.conftest import make_tiny_entry
@@ -112,7 +112,7 @@ def test_bf16_autocasts_the_network_and_returns_float32(tiny_checkpoint, image, 
 
 
 def test_fp32_cpu_keeps_the_exact_model_and_bf16_takes_the_fast_path(tiny_checkpoint) -> None:
-    from isaseg_cli.engine.fast import InferenceSegmentor
+    from isaseg_cli.engine.infer.fast import InferenceSegmentor
 
     loaded = load_model(checkpoint=tiny_checkpoint)
     assert Segmenter(loaded, device="cpu").model is loaded.model

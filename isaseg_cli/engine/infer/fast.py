@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from isaseg_cli.engine.cuda_graphs import GraphedInference
 from isaseg_cli.engine.device import PRECISIONS, check_precision
-from isaseg_cli.engine.inference import slide_windows
+from isaseg_cli.engine.infer.cuda_graphs import GraphedInference
+from isaseg_cli.engine.infer.pipeline import slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.fuse import (

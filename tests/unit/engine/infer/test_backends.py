@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.engine.backends import check_backend_options, load_exported
-from isaseg_cli.engine.inference import infer_scores
+from isaseg_cli.engine.infer.backends import check_backend_options, load_exported
+from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ExportError, InputError, MissingExtraError
 from isaseg_cli.zoo.spec import TestSpec
 from tests.conftest import TINY

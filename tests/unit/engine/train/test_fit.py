@@ -11,8 +11,8 @@ import torch
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine.checkpoint import apply_weights, entry_from_meta, read_checkpoint
 from isaseg_cli.engine.loading import load_model
-from isaseg_cli.engine.loop import fit
 from isaseg_cli.engine.progress import ProgressEvent
+from isaseg_cli.engine.train.fit import fit
 from isaseg_cli.errors import DatasetNotFoundError, InputError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.classes import DATASETS

@@ -1,4 +1,4 @@
-"""``fit``: the iteration-based recipe of ISANET.md §5, on one process or many (torchrun + DDP)."""
+"""``fit``: the iteration-based recipe of docs/FAITHFULNESS.md#training-schedule, on one process or many (torchrun + DDP)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from torch.optim import Optimizer
 
 from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.data.loader import iterate_forever
-from isaseg_cli.engine import train_state, train_workdir
 from isaseg_cli.engine.checkpoint import apply_weights
-from isaseg_cli.engine.cuda_graphs import graph_training_forward
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
 from isaseg_cli.engine.distributed import (
     DistInfo,
@@ -28,11 +26,14 @@ from isaseg_cli.engine.distributed import (
     init_process_group,
     ranks_identical,
 )
-from isaseg_cli.engine.loss import segmentation_losses
-from isaseg_cli.engine.pretrained import WeightsReport, WeightsSource, initialise
+from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
-from isaseg_cli.engine.train_log import LOG_NAME, TrainLog
-from isaseg_cli.engine.train_run import (
+from isaseg_cli.engine.train import state as train_state
+from isaseg_cli.engine.train import workdir as train_workdir
+from isaseg_cli.engine.train.log import LOG_NAME, TrainLog
+from isaseg_cli.engine.train.loss import segmentation_losses
+from isaseg_cli.engine.train.pretrained import WeightsReport, WeightsSource, initialise
+from isaseg_cli.engine.train.run import (
     TrainRun,
     build_run,
     prune,
@@ -40,8 +41,8 @@ from isaseg_cli.engine.train_run import (
     save_errors_hint,
     validate,
 )
-from isaseg_cli.engine.train_state import ResumePoint
-from isaseg_cli.engine.train_workdir import BEST, LATEST
+from isaseg_cli.engine.train.state import ResumePoint
+from isaseg_cli.engine.train.workdir import BEST, LATEST
 from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import ZooEntry
