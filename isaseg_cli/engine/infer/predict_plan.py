@@ -21,6 +21,7 @@ IMAGE_EXTENSIONS = (
     ".tif", ".tiff", ".webp", ".avif",
 )  # fmt: skip
 FORMATS = ("index", "color", "overlay", "labelids")
+MANIFEST_NAME = "manifest.jsonl"
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -46,12 +47,16 @@ class Job:
 class PredictPlan:
     """The checked work of one ``predict`` call.
 
+    Under torchrun each process plans the same inputs and keeps its share (``rank`` of
+    ``world_size``); everything below is about that share.
+
     Attributes:
         jobs: the inputs still to do, with their output paths.
-        skipped: inputs left out because all their outputs exist (``skip_existing``).
+        done: inputs left out because all their outputs exist (``skip_existing``).
         output_dir: the masks' folder (the file's folder for a single ``--out`` file); created
             only when the first result is written.
         overlay_dir: the same for overlays, when asked for.
+        manifest: ``output_dir/manifest.jsonl`` when a manifest is kept (see ``manifest``).
     """
 
     jobs: tuple[Job, ...]
@@ -60,7 +65,14 @@ class PredictPlan:
     probs: Path | None
     output_dir: Path
     overlay_dir: Path | None
-    skipped: int = 0
+    done: tuple[Job, ...] = ()
+    manifest: Path | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def skipped(self) -> int:
+        return len(self.done)
 
 
 def _is_video(path: Path) -> bool:
@@ -208,13 +220,22 @@ def plan_predict(
     cwd: str | Path | None = None,
     overwrite: bool = False,
     skip_existing: bool = False,
+    manifest: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> PredictPlan:
     """Chooses every output path and checks that the work can be done, writing nothing.
 
     Outputs: with one input and an ``out`` file name, that file; otherwise a folder (``out``, or
     a new ``runs/predict``, ``runs/predict2``, ... under ``cwd``) mirroring the input names,
     images as ``.png`` and videos as ``.mp4``. Existing results are never replaced silently:
-    ``overwrite`` replaces them, ``skip_existing`` leaves out the inputs whose outputs all exist.
+    ``overwrite`` replaces them, ``skip_existing`` leaves out the inputs whose outputs all exist
+    (atomic writes make an existing output a complete one).
+
+    Several processes (torchrun): the inputs, in their deterministic expanded order, are dealt
+    round-robin, input ``i`` to rank ``i % world_size``; names are chosen over the whole list, so
+    every rank plans the same paths. Only this rank's share is checked for finished outputs:
+    another rank may be writing its own already, and each output has one writer.
 
     Raises:
         InputError: the inputs or options cannot work, or an output exists already.
@@ -226,6 +247,8 @@ def plan_predict(
         sources = expand_inputs(inputs)  # type: ignore[arg-type]
     if not sources:
         raise InputError("nothing to segment: give at least one image, folder or video")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(f"rank {rank} is not one of {world_size} process(es)")
     if overwrite and skip_existing:
         raise InputError("--overwrite and --skip-existing exclude each other: choose one")
     check_options(sources, fmt, opacity, probs_out is not None)
@@ -243,27 +266,34 @@ def plan_predict(
     jobs = [Job(*item) for item in zip(sources, masks, overlays, strict=True)]
     planned = [*masks, *(path for path in overlays if path), *([probs] if probs else [])]
     _check_no_clash(sources, planned)
+    mine = jobs[rank::world_size]
+    todo, done = mine, []
     if skip_existing:
-        todo = [job for job in jobs if not all(os.path.lexists(p) for p in _outputs(job, probs))]
-    else:
-        todo = jobs
-        if not overwrite:
-            _check_existing(planned)
+        finished = [all(os.path.lexists(p) for p in job_outputs(job, probs)) for job in mine]
+        todo = [job for job, skip in zip(mine, finished, strict=True) if not skip]
+        done = [job for job, skip in zip(mine, finished, strict=True) if skip]
+    elif not overwrite:
+        _check_existing(planned)
     check_writable(target, "--out", folder=not as_file)
     if overlay_out is not None:
         check_writable(Path(overlay_out), "--overlay", folder=not as_overlay_file)
     if probs is not None:
         check_writable(probs, "--probs")
+    output_dir = target.parent if as_file else target
     return PredictPlan(
         jobs=tuple(todo),
         fmt=fmt,
         opacity=opacity,
         probs=probs,
-        output_dir=target.parent if as_file else target,
+        output_dir=output_dir,
         overlay_dir=overlay_dir,
-        skipped=len(jobs) - len(todo),
+        done=tuple(done),
+        manifest=output_dir / MANIFEST_NAME if manifest else None,
+        rank=rank,
+        world_size=world_size,
     )
 
 
-def _outputs(job: Job, probs: Path | None) -> list[Path]:
+def job_outputs(job: Job, probs: Path | None) -> list[Path]:
+    """The files ``job`` writes (``probs``: the plan's probabilities file, if any)."""
     return [job.mask, *([job.overlay] if job.overlay else []), *([probs] if probs else [])]
