@@ -116,7 +116,7 @@ def predict_cli(
             min=0,
             metavar="N",
             help="Processes decoding images while the model runs, plus a writer thread "
-            "(0: all in turn; default 4 on a GPU, 0 on the CPU).",
+            "(0: all in turn; default 4 on a GPU for over 32 images, else 0).",
         ),
     ] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
@@ -199,7 +199,8 @@ def _run(
     """Loads the model and runs the plan; None when no process has anything left to do. The
     count is gathered before any process writes, so all of them see the same existing files."""
     from isaseg_cli.engine.distributed import gather_objects
-    from isaseg_cli.engine.infer.predict import finish_skipped, run_plan
+    from isaseg_cli.engine.infer.manifest import finish_skipped
+    from isaseg_cli.engine.infer.predict import run_plan
 
     if not sum(gather_objects(len(plan.jobs))):
         finish_skipped(plan)
@@ -208,8 +209,9 @@ def _run(
             _render.info(f"skipped {total} input(s) whose results exist: nothing to do")
         return None
     segmenter = _load(name, checkpoint, trust, backend, options)
-    if run["workers"] is None:
-        run = {**run, "workers": 4 if segmenter.device.type == "cuda" else 0}
+    if run["workers"] is None:  # starting workers costs seconds: worth it for many images
+        many = sum(not job.source.is_video for job in plan.jobs) > 32
+        run = {**run, "workers": 4 if segmenter.device.type == "cuda" and many else 0}
     with _render.progress_bars() as update:
         result = run_plan(segmenter, plan, **run, on_progress=_render.event_sink(update))
     return result, segmenter

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from isaseg_cli.data.mask_io import atomic_write_bytes, os_error_reason
+from isaseg_cli.engine.distributed import gather_objects
+from isaseg_cli.engine.infer.predict_plan import Job, PredictPlan, job_outputs
 from isaseg_cli.errors import OutputError
 
 
@@ -136,3 +138,30 @@ def merge_manifest(manifest: Path) -> int:
     for part in parts:
         part.unlink(missing_ok=True)
     return len(latest)
+
+
+def finish_skipped(plan: PredictPlan) -> None:
+    """For a run with nothing left to do in any process: the skipped inputs go into the
+    manifest, which rank 0 folds once every process has recorded its own.
+
+    Raises:
+        OutputError: the manifest cannot be written.
+    """
+    if plan.manifest is None:
+        return
+    writer = ManifestWriter(plan.manifest, plan.rank)
+    try:
+        for job in plan.done:
+            writer.append(skipped_record(job, plan))
+    finally:
+        writer.close()
+    if plan.world_size > 1:
+        gather_objects(None)  # a barrier: every part file is complete
+    if plan.rank == 0:
+        merge_manifest(plan.manifest)
+
+
+def skipped_record(job: Job, plan: PredictPlan) -> ManifestRecord:
+    """The record of an input left out because its outputs exist."""
+    outputs = tuple(str(path) for path in job_outputs(job, plan.probs))
+    return ManifestRecord(str(job.source.path), outputs, "skipped", rank=plan.rank)

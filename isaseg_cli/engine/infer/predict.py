@@ -30,7 +30,12 @@ from isaseg_cli.data.mask_io import (
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.distributed import gather_objects
 from isaseg_cli.engine.failure import failure_for
-from isaseg_cli.engine.infer.manifest import ManifestRecord, ManifestWriter, merge_manifest
+from isaseg_cli.engine.infer.manifest import (
+    ManifestRecord,
+    ManifestWriter,
+    merge_manifest,
+    skipped_record,
+)
 from isaseg_cli.engine.infer.predict_io import (
     BackgroundWriter,
     Decoded,
@@ -44,7 +49,6 @@ from isaseg_cli.engine.infer.predict_plan import (
     PredictPlan,
     Source,
     expand_inputs,
-    job_outputs,
     plan_predict,
 )
 from isaseg_cli.engine.infer.predict_result import PredictResult, merge_results
@@ -207,32 +211,6 @@ def run_plan(
     return result
 
 
-def finish_skipped(plan: PredictPlan) -> None:
-    """For a run with nothing left to do in any process: the skipped inputs go into the
-    manifest, which rank 0 folds once every process has recorded its own.
-
-    Raises:
-        OutputError: the manifest cannot be written.
-    """
-    if plan.manifest is None:
-        return
-    writer = ManifestWriter(plan.manifest, plan.rank)
-    try:
-        for job in plan.done:
-            writer.append(_skipped_record(job, plan))
-    finally:
-        writer.close()
-    if plan.world_size > 1:
-        gather_objects(None)  # a barrier: every part file is complete
-    if plan.rank == 0:
-        merge_manifest(plan.manifest)
-
-
-def _skipped_record(job: Job, plan: PredictPlan) -> ManifestRecord:
-    outputs = tuple(str(path) for path in job_outputs(job, plan.probs))
-    return ManifestRecord(str(job.source.path), outputs, "skipped", rank=plan.rank)
-
-
 class _Run:
     """The state of one ``predict`` call: what was written, what failed, how many images.
 
@@ -290,7 +268,7 @@ class _Run:
     def skipped(self) -> None:
         if self.manifest is not None:
             for job in self.plan.done:
-                record = _skipped_record(job, self.plan)
+                record = skipped_record(job, self.plan)
                 self.writer.submit(functools.partial(self.manifest.append, record))
 
     def images(self, jobs: list[Job]) -> None:
@@ -327,17 +305,17 @@ class _Run:
         try:
             results = self.segmenter.predict_batch(arrays, return_probs=want_probs)  # type: ignore[arg-type]
         except Exception as exc:
+            self.compute_seconds += time.perf_counter() - start
             if len(readable) == 1:
                 self._fail(readable[0][1].source, exc)
                 return
             for item in readable:
                 yield from self._segment([item])
             return
-        finally:
-            self.compute_seconds += time.perf_counter() - start
-        share = (time.perf_counter() - start) / max(1, len(readable))
+        elapsed = time.perf_counter() - start
+        self.compute_seconds += elapsed
         for item, result in zip(readable, results, strict=True):
-            yield item, result, share
+            yield item, result, elapsed / len(readable)
 
     def _finish(self, image: np.ndarray, result: Any, job: Job, seconds: float) -> None:
         """Writes one image's results and its manifest line; runs in the writer's thread."""

@@ -3,6 +3,8 @@ size, and results written by a background thread, so the model waits for neither
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import queue
 import threading
 import time
@@ -59,6 +61,17 @@ def _one_thread_per_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a fork server that imported this module and never ran OpenCV: a plain
+    fork copies the parent's OpenCV thread pool without its threads, and a child that touches the
+    pool waits for them forever (seen: cv2.setNumThreads stuck in pthread_cond_destroy)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> Iterator[Decoded]:
     """The inputs decoded, in order: in this process with ``workers == 0``, else in ``workers``
     DataLoader processes that run a few images ahead of the consumer."""
@@ -75,6 +88,7 @@ def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> It
             collate_fn=_as_is,
             prefetch_factor=4,
             worker_init_fn=_one_thread_per_worker,
+            multiprocessing_context=_worker_context(),
         )
         items = iter(loader)
     for index, image, reason, seconds in items:
