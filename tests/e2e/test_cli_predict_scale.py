@@ -23,7 +23,8 @@ from tests.helpers import kill_process_tree
 ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
-# The CLI with every forward slowed down, so that a kill lands partway through the folder.
+# The CLI with every forward slowed down, so that a kill lands partway through the folder. The
+# guard matters: the decoding workers' fork server imports the main module.
 _SLOW = """
 import sys, time
 from isaseg_cli.cli import app
@@ -32,8 +33,9 @@ real = Segmenter.predict_batch
 def slow(self, images, **kwargs):
     time.sleep(0.4)
     return real(self, images, **kwargs)
-Segmenter.predict_batch = slow
-app(sys.argv[1:], prog_name="isaseg")
+if __name__ == "__main__":
+    Segmenter.predict_batch = slow
+    app(sys.argv[1:], prog_name="isaseg")
 """
 
 
@@ -116,8 +118,8 @@ def test_a_killed_run_is_continued_by_the_same_command(tiny_checkpoint, tmp_path
         while len(_results(out) if out.exists() else {}) < 3 and killed.poll() is None:
             assert time.monotonic() < deadline, "the slowed run wrote nothing in time"
             time.sleep(0.05)
-        kill_process_tree(killed.pid)  # torchrun, both ranks and their decoding workers
     finally:
+        kill_process_tree(killed.pid)  # torchrun, both ranks and their decoding workers
         killed.wait(timeout=60)
     partial = _results(out)
     assert 3 <= len(partial) < 8, sorted(partial)
