@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +199,8 @@ class ConcatConvReLU(nn.Module):
     matching slices of its weight: ``b``'s bare convolution is added by ``a``'s in its fused
     epilogue (``ConvReLU`` with a residual). For ISA's ``out_conv`` on a 128x256 map this
     spares writing and reading a 1024-channel tensor. ``forward_parts((a, b))`` is what
-    ``ISAHead`` calls; ``forward`` takes the concatenated input too.
+    ``ISAHead`` calls (as on the ``ConvModule`` it replaces); ``forward`` takes the
+    concatenated input too.
     """
 
     def __init__(self, conv: nn.Conv2d, first_width: int) -> None:
@@ -209,7 +211,7 @@ class ConcatConvReLU(nn.Module):
         self.first = ConvReLU(_conv_slice(conv, 0, first_width, with_bias=True))
         self.second = _conv_slice(conv, first_width, conv.in_channels, with_bias=False)
 
-    def forward_parts(self, parts: tuple[Tensor, Tensor]) -> Tensor:
+    def forward_parts(self, parts: Sequence[Tensor]) -> Tensor:
         first, second = parts
         return self.first(first, self.second(second))
 
