@@ -88,9 +88,11 @@ def inference_flags(device: torch.device) -> ProcessFlags:
 def set_process_flags(flags: ProcessFlags) -> ProcessFlags:
     """Sets the process-wide torch switches; returns the ones they replace.
 
-    The one place isaseg changes them: each command's engine entry calls it once, at its
-    start (``fit`` with ``--cudnn-benchmark``; ``evaluate`` and ``Segmenter`` with
-    ``inference_flags``; the benchmarks through ``process_flags``). Model code never does.
+    The one place isaseg changes them: each command's engine entry calls it at its start
+    (``fit`` with ``--cudnn-benchmark``; ``Segmenter`` with ``inference_flags``), and
+    ``evaluate`` and the inference benchmark for their loop, putting the previous flags back
+    (so a training run's validation leaves them as the run set them). Model code never does.
+    docs/PERFORMANCE.md lists them.
     """
     previous = ProcessFlags(cudnn_benchmark=torch.backends.cudnn.benchmark)
     torch.backends.cudnn.benchmark = flags.cudnn_benchmark

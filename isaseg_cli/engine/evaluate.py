@@ -188,7 +188,6 @@ def evaluate(
     check_precision(precision, device)
     rank, world_size = _distributed()
     plain = getattr(model, "module", model).eval()
-    set_process_flags(inference_flags(device))
     fast = resolve_fast_settings(device, FastOptions(precision=precision))
     net = optimize_for_inference(plain, entry.model, fast)
     window_batch = recommended_window_batch(device, entry.test)
@@ -216,6 +215,7 @@ def evaluate(
     if on_progress is not None and rank == 0:
         on_progress(ProgressEvent("eval", 0, len(mine)))
     start = time.perf_counter()
+    previous = set_process_flags(inference_flags(device))  # the caller's come back at the end
     try:
         for batch in loader:
             for record in batch:
@@ -248,6 +248,8 @@ def evaluate(
                     on_progress(ProgressEvent("eval", done, len(mine), figures))
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        set_process_flags(previous)
     seconds = time.perf_counter() - start
     images = done
     if world_size > 1 and not interrupted:

@@ -133,9 +133,9 @@ class SpaceToDepthConvReLU(nn.Module):
     """The stem's first conv-ReLU (3x3, stride 2, padding 1 on the 3-channel image) as a
     2x2 stride-1 conv over 2x2 pixel blocks.
 
-    cuDNN has no tensor-core kernel for a 3-channel NHWC input: it runs a generic one, 0.1 ms
-    at 1024x2048 on an H200 (``benchmarks/op_probe.py``), after its own padding and layout
-    passes over the image. Stacking each 2x2 block's 3x4 values as channels (zero-padded to
+    cuDNN has no tensor-core kernel for a 3-channel NHWC input: it runs a generic one, after
+    its own padding and layout passes over the image (``benchmarks/op_probe.py``; the figures
+    are in docs/PERFORMANCE.md). Stacking each 2x2 block's 3x4 values as channels (zero-padded to
     16) gives a half-size map on which the stride-2 window of every output pixel spans 2x2
     blocks: the same conv, its weight rearranged, zeros where the blocks overhang the 3x3
     window. One copy builds the block map from the image as it comes (float32 NCHW, cast on

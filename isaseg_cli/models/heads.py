@@ -96,7 +96,7 @@ def _fused_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) ->
     Those kernels take 4-d (batch, heads, tokens, width) inputs only (3-d ones go to the
     math kernel), and the flash and cuDNN kernels want the value as wide as the key: ISA's
     value (512) is twice its key (256), which only the memory-efficient kernel accepts (probed
-    on an H200, docs/PERFORMANCE.md). So each group is one head, and the value is attended in
+    on a GPU: docs/PERFORMANCE.md). So each group is one head, and the value is attended in
     key-wide slices (the scores are recomputed per slice, cheap next to the 1x1 projections
     around them).
     """

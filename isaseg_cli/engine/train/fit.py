@@ -163,7 +163,7 @@ def fit(
         cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
             single process); ``engine.cuda_graphs`` says why.
         recompute: recompute the bottleneck tails in the backward pass to save activation
-            memory (``None``: on CUDA without SyncBatchNorm); ``prepare_for_training``.
+            memory (``None``: on CUDA without SyncBatchNorm); ``resolve_training_path``.
         log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).
         on_progress: ``ProgressEvent("train", iteration, max_iters, {...})`` after each
             iteration, and validation's ``"eval"`` events (rank 0 only).
