@@ -26,10 +26,12 @@ class BenchmarkRequest:
     """What ``isaseg benchmark`` was asked; ``None`` means the benchmark's own default.
 
     ``options`` are the fast inference path's (for ``train`` only the precision and the
-    attention kernel apply); ``cuda_graphs`` and ``recompute`` are the training step's.
+    attention kernel apply); ``cuda_graphs`` and ``recompute`` are the training step's;
+    ``backend`` other than ``torch`` times an exported file (``export.benchmark``).
     """
 
     kind: str = "inference"
+    backend: str = "torch"
     options: FastOptions = AUTOMATIC
     size: tuple[int, int] | None = None
     batch_size: int | None = None
@@ -44,11 +46,13 @@ class BenchmarkRequest:
     profile_to: Path | None = None
 
 
-def check_request(request: BenchmarkRequest) -> None:
-    """The checks across options, made before anything is built.
+def check_request(request: BenchmarkRequest, device: torch.device | None = None) -> None:
+    """The checks across options, made before anything is built (``device``: where it runs,
+    for the backend check).
 
     Raises:
-        InputError: options of another benchmark (e.g. ``--recompute`` without ``--train``).
+        InputError: options of another benchmark (e.g. ``--recompute`` without ``--train``),
+            or of the PyTorch path with another backend.
     """
     if request.kind not in BENCHMARK_KINDS:
         raise InputError(f"unknown benchmark {request.kind!r}: use {', '.join(BENCHMARK_KINDS)}")
@@ -58,6 +62,18 @@ def check_request(request: BenchmarkRequest) -> None:
         raise InputError("--cuda-graphs and --recompute apply to --train")
     if request.kind == "attention" and request.profile_to is not None:
         raise InputError("--profile applies to the inference and --train benchmarks")
+    options = request.options
+    if request.backend != "torch" and (
+        request.kind != "inference"
+        or options.compile
+        or request.plain
+        or options.precision != "fp32"
+        or (device is not None and device.type != "cpu")
+    ):
+        raise InputError(
+            f"--backend {request.backend} times float32 inference on the CPU: "
+            "no --train, --compile, --plain, --precision or --device"
+        )
 
 
 def call_counts(request: BenchmarkRequest, device: torch.device) -> dict[str, int]:
@@ -80,7 +96,9 @@ def run_benchmark(
     Raises:
         InputError: an option that does not apply (``check_request`` and each benchmark's).
     """
-    check_request(request)
+    check_request(request, device)
+    if request.backend != "torch":
+        raise InputError(f"--backend {request.backend}: run export.benchmark.benchmark_backend")
     calls = call_counts(request, device)
     options = request.options
     if request.kind == "attention":

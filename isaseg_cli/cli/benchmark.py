@@ -126,6 +126,7 @@ def benchmark_cli(
     )
     request = BenchmarkRequest(
         kind="train" if train else "attention" if attention else "inference",
+        backend=backend,
         options=options,
         size=parse_size(size, "--size"),
         batch_size=batch_size,
@@ -139,19 +140,15 @@ def benchmark_cli(
         iters=iters,
         profile_to=profile,
     )
-    check_request(request)
     entry = None if attention else resolve_entry(model or default_model())
     target = resolve_device(device)
+    check_request(request, target)
     with _render.progress_bars() as update:
         sink = _render.event_sink(update)
         if backend != "torch":
-            assert entry is not None
-            if train or compile or plain or precision != "fp32" or target.type != "cpu":
-                raise InputError(
-                    f"--backend {backend} times float32 inference on the CPU: "
-                    "no --train, --compile, --plain, --precision or --device"
-                )
             from isaseg_cli.export.benchmark import benchmark_backend
+
+            assert entry is not None
 
             result: Any = benchmark_backend(
                 entry,

@@ -161,7 +161,7 @@ def fit(
             ``best.pth`` and ``latest.pth`` always stay. Deletions go to the log.
         cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
         cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
-            single process); ``engine.cuda_graphs`` says why.
+            single process); ``engine.infer.cuda_graphs`` says why.
         recompute: recompute the bottleneck tails in the backward pass to save activation
             memory (``None``: on CUDA without SyncBatchNorm); ``resolve_training_path``.
         log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).

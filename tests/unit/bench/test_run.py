@@ -29,6 +29,23 @@ def test_options_of_another_benchmark_are_refused(request_, message) -> None:
         check_request(request_)
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        BenchmarkRequest(backend="onnxruntime", kind="train"),
+        BenchmarkRequest(backend="onnxruntime", plain=True),
+        BenchmarkRequest(backend="openvino", options=FastOptions(precision="bf16")),
+        BenchmarkRequest(backend="openvino", options=FastOptions(compile=True)),
+    ],
+)
+def test_an_exported_backend_times_float32_cpu_inference_only(request_) -> None:
+    with pytest.raises(InputError, match="times float32 inference on the CPU"):
+        check_request(request_, CPU)
+    with pytest.raises(InputError, match="times float32 inference on the CPU"):
+        check_request(BenchmarkRequest(backend="onnxruntime"), torch.device("cuda"))
+    check_request(BenchmarkRequest(backend="onnxruntime"), CPU)  # what it does time
+
+
 def test_call_counts_per_device() -> None:
     assert call_counts(BenchmarkRequest(), CPU) == {"warmup": 1, "iters": 3}
     assert call_counts(BenchmarkRequest(), torch.device("cuda")) == {"warmup": 5, "iters": 20}
