@@ -81,6 +81,13 @@ class FastSettings:
         return inference_execution(self.attention)
 
 
+def check_attention(attention: str | None) -> None:
+    """Raises ``InputError`` for an attention kernel that is neither ``None`` (automatic) nor
+    one of ``ATTENTION_KINDS``."""
+    if attention is not None and attention not in ATTENTION_KINDS:
+        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+
+
 def inference_execution(attention: str) -> ExecutionSpec:
     """The fast path's ISA head: ``attention`` for both relations, and always the copy-saving
     interlace (the same maths whatever the kernel, with fewer copies)."""
@@ -135,8 +142,7 @@ def resolve_fast_settings(
     device = torch.device(device)
     check_precision(options.precision, device)
     attention = options.attention
-    if attention is not None and attention not in ATTENTION_KINDS:
-        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+    check_attention(attention)
     compile = options.compile
     if options.compile_mode not in COMPILE_MODES:
         mode = options.compile_mode

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from isaseg_cli.engine.infer.fast import check_attention
 from isaseg_cli.errors import InputError
-from isaseg_cli.models.execution import ATTENTION_KINDS, REFERENCE, ExecutionSpec
+from isaseg_cli.models.execution import REFERENCE, ExecutionSpec
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,8 +53,7 @@ def resolve_training_path(
     Raises:
         InputError: ``recompute`` with SyncBatchNorm, or an unknown attention kernel.
     """
-    if attention is not None and attention not in ATTENTION_KINDS:
-        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+    check_attention(attention)
     cuda = device.type == "cuda"
     if recompute is None:
         recompute = cuda and not sync_bn
@@ -70,8 +70,5 @@ def resolve_training_path(
 
 def reference_training_path(attention: str | None = None) -> TrainingPath:
     """The reference code path (``--plain``), with ``attention`` as its kernel if given."""
-    if attention is None:
-        return TrainingPath()
-    if attention not in ATTENTION_KINDS:
-        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
-    return TrainingPath(execution=ExecutionSpec(attention=attention))
+    check_attention(attention)
+    return TrainingPath(execution=ExecutionSpec(attention=attention or "matmul"))
