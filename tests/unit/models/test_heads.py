@@ -23,28 +23,42 @@ def _head(**kwargs) -> ISAHead:
 
 
 @pytest.mark.parametrize("size", [(45, 61), (8, 8), (1, 1), (3, 50), (50, 3), (16, 24)])
-def test_isa_head_runs_at_odd_sizes(size: tuple[int, int]) -> None:
-    with torch.no_grad():
-        logits = _head()([torch.randn(2, 16, *size)])
-    assert logits.shape == (2, 3, *size)
-    assert torch.isfinite(logits).all()
-
-
-class _Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def test_interlace_round_trip_is_exact_with_identity_attention() -> None:
+def test_isa_head_at_odd_sizes_matches_the_naive_reference(size: tuple[int, int]) -> None:
     head = _head()
-    head.global_relation = _Identity()  # type: ignore[assignment]
-    head.local_relation = _Identity()  # type: ignore[assignment]
-    captured = {}
-    head.out_conv.register_forward_pre_hook(lambda module, args: captured.update(input=args[0]))
+    feature = torch.randn(2, 16, *size)
     with torch.no_grad():
-        head([torch.randn(1, 16, 45, 61)])
-    isa_part, residual = captured["input"].chunk(2, dim=1)
-    assert torch.equal(isa_part, residual)
+        logits = head([feature])
+        assert logits.shape == (2, 3, *size)
+        assert torch.allclose(logits, _naive_isa(head, feature), atol=1e-5)
+
+
+class _GroupScale(nn.Module):
+    """A stand-in relation that multiplies group ``g`` of a batch by ``g + 1``: which pixels
+    end up in which group shows in the output (a mere identity would hide a wrong regrouping).
+    ``forward`` takes groups as maps (the reference order), ``forward_tokens`` as tokens."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.arange(1, x.shape[0] + 1, dtype=x.dtype).view(-1, 1, 1, 1)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens * torch.arange(1, tokens.shape[0] + 1, dtype=tokens.dtype).view(-1, 1, 1)
+
+
+@pytest.mark.parametrize("fast_interlace", [False, True])
+def test_interlace_round_trip_puts_every_pixel_in_its_two_groups(fast_interlace: bool) -> None:
+    """45x61 pads to 48x64 (6x8 blocks of 8x8). Long range: pixel (Y, X) of the padded map is in
+    group (Y % 8, X % 8); short range: in block (Y // 8, X // 8); the de-interlace puts it back."""
+    head = _head(fast_interlace=fast_interlace)
+    head.global_relation = _GroupScale()  # type: ignore[assignment]
+    head.local_relation = _GroupScale()  # type: ignore[assignment]
+    x = torch.randn(1, 8, 45, 61)
+    with torch.no_grad():
+        out = head.interlaced_attention(x)
+    rows = torch.arange(45).view(-1, 1) + 1  # pad_h = 3: one zero row on top
+    cols = torch.arange(61).view(1, -1) + 1  # pad_w = 3: one zero column on the left
+    long_range = 1 + (rows % 8) * 8 + cols % 8
+    short_range = 1 + (rows // 8) * 8 + cols // 8
+    assert torch.allclose(out, x * (long_range * short_range).float(), rtol=1e-6)
 
 
 def _naive_isa(head: ISAHead, feature: torch.Tensor) -> torch.Tensor:
