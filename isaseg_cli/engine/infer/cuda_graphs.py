@@ -33,8 +33,13 @@ def use_cuda_graphs(
     if asked is None:
         return possible
     if asked and not possible:
-        needs = "a CUDA device" + (", a single process" if distributed else "")
-        raise InputError(f"CUDA graphs need {needs}" + (" and no --compile" if compile else ""))
+        needs = ["a CUDA device"]
+        if distributed:
+            needs.append("a single process")
+        if compile:
+            needs.append("no --compile")
+        listed = needs[0] if len(needs) == 1 else f"{', '.join(needs[:-1])} and {needs[-1]}"
+        raise InputError(f"CUDA graphs need {listed}")
     return asked
 
 

@@ -27,8 +27,13 @@ def test_automatic_graphs_wherever_they_can_run() -> None:
     ("device", "kwargs", "message"),
     [
         (CPU, {}, "CUDA graphs need a CUDA device$"),
-        (CUDA, {"distributed": True}, "need a CUDA device, a single process$"),
+        (CUDA, {"distributed": True}, "need a CUDA device and a single process$"),
         (CUDA, {"compile": True}, "need a CUDA device and no --compile$"),
+        (
+            CUDA,
+            {"compile": True, "distributed": True},
+            "device, a single process and no --compile$",
+        ),
     ],
 )
 def test_graphs_asked_where_they_cannot_run_are_refused(device, kwargs, message) -> None:
