@@ -204,7 +204,8 @@ def test_convert_label_ids_writes_train_ids_by_lookup(tmp_path: Path) -> None:
     count = convert_label_ids(root, on_progress=lambda done, total: progress.append((done, total)))
 
     assert count == 4 and progress[-1] == (4, 4) and len(progress) == 4
-    # trainIds from the cityscapesScripts table (FAITHFULNESS.md#datasets-and-labels); all other ids, 34..255, -> 255.
+    # trainIds from the cityscapesScripts table (FAITHFULNESS.md#datasets-and-labels); all other
+    # ids, 34..255, -> 255.
     table = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11}
     table |= {25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
     expected = np.array([table.get(i, 255) for i in range(256)], dtype=np.uint8).reshape(16, 16)

@@ -82,7 +82,8 @@ def oracle(table: dict[str, np.ndarray], num_classes: int, noise: float = 0.0):
 
 
 def reference_miou(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> float:
-    """FAITHFULNESS.md#metrics computed directly with numpy: dataset-level intersections and unions."""
+    """FAITHFULNESS.md#metrics computed directly with numpy: dataset-level intersections and
+    unions."""
     intersect = np.zeros(num_classes)
     union = np.zeros(num_classes)
     for pred, label in pairs:

@@ -96,7 +96,8 @@ def test_ms_flip_merge_matches_reference(image, expected) -> None:
 
 
 def test_ms_flip_views_published_0x_rule() -> None:
-    """FAITHFULNESS.md#multi-scale-and-flip-views: ratios scale the test scale, then the image is fitted keep-ratio."""
+    """Ratios scale the test scale, then the image is fitted keep-ratio
+    (FAITHFULNESS.md#multi-scale-and-flip-views)."""
     voc = TestSpec(scale=(2048, 512))
     sizes = [size for size, flip in ms_flip_views(500, 375, voc) if not flip]
     assert sizes == [(341, 256), (512, 384), (683, 512), (853, 640), (1024, 768), (1195, 896)]
