@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isaseg_cli.data.synthetic import custom_classes
 from isaseg_cli.zoo.spec import (
     AuxHeadSpec,
     BackboneSpec,
@@ -59,6 +60,16 @@ COMMANDS = (
     "zoo", "download", "predict", "eval", "train", "benchmark", "convert-cityscapes",
     "make-synthetic",
 )  # fmt: skip
+
+
+# The data spec of each dataset layout, as the synthetic datasets (data/synthetic.py) write them.
+DATASET_SPECS = {
+    "cityscapes": DataSpec(dataset="cityscapes"),
+    "ade20k": DataSpec(dataset="ade20k", reduce_zero_label=True),
+    "voc12aug": DataSpec(dataset="voc12aug"),
+    "custom": DataSpec(dataset="custom", img_suffix=".png", classes=custom_classes()),
+}
+DATASET_NUM_CLASSES = {"cityscapes": 19, "ade20k": 150, "voc12aug": 21, "custom": 4}
 
 
 def tiny_model_spec(num_classes: int = 5, **changes: object) -> ModelSpec:
