@@ -40,6 +40,13 @@ ALLOWED["serve"].add("export")
 # zoo and hub are leaves: of the package only errors and the zoo.spec types, and no array library.
 LEAVES = {"zoo", "hub"}
 HEAVY = {"torch", "numpy", "cv2", "PIL", "torchvision"}
+# Libraries with one home: the terminal UI in cli (rich in _render.py alone), the HTTP stack in
+# serve, plots in report. Optional backends (onnxruntime, openvino) go through engine.extras.
+HOMES = {
+    "typer": f"{NAME}.cli", "click": f"{NAME}.cli", "rich": f"{NAME}.cli._render",
+    "fastapi": f"{NAME}.serve", "starlette": f"{NAME}.serve", "uvicorn": f"{NAME}.serve",
+    "prometheus_client": f"{NAME}.serve", "matplotlib": f"{NAME}.report",
+}  # fmt: skip
 
 
 def part_of(module: str) -> str:
@@ -141,6 +148,17 @@ def test_a_violation_would_be_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         f"{NAME}/models/bad.py:2: models imports {NAME}.engine",
         f"{NAME}/models/bad.py:2: models imports {NAME}.engine.device",
     ]
+
+
+def test_each_library_is_imported_only_in_its_home() -> None:
+    found = []
+    for path in sources():
+        module = module_name(path)
+        for line, target in imported_modules(path):
+            home = HOMES.get(target.split(".")[0])
+            if home is not None and module != home and not module.startswith(f"{home}."):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+    assert not found, "libraries imported outside their home:\n" + "\n".join(sorted(set(found)))
 
 
 def test_imports_follow_the_dependency_direction() -> None:
