@@ -10,7 +10,7 @@ from isaseg_cli.bench.flops import count_flops, inference_flops, training_flops
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 
 def test_a_convolution_counts_two_flops_per_multiply_add() -> None:

@@ -12,7 +12,7 @@ from isaseg_cli.bench.inference import benchmark_inference, mask_agreement, slid
 from isaseg_cli.engine.infer.fast import FastOptions
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 CPU = torch.device("cpu")
 CALLS = {"warmup": 0, "iters": 1}

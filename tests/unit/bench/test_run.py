@@ -10,7 +10,7 @@ from isaseg_cli.bench.result import BenchmarkResult
 from isaseg_cli.bench.run import BenchmarkRequest, call_counts, check_request, run_benchmark
 from isaseg_cli.engine.infer.fast import FastOptions
 from isaseg_cli.errors import InputError
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 CPU = torch.device("cpu")
 

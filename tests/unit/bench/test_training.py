@@ -8,7 +8,7 @@ import torch
 from isaseg_cli.bench.flops import training_flops
 from isaseg_cli.bench.training import benchmark_train
 from isaseg_cli.errors import InputError
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 CPU = torch.device("cpu")
 CALLS = {"warmup": 0, "iters": 1}

@@ -17,7 +17,7 @@ from isaseg_cli.engine.random_weights import (
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.backbone import BasicBlock
 from isaseg_cli.zoo.catalog import resolve_entry
-from tests.conftest import make_tiny_cityscapes_entry, tiny_model_spec
+from tests.helpers import make_tiny_cityscapes_entry, tiny_model_spec
 
 
 def test_calibrated_bn_holds_the_statistics_of_its_input() -> None:

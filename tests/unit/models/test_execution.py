@@ -12,7 +12,7 @@ from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.execution import REFERENCE, ExecutionSpec
 from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 FAST = ExecutionSpec(attention="sdpa", fast_interlace=True, matmul_resize=True, recompute_tail=True)
 

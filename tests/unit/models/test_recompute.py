@@ -13,7 +13,7 @@ from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.execution import ExecutionSpec
 from isaseg_cli.models.recompute import recomputed_tail
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 
 def _bottleneck_model(recompute: bool = False) -> nn.Module:

@@ -9,7 +9,7 @@ import torch
 from isaseg_cli.engine.infer.cuda_graphs import GraphedInference, GraphedTraining, use_cuda_graphs
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.build import build_model
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
