@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 import torch
 
-from isaseg_cli.bench.benchmark import random_model
 from isaseg_cli.engine.infer.predict import run_plan
 from isaseg_cli.engine.infer.predict_io import decode_images
 from isaseg_cli.engine.infer.predict_plan import plan_predict
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import LoadedModel, entry_classes
+from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.zoo.catalog import resolve_entry
 
 
@@ -114,8 +114,8 @@ def main() -> None:
         start = time.perf_counter()
         list(decode_images(sorted(folder.iterdir())[:1], workers=1, max_pixels=10**9))
         print(f"worker start-up, once per process: {time.perf_counter() - start:.1f} s")
-        for workers in (int(part) for part in args.workers.split(",")):
-            plan = plan_predict([folder], out=Path(scratch) / f"out{workers}")
+        for row, workers in enumerate(int(part) for part in args.workers.split(",")):
+            plan = plan_predict([folder], out=Path(scratch) / f"out{row}")
             result = run_plan(
                 segmenter,  # type: ignore[arg-type]
                 plan,
@@ -132,6 +132,7 @@ def main() -> None:
                     "input_wait": round(result.input_wait, 3),
                 }
             )
+            print(rows[-1], flush=True)  # each row as it comes: a long run keeps what it measured
     print("| workers | images/s | bare images/s | predict / bare | model waited |")
     print("|---|---|---|---|---|")
     for row in rows:
