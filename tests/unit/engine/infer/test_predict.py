@@ -162,3 +162,20 @@ def test_the_manifest_records_the_mean_confidence_with_probs(tmp_path, segmenter
     assert record["mean_confidence"] == pytest.approx(float(probs.max(axis=0).mean()))
     assert record["outputs"] == [str(path) for path in result.masks + result.probs]
     assert record["status"] == "ok" and record["seconds"] > 0 and record["rank"] == 0
+
+
+def test_ctrl_c_with_workers_keeps_the_finished_writes(tmp_path, segmenter, monkeypatch) -> None:
+    for name in ("a", "b", "c"):
+        _write(tmp_path / "in" / f"{name}.png")
+    real, calls = Segmenter.predict_batch, []
+
+    def interrupted_on_second(self, images, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "predict_batch", interrupted_on_second)
+    result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", workers=1, manifest=True)
+    assert result.interrupted and [path.name for path in result.masks] == ["a.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "manifest.jsonl"]
