@@ -212,3 +212,19 @@ def _figure(value: Any) -> str:
 def event_sink(update: Callable[..., None]) -> Callable[[Any], None]:
     """Adapts ``progress_bars``' update function to the engine's ``ProgressEvent`` callback."""
     return lambda event: update(event.task, event.completed, event.total, **event.info)
+
+
+def download_sink(
+    update: Callable[..., None], *, label: str = "download weights", megabytes: bool = False
+) -> Callable[[int, int | None], None]:
+    """Adapts ``progress_bars``' update function to a download's byte callback.
+
+    A bar appears only once bytes arrive (``progress_bars`` starts on first use), so a cached
+    file draws nothing. ``megabytes`` counts in MB, for bars without the transfer columns.
+    """
+    shift = 20 if megabytes else 0
+
+    def on_download(done: int, total: int | None) -> None:
+        update(label, done >> shift, None if total is None else total >> shift)
+
+    return on_download

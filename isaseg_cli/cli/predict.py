@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -181,14 +180,8 @@ def _load(
     """The segmenter; a download bar appears only if the weights are really downloaded."""
     from isaseg_cli.engine.infer.segmenter import Segmenter
 
-    with contextlib.ExitStack() as stack:
-        bars: list[Any] = []
-
-        def on_download(done: int, total: int | None) -> None:
-            if not bars:
-                bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
-            bars[0]("download weights", done, total)
-
+    with _render.progress_bars(transfer=True) as update:
+        on_download = _render.download_sink(update)
         if uses_export(backend, checkpoint):
             from isaseg_cli.export.cache import exported_segmenter
 
