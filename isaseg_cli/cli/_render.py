@@ -50,8 +50,15 @@ def status(message: str) -> None:
 
 
 def is_main_process() -> bool:
-    """Only rank 0 of a torchrun job draws bars and tables."""
-    return os.environ.get("RANK", "0") == "0"
+    """Only rank 0 of a torchrun job draws bars and tables.
+
+    Commands ask before (or without) importing torch, so this reads ``RANK`` itself, by the rule
+    of ``engine.distributed.dist_info``; a malformed value is that function's error to report.
+    """
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
 
 
 def table(

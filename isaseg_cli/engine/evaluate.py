@@ -22,6 +22,7 @@ from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_records
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
 from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.distributed import joined_info
 from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.infer.pipeline import infer_scores
@@ -120,12 +121,6 @@ def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(0)
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def evaluate(
     model: Segmentor,
     entry: ZooEntry,
@@ -181,7 +176,8 @@ def evaluate(
     """
     check_save_format(save_format, entry)
     check_precision(precision, device)
-    rank, world_size = _distributed()
+    info = joined_info()
+    rank, world_size = info.rank, info.world_size
     plain = getattr(model, "module", model).eval()
     net = optimize_for_inference(plain, device=device, precision=precision)
     window_batch = recommended_window_batch(device, entry.test)

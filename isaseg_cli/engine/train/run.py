@@ -95,7 +95,15 @@ def build_run(
         train_samples, TrainTransform(data), data.reduce_zero_label, entry.model.num_classes
     )
     per_process, pin = spec.batch_size // info.world_size, device.type == "cuda"
-    loader = build_train_loader(dataset, per_process, spec.workers, seed, info.distributed, pin)
+    loader = build_train_loader(
+        dataset,
+        per_process,
+        spec.workers,
+        seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        pin_memory=pin,
+    )
     # Its own generator keeps the loader's per-epoch draw off the global RNG that dropout uses,
     # so a run resumed mid-epoch replays the same dropout masks.
     loader.generator = torch.Generator().manual_seed(seed)
