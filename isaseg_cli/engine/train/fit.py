@@ -211,12 +211,12 @@ def fit(
         if run.log is not None and identical is not None:
             end = {"iter": plan.entry.train.iters, "mode": "end", "ranks_identical": identical}
             run.log.write(end)
+        return _result(plan, run, report, losses, checkpoint, seconds, identical)
     finally:
         if run is not None and run.log is not None:
             run.log.close()
         if created:
             destroy_process_group()
-    return _result(plan, run, report, losses, checkpoint, seconds, identical)
 
 
 def _result(
