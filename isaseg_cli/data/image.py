@@ -11,7 +11,8 @@ import torch
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size
 from isaseg_cli.errors import InputError
 
-# ImageNet statistics in RGB order, on 0..255 pixel values (spec §3.2).
+# ImageNet statistics in RGB order, on 0..255 pixel values
+# (docs/FAITHFULNESS.md#pre-processing).
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
 

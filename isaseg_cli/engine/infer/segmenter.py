@@ -1,8 +1,8 @@
 """The Python API for inference: ``Segmenter`` turns images into class-index masks.
 
-It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline), user overrides of that
-pipeline, a device and a precision, and falls back from ``whole`` to ``slide`` when a large image
-does not fit in the device's memory.
+It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline),
+user overrides of that pipeline, a device and a precision, and falls back from ``whole`` to
+``slide`` when a large image does not fit in the device's memory.
 """
 
 from __future__ import annotations
@@ -18,22 +18,27 @@ import torch
 from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
-from isaseg_cli.engine.device import autocast, check_precision, resolve_device
-from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
-from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
+from isaseg_cli.engine.device import (
+    autocast,
+    inference_flags,
+    resolve_device,
+    set_process_flags,
+)
+from isaseg_cli.engine.infer.fast import (
+    FastOptions,
+    optimize_for_inference,
+    recommended_window_batch,
+    resolve_fast_settings,
+)
+from isaseg_cli.engine.infer.pipeline import default_slide_stride, forward_logits, infer_scores
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.catalog import resolve_entry
-from isaseg_cli.zoo.spec import TestSpec, ZooEntry
+from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
 
 ImageInput = np.ndarray | str | Path
 WarningCallback = Callable[[str], None]
-
-
-def _two_thirds(crop: tuple[int, int]) -> tuple[int, int]:
-    """Default stride: 2/3 of the crop, rounded up (mmseg's 769 -> 513)."""
-    return (-(-2 * crop[0] // 3), -(-2 * crop[1] // 3))
 
 
 def _check_size(value: tuple[int, int] | None, what: str) -> None:
@@ -69,25 +74,31 @@ def resolve_test_spec(
         return dataclasses.replace(test, mode="whole", crop_size=None, stride=None)
     crop = tuple(crop or test.crop_size or entry.data.crop_size)  # type: ignore[assignment]
     if stride is None:
-        stride = test.stride if test.stride and crop == test.crop_size else _two_thirds(crop)
+        stride = test.stride if test.stride and crop == test.crop_size else None
+        stride = stride or default_slide_stride(crop)
     if stride[0] > crop[0] or stride[1] > crop[1]:
         raise InputError(f"stride {stride} must not exceed crop {crop}: windows would leave gaps")
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
 def prepare_model(
-    model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
+    model: Segmentor,
+    spec: ModelSpec,
+    device: torch.device,
+    precision: str,
+    *,
+    compile: bool = False,
 ) -> Segmentor:
-    """Readies a loaded model for inference on ``device`` at ``precision``.
+    """Readies a loaded model of ``spec`` for inference on ``device`` at ``precision``, and
+    sets the inference commands' process flags (``engine.device.inference_flags``).
 
     The one place where device- or precision-specific model changes belong: the fast path of
-    ``engine.fast`` (folded BN, channels-last, fused attention on CUDA, optional compile); float32
-    on the CPU keeps the plain model, bit-faithful to mmsegmentation.
+    ``engine.infer.fast`` (folded BN, channels-last, fused attention on CUDA, optional
+    compile); float32 on the CPU keeps the plain model, bit-faithful to mmsegmentation.
     """
-    check_precision(precision, device)
-    return optimize_for_inference(
-        model.eval().to(device), device=device, precision=precision, compile=compile
-    )
+    settings = resolve_fast_settings(device, FastOptions(precision=precision, compile=compile))
+    set_process_flags(inference_flags(device))
+    return optimize_for_inference(model.eval().to(device), spec, settings)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -176,7 +187,9 @@ class Segmenter:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.precision = precision
         self.loaded = loaded
-        self.model = prepare_model(loaded.model, self.device, precision, compile=compile)
+        self.model = prepare_model(
+            loaded.model, loaded.entry.model, self.device, precision, compile=compile
+        )
         self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
         self.ms_flip = ms_flip
         self.ratios = tuple(float(s) for s in scales) if scales is not None else None

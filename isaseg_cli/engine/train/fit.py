@@ -1,5 +1,8 @@
-"""``fit``: the iteration-based recipe of docs/FAITHFULNESS.md#training-schedule, on one process
-or many (torchrun + DDP). It reads top to bottom: plan (every check), start, loop, result."""
+"""``fit``: the iteration-based training recipe, on one process or many (torchrun + DDP). It
+reads top to bottom: plan (every check), start, loop, result.
+
+See docs/FAITHFULNESS.md#training-schedule.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from isaseg_cli.engine.distributed import (
     init_process_group,
     ranks_identical,
 )
-from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
+from isaseg_cli.engine.infer.cuda_graphs import GraphedTraining
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.train import workdir as train_workdir
 from isaseg_cli.engine.train.log import LOG_NAME
@@ -151,9 +154,9 @@ def fit(
             ``best.pth`` and ``latest.pth`` always stay. Deletions go to the log.
         cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
         cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
-            single process); ``engine.cuda_graphs`` says why.
+            single process); ``engine.infer.cuda_graphs`` says why.
         recompute: recompute the bottleneck tails in the backward pass to save activation
-            memory (``None``: on CUDA without SyncBatchNorm); ``prepare_for_training``.
+            memory (``None``: on CUDA without SyncBatchNorm); ``resolve_training_path``.
         log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).
         on_progress: ``ProgressEvent("train", iteration, max_iters, {...})`` after each
             iteration, and validation's ``"eval"`` events (rank 0 only).
@@ -264,7 +267,7 @@ def train_one_iter(
 ) -> dict[str, Tensor]:
     """One SGD step on a batch; returns the detached ``decode``/``aux``/``total`` losses.
 
-    The forward runs under autocast; the losses are computed in float32 (spec §5.4).
+    The forward runs under autocast; the losses are computed in float32 (docs/FAITHFULNESS.md#loss).
     """
     with autocast(device, precision, cache=False):
         outputs = net(images)
@@ -293,17 +296,16 @@ def _train(
     checkpoint, rate = None, None
     window_start, window_iters = time.perf_counter(), 0
     run.net.train()
-    graphed = False
+    net = run.net
     for iteration in range(start_iter + 1, spec.iters + 1):
         images, labels = next(batches)
         images = images.to(run.device, non_blocking=True)  # (N, 3, h, w)
-        if run.cuda_graphs and not graphed:  # captured with the first batch's shape
-            graph_training_forward(run.model, images, run.precision)
-            graphed = True
+        if run.cuda_graphs and net is run.net:  # captured with the first batch's shape
+            net = GraphedTraining(run.model, images, run.precision)
         labels = labels.to(run.device, non_blocking=True)  # (N, h, w)
         lr = run.optimizer.param_groups[0]["lr"]
         losses = train_one_iter(
-            run.net,
+            net,
             images,
             labels,
             run.optimizer,

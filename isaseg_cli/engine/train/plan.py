@@ -13,8 +13,10 @@ import torch
 from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.engine.device import check_precision, resolve_device
 from isaseg_cli.engine.distributed import DistInfo
+from isaseg_cli.engine.infer.cuda_graphs import use_cuda_graphs
 from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
+from isaseg_cli.engine.train.fast_path import TrainingPath, resolve_training_path
 from isaseg_cli.engine.train.pretrained import WeightsSource
 from isaseg_cli.engine.train.state import ResumePoint, RunSettings
 from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
@@ -76,6 +78,7 @@ class TrainPlan:
     settings: RunSettings
     device: torch.device  # this process's device (``cuda:LOCAL_RANK`` under torchrun)
     cuda_graphs: bool
+    path: TrainingPath  # the model's execution choices and memory format on ``device``
     seed: int
     info: DistInfo
     train_samples: list[Sample]
@@ -139,7 +142,9 @@ def plan_run(
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)
     check_precision(settings.precision, device)
-    cuda_graphs = _use_cuda_graphs(settings.cuda_graphs, device, info)
+    cuda_graphs = use_cuda_graphs(settings.cuda_graphs, device, distributed=info.distributed)
+    sync_bn = info.distributed and device.type == "cuda"
+    path = resolve_training_path(device, sync_bn=sync_bn, recompute=settings.recompute)
     if spec.batch_size % info.world_size:
         raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
     if len(dataset_classes(entry.data)) != entry.model.num_classes:
@@ -164,6 +169,7 @@ def plan_run(
         settings=settings,
         device=device,
         cuda_graphs=cuda_graphs,
+        path=path,
         seed=seed,
         info=info,
         train_samples=train_samples,
@@ -196,14 +202,6 @@ def _resume_point(
     if entry.name != point.entry.name:
         raise InputError(f"{work_dir} holds a run of {point.entry.name}, not of {entry.name}")
     return point
-
-
-def _use_cuda_graphs(asked: bool | None, device: torch.device, info: DistInfo) -> bool:
-    if asked is None:
-        return device.type == "cuda" and not info.distributed
-    if asked and (device.type != "cuda" or info.distributed):
-        raise InputError("CUDA graphs need a CUDA device and a single process")
-    return asked
 
 
 def _val_samples(entry: ZooEntry, data_root: Path) -> list[Sample]:

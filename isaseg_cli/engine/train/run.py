@@ -21,8 +21,8 @@ from isaseg_cli.data.datasets import Sample
 from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
 from isaseg_cli.engine.checkpoint import apply_weights, model_state_dict, save_checkpoint
+from isaseg_cli.engine.device import ProcessFlags, set_process_flags
 from isaseg_cli.engine.distributed import DistInfo
-from isaseg_cli.engine.infer.fast import prepare_for_training
 from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.engine.train import state as train_state
@@ -76,14 +76,13 @@ def build_run(
     seed: int,
     info: DistInfo,
     *,
-    recompute: bool | None = None,
+    channels_last: bool = False,
 ) -> TrainRun:
-    """Moves ``model`` to ``device`` and prepares it for speed there (``prepare_for_training``;
-    DDP-wrapped when distributed), and builds the optimizer,
+    """Moves ``model`` to ``device`` (NHWC parameters with ``channels_last``, as the training
+    fast path says; DDP-wrapped when distributed), and builds the optimizer,
     the poly schedule, the gradient scaler (enabled for fp16) and the seeded train loader."""
     spec = entry.train
-    model.to(device)
-    prepare_for_training(model, device, recompute=recompute)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(
@@ -140,8 +139,8 @@ def start_run(
     for note in plan.notes:
         say(f"resume: {note}")
     torch.manual_seed(plan.seed)
-    torch.backends.cudnn.benchmark = plan.settings.cudnn_benchmark
-    model = build_model(entry.model, sync_bn=plan.sync_bn)
+    set_process_flags(ProcessFlags(cudnn_benchmark=plan.settings.cudnn_benchmark))
+    model = build_model(entry.model, sync_bn=plan.sync_bn, execution=plan.path.execution)
     report = None
     if payload is None:
         report = initialise(
@@ -167,7 +166,7 @@ def start_run(
         plan.settings.precision,
         plan.seed,
         info,
-        recompute=plan.settings.recompute,
+        channels_last=plan.path.channels_last,
     )
     run.cuda_graphs, run.settings = plan.cuda_graphs, plan.settings
     spec = entry.train

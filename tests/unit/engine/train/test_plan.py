@@ -14,7 +14,7 @@ from isaseg_cli.engine.distributed import DistInfo
 from isaseg_cli.engine.train.plan import TrainOverrides, plan_run
 from isaseg_cli.engine.train.state import ResumePoint
 from isaseg_cli.errors import InputError, SpecError
-from tests.conftest import make_tiny_cityscapes_entry
+from tests.helpers import make_tiny_cityscapes_entry
 
 TINY = make_tiny_cityscapes_entry()
 FIVE_CLASSES = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, num_classes=5))

@@ -16,7 +16,7 @@ from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train.optim import build_optimizer, build_scheduler
 from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.models.build import build_model
-from tests.conftest import TINY_CLASSES, make_tiny_entry
+from tests.helpers import TINY_CLASSES, make_tiny_entry
 
 CPU = torch.device("cpu")
 

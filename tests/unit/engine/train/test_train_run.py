@@ -1,4 +1,5 @@
-"""One process's run: started from a plan (new or resumed), saved, pruned, and a failed save that
+"""engine/train/run.py (named apart from bench/run.py's test: basenames must be unique): one
+process's run started from a plan (new or resumed), saved, pruned, and a failed save that
 says which checkpoint is intact."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train.plan import TrainOverrides, TrainPlan, plan_run
 from isaseg_cli.engine.train.run import prune, save, save_errors_hint, start_run
 from isaseg_cli.errors import InputError
-from tests.conftest import make_tiny_cityscapes_entry
+from tests.helpers import make_tiny_cityscapes_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
