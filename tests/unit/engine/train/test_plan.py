@@ -73,6 +73,10 @@ def test_a_new_run_is_planned_without_writing_anything(city_root: Path, tmp_path
     planned = plan(city_root, work, overwrite=True, overrides=TrainOverrides(iters=6))
     assert planned.entry.train.iters == 6 and planned.device == torch.device("cpu")
     assert (planned.seed, planned.cuda_graphs, planned.sync_bn) == (0, False, False)
+    assert planned.path.channels_last is False  # CPU training stays the reference path
+    assert planned.path.execution.recompute_tail is False
+    recomputed = plan(city_root, work, given={"recompute": True})
+    assert recomputed.path.execution.recompute_tail is True
     assert (len(planned.train_samples), len(planned.val_samples)) == (4, 4)
     assert planned.settings.data_root == str(city_root.absolute())
     assert (planned.resume, planned.payload, planned.notes) == (None, None, ())
