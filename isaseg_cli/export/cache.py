@@ -165,9 +165,11 @@ def open_backend(
     on_download: Callable[[int, int | None], None] | None = None,
 ) -> ExportedModel:
     """The exported network on ``backend`` (see ``_exported_file``), without torch when the
-    export is cached."""
+    export is cached; ONNX Runtime's optimised graph of a cached export is kept beside it."""
     path, backend = _exported_file(backend, entry, checkpoint, trust=trust, on_download=on_download)
-    return open_exported(path, backend)
+    if is_exported_file(checkpoint):  # the user's file may change under the same name
+        return open_exported(path, backend)
+    return open_exported(path, backend, optimized_dir=cache_dir() / "onnx" / "optimized")
 
 
 def exported_segmenter(

@@ -5,8 +5,11 @@ so the PyTorch code (``engine.infer.pipeline``, evaluation, benchmarks) runs on 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,27 +105,84 @@ def default_threads() -> int | None:
     return threads if threads > 0 else None
 
 
-def onnxruntime_session(path: Path, threads: int | None = None) -> Any:
+def onnxruntime_session(
+    path: Path, threads: int | None = None, *, optimized_dir: Path | None = None
+) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
-    ``default_threads``)."""
+    ``default_threads``).
+
+    With ``optimized_dir``, ONNX Runtime's optimised graph of ``path`` is kept there, per ONNX
+    Runtime version and CPU (its layout transforms depend on the vector width), and later
+    sessions load it as is instead of optimising again. ``path`` must then be immutable: the
+    kept graph is found by ``path``'s name, as the export cache's files are.
+    """
     ort = require("onnxruntime", EXTRAS["onnxruntime"])
+    kept = None
+    if optimized_dir is not None:
+        kept = optimized_dir / f"{path.stem}-{_machine_key(ort.__version__)}.onnx"
+    if kept is not None and kept.is_file():
+        options = _session_options(ort, threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
+        except Exception:  # a damaged copy: optimise the original again, and keep that
+            kept.unlink(missing_ok=True)
+    options = _session_options(ort, threads)
+    tmp = None
+    if kept is not None and _writable(kept.parent):
+        tmp = kept.with_name(f"{kept.stem}.{os.getpid()}.tmp")
+        options.optimized_model_filepath = str(tmp)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
+    if tmp is not None and kept is not None:
+        try:
+            os.replace(tmp, kept)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return session
+
+
+def _session_options(ort: Any, threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads() or 0  # 0: ORT's default
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    return options
+
+
+def _writable(folder: Path) -> bool:
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-        raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
-def _onnxruntime(path: Path, threads: int | None) -> tuple[Runner, dict[str, str]]:
-    session = onnxruntime_session(path, threads)
+def _machine_key(ort_version: str) -> str:
+    """ONNX Runtime's version and this CPU (model and instruction-set flags), hashed."""
+    cpu = platform.machine() + platform.processor()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        described = [line for line in lines if line.startswith(("model name", "flags"))]
+        cpu += "".join(described[:2])  # the first processor's
+    return hashlib.sha256(f"{ort_version} {cpu}".encode()).hexdigest()[:16]
+
+
+def _onnxruntime(
+    path: Path, threads: int | None, optimized_dir: Path | None = None
+) -> tuple[Runner, dict[str, str]]:
+    session = onnxruntime_session(path, threads, optimized_dir=optimized_dir)
     name = session.get_inputs()[0].name
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     return (lambda images: session.run(None, {name: images})[0]), metadata
 
 
-def _openvino(path: Path, threads: int | None) -> tuple[Runner, dict[str, str]]:
+def _openvino(
+    path: Path, threads: int | None, optimized_dir: Path | None = None
+) -> tuple[Runner, dict[str, str]]:
     ov = require("openvino", EXTRAS["openvino"])
     core = ov.Core()
     try:
@@ -150,10 +210,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def open_exported(
-    path: str | Path, backend: str = "onnxruntime", *, threads: int | None = None
+    path: str | Path,
+    backend: str = "onnxruntime",
+    *,
+    threads: int | None = None,
+    optimized_dir: Path | None = None,
 ) -> ExportedModel:
     """An exported file (``isaseg export``) opened on ``backend``, with the entry, classes and
-    palette from its metadata. Imports no torch.
+    palette from its metadata. Imports no torch. ``optimized_dir``: see ``onnxruntime_session``
+    (OpenVINO ignores it).
 
     Raises:
         ExportError: the file is not a readable ONNX model, was not written by isaseg, or does
@@ -164,7 +229,7 @@ def open_exported(
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
     open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run, metadata = open_backend(path, threads)
+    run, metadata = open_backend(path, threads, optimized_dir)
     try:
         entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
         classes = tuple(json.loads(metadata["classes"]))
