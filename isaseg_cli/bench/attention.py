@@ -1,5 +1,5 @@
-"""ISA against dense self-attention on the same feature map: time and peak memory (paper §3,
-spec §7). Dense = one ``SelfAttentionBlock`` over all h*w tokens; ISA = the head's interlaced
+"""ISA against dense self-attention on the same feature map: time and peak memory (paper §3).
+Dense = one ``SelfAttentionBlock`` over all h*w tokens; ISA = the head's interlaced
 long-range + short-range relations (``ISAHead.interlaced_attention``), same widths."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class AttentionBenchResult:
 
 
 def affinity_bytes(tokens_per_group: int, groups: int, element_bytes: int) -> int:
-    """Bytes of one similarity matrix per group (spec §7): groups * T^2 entries."""
+    """Bytes of one similarity matrix per group (paper §3): groups * T^2 entries."""
     return groups * tokens_per_group**2 * element_bytes
 
 

@@ -1,5 +1,6 @@
 """Evaluation over a dataset split: the entry's test pipeline per image, one confusion matrix for
-the whole split (docs/FAITHFULNESS.md#test-pipeline, #metrics), summed across processes under torchrun."""
+the whole split, summed across processes under torchrun (docs/FAITHFULNESS.md#test-pipeline,
+#metrics)."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def evaluate(
         entry: gives the test pipeline, the number of classes, reduce_zero_label and ignore index.
         samples: from ``isaseg_cli.data.datasets.list_samples``.
         device: where the model is.
-        ms_flip: multi-scale + flip views with averaged softmax (spec §3.7).
+        ms_flip: multi-scale + flip views with averaged softmax
+            (docs/FAITHFULNESS.md#multi-scale-and-flip-views).
         ratios: the ms+flip ratios (default: the entry's).
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast.
         workers: DataLoader processes decoding images (0 = in this process).

@@ -1,8 +1,8 @@
 """The Python API for inference: ``Segmenter`` turns images into class-index masks.
 
-It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline), user overrides of that
-pipeline, a device and a precision, and falls back from ``whole`` to ``slide`` when a large image
-does not fit in the device's memory.
+It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline),
+user overrides of that pipeline, a device and a precision, and falls back from ``whole`` to
+``slide`` when a large image does not fit in the device's memory.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``fit``: the iteration-based recipe of docs/FAITHFULNESS.md#training-schedule, on one process or many (torchrun + DDP)."""
+"""``fit``: the iteration-based training recipe, on one process or many (torchrun + DDP).
+
+See docs/FAITHFULNESS.md#training-schedule.
+"""
 
 from __future__ import annotations
 
@@ -332,7 +335,7 @@ def train_one_iter(
 ) -> dict[str, Tensor]:
     """One SGD step on a batch; returns the detached ``decode``/``aux``/``total`` losses.
 
-    The forward runs under autocast; the losses are computed in float32 (spec §5.4).
+    The forward runs under autocast; the losses are computed in float32 (docs/FAITHFULNESS.md#loss).
     """
     with autocast(device, precision, cache=False):
         outputs = net(images)

@@ -9,7 +9,7 @@ from isaseg_cli.engine.loading import load_model
 from isaseg_cli.engine.random_weights import entry_for_synthetic, save_random_checkpoint
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.catalog import resolve_entry
-from tests.conftest import make_tiny_cityscapes_entry
+from tests.helpers import make_tiny_cityscapes_entry
 
 
 def test_the_checkpoint_rebuilds_its_model_from_meta(tmp_path) -> None:

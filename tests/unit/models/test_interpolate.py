@@ -49,7 +49,7 @@ def test_a_segmentor_trains_the_same_with_the_matmul_resize() -> None:
 
     from isaseg_cli.engine.train.loss import segmentation_losses
     from isaseg_cli.models.build import build_model
-    from tests.conftest import tiny_model_spec
+    from tests.helpers import tiny_model_spec
 
     torch.manual_seed(0)
     reference = build_model(tiny_model_spec()).train()

@@ -13,7 +13,7 @@ from isaseg_cli.engine.train.loss import segmentation_losses
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.recompute import recomputed_tail
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 
 def _bottleneck_model() -> nn.Module:

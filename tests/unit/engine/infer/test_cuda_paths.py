@@ -15,7 +15,7 @@ from isaseg_cli.engine.train.fit import train_one_iter
 from isaseg_cli.engine.train.optim import build_optimizer
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
-from tests.conftest import make_tiny_entry, tiny_model_spec
+from tests.helpers import make_tiny_entry, tiny_model_spec
 
 pytestmark = [
     pytest.mark.gpu,

@@ -24,8 +24,12 @@ from isaseg_cli.errors import InputError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import TINY, tiny_model_spec
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+    tiny_model_spec,
+)
 
 CPU = torch.device("cpu")
 SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
