@@ -17,9 +17,10 @@ from isaseg_cli.zoo.spec import TestSpec, ZooEntry
 ImageInput = np.ndarray | str | Path
 
 
-def _two_thirds(crop: tuple[int, int]) -> tuple[int, int]:
-    """Default stride: 2/3 of the crop, rounded up (mmseg's 769 -> 513)."""
-    return (-(-2 * crop[0] // 3), -(-2 * crop[1] // 3))
+def default_slide_stride(crop_size: tuple[int, int]) -> tuple[int, int]:
+    """The stride of a slide crop that has none: 2/3 of it, rounded up (mmseg's 769 -> 513,
+    docs/FAITHFULNESS.md#test-pipeline)."""
+    return (-(-2 * crop_size[0] // 3), -(-2 * crop_size[1] // 3))
 
 
 def _check_size(value: tuple[int, int] | None, what: str) -> None:
@@ -55,7 +56,8 @@ def resolve_test_spec(
         return dataclasses.replace(test, mode="whole", crop_size=None, stride=None)
     crop = tuple(crop or test.crop_size or entry.data.crop_size)  # type: ignore[assignment]
     if stride is None:
-        stride = test.stride if test.stride and crop == test.crop_size else _two_thirds(crop)
+        stride = test.stride if test.stride and crop == test.crop_size else None
+        stride = stride or default_slide_stride(crop)
     if stride[0] > crop[0] or stride[1] > crop[1]:
         raise InputError(f"stride {stride} must not exceed crop {crop}: windows would leave gaps")
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))

@@ -16,15 +16,25 @@ import torch
 from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, resize_keep_ratio
-from isaseg_cli.engine.device import autocast, check_precision, resolve_device
-from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
+from isaseg_cli.engine.device import (
+    autocast,
+    inference_flags,
+    resolve_device,
+    set_process_flags,
+)
+from isaseg_cli.engine.infer.fast import (
+    FastOptions,
+    optimize_for_inference,
+    recommended_window_batch,
+    resolve_fast_settings,
+)
 from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
 from isaseg_cli.engine.infer.protocol import ImageInput, as_bgr, resolve_test_spec
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.catalog import resolve_entry
-from isaseg_cli.zoo.spec import TestSpec, ZooEntry
+from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
 
 __all__ = ["ImageInput", "Segmenter", "as_bgr", "prepare_model", "resolve_test_spec"]
 
@@ -32,18 +42,23 @@ WarningCallback = Callable[[str], None]
 
 
 def prepare_model(
-    model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
+    model: Segmentor,
+    spec: ModelSpec,
+    device: torch.device,
+    precision: str,
+    *,
+    compile: bool = False,
 ) -> Segmentor:
-    """Readies a loaded model for inference on ``device`` at ``precision``.
+    """Readies a loaded model of ``spec`` for inference on ``device`` at ``precision``, and
+    sets the inference commands' process flags (``engine.device.inference_flags``).
 
     The one place where device- or precision-specific model changes belong: the fast path of
-    ``engine.fast`` (folded BN, channels-last, fused attention on CUDA, optional compile); float32
-    on the CPU keeps the plain model, bit-faithful to mmsegmentation.
+    ``engine.infer.fast`` (folded BN, channels-last, fused attention on CUDA, optional
+    compile); float32 on the CPU keeps the plain model, bit-faithful to mmsegmentation.
     """
-    check_precision(precision, device)
-    return optimize_for_inference(
-        model.eval().to(device), device=device, precision=precision, compile=compile
-    )
+    settings = resolve_fast_settings(device, FastOptions(precision=precision, compile=compile))
+    set_process_flags(inference_flags(device))
+    return optimize_for_inference(model.eval().to(device), spec, settings)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -109,7 +124,9 @@ class Segmenter:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.precision = precision
         self.loaded = loaded
-        self.model = prepare_model(loaded.model, self.device, precision, compile=compile)
+        self.model = prepare_model(
+            loaded.model, loaded.entry.model, self.device, precision, compile=compile
+        )
         self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
         self.ms_flip = ms_flip
         self.ratios = tuple(float(s) for s in scales) if scales is not None else None

@@ -1,11 +1,20 @@
-"""Device names and precisions: what each resolves to, and one-line errors for the rest."""
+"""Device names and precisions: what each resolves to, and one-line errors for the rest; the
+process-wide torch flags, set in one place and put back."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.device import (
+    ProcessFlags,
+    autocast,
+    check_precision,
+    inference_flags,
+    process_flags,
+    resolve_device,
+    set_process_flags,
+)
 from isaseg_cli.errors import InputError
 
 CPU = torch.device("cpu")
@@ -58,3 +67,28 @@ def test_autocast_casts_only_below_fp32() -> None:
     with autocast(CPU, "bf16"):
         assert (a @ b).dtype == torch.bfloat16
     assert (a @ b).dtype == torch.float32  # restored on exit
+
+
+@pytest.fixture
+def cudnn_benchmark_off(monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+
+def test_set_process_flags_returns_the_ones_it_replaces(cudnn_benchmark_off) -> None:
+    previous = set_process_flags(ProcessFlags(cudnn_benchmark=True))
+    assert previous == ProcessFlags(cudnn_benchmark=False)
+    assert torch.backends.cudnn.benchmark is True
+    assert set_process_flags(previous) == ProcessFlags(cudnn_benchmark=True)
+    assert torch.backends.cudnn.benchmark is False
+
+
+def test_process_flags_are_put_back_after_the_block_even_on_error(cudnn_benchmark_off) -> None:
+    with pytest.raises(RuntimeError), process_flags(ProcessFlags(cudnn_benchmark=True)):
+        assert torch.backends.cudnn.benchmark is True
+        raise RuntimeError("inside")
+    assert torch.backends.cudnn.benchmark is False
+
+
+def test_inference_flags_autotune_on_cuda_only() -> None:
+    assert inference_flags(torch.device("cuda")) == ProcessFlags(cudnn_benchmark=True)
+    assert inference_flags(CPU) == ProcessFlags(cudnn_benchmark=False)

@@ -104,6 +104,36 @@ def test_interlace_puts_each_pixel_in_its_groups_and_back_in_place() -> None:
     assert torch.equal(isa_part, expected[:, :, 1 : 1 + h, 1 : 1 + w])
 
 
+class _GroupScale(nn.Module):
+    """A stand-in relation that multiplies group ``g`` of a batch by ``g + 1``, with both
+    entry points: ``forward`` takes groups as maps (the reference order), ``forward_tokens``
+    as tokens (the copy-saving interlace)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.arange(1, x.shape[0] + 1, dtype=x.dtype).view(-1, 1, 1, 1)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens * torch.arange(1, tokens.shape[0] + 1, dtype=tokens.dtype).view(-1, 1, 1)
+
+
+@pytest.mark.parametrize("fast_interlace", [False, True])
+def test_both_interlace_paths_put_every_pixel_in_its_two_groups(fast_interlace: bool) -> None:
+    """45x61 pads to 48x64 (6x8 blocks of 8x8). Long range: pixel (Y, X) of the padded map is in
+    group (Y % 8, X % 8); short range: in block (Y // 8, X // 8); the de-interlace puts it back,
+    on the reference path and on the token-major one alike."""
+    head = _head(fast_interlace=fast_interlace)
+    head.global_relation = _GroupScale()  # type: ignore[assignment]
+    head.local_relation = _GroupScale()  # type: ignore[assignment]
+    x = torch.randn(1, 8, 45, 61)
+    with torch.no_grad():
+        out = head.interlaced_attention(x)
+    rows = torch.arange(45).view(-1, 1) + 1  # pad_h = 3: one zero row on top
+    cols = torch.arange(61).view(1, -1) + 1  # pad_w = 3: one zero column on the left
+    long_range = 1 + (rows % 8) * 8 + cols % 8
+    short_range = 1 + (rows // 8) * 8 + cols // 8
+    assert torch.allclose(out, x * (long_range * short_range).float(), rtol=1e-6)
+
+
 def _naive_isa(head: ISAHead, feature: torch.Tensor) -> torch.Tensor:
     """Group by explicit index arithmetic: long range = same (y % 8, x % 8), short = same block."""
     x = head.in_conv(feature)
