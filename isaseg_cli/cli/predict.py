@@ -178,8 +178,6 @@ def _load(
     options: dict[str, Any],
 ) -> Segmenter:
     """The segmenter; a download bar appears only if the weights are really downloaded."""
-    from isaseg_cli.engine.infer.segmenter import Segmenter
-
     with _render.progress_bars(transfer=True) as update:
         on_download = _render.download_sink(update)
         if uses_export(backend, checkpoint):
@@ -188,6 +186,8 @@ def _load(
             return exported_segmenter(
                 backend, name, checkpoint, trust=trust, on_download=on_download, options=options
             )
+        from isaseg_cli.engine.infer.segmenter import Segmenter  # imports torch: not on that path
+
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -37,10 +37,12 @@ from isaseg_cli.engine.infer.predict_plan import (
     expand_inputs,
     plan_predict,
 )
-from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
+
+if TYPE_CHECKING:  # not imported at run time: an exported network segments without torch
+    from isaseg_cli.engine.infer.segmenter import Segmenter
 
 __all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
