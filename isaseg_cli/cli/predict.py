@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -129,10 +130,9 @@ def predict_cli(
     rank i % N), each process writes what it computed, and rank 0 prints the totals.
     """
     from isaseg_cli.data.mask_io import check_writable
-    from isaseg_cli.engine.distributed import dist_info
     from isaseg_cli.engine.infer.predict_plan import plan_predict
 
-    info = dist_info()
+    rank, world_size = _layout()
 
     options: dict[str, Any] = {
         "device": device,
@@ -155,8 +155,8 @@ def predict_cli(
         overwrite=overwrite,
         skip_existing=skip_existing,
         manifest=manifest,
-        rank=info.rank,
-        world_size=info.world_size,
+        rank=rank,
+        world_size=world_size,
     )
     if json_out is not None:
         check_writable(json_out, "--json-out")
@@ -166,25 +166,45 @@ def predict_cli(
     else:
         _check_model_options(name, fmt, options)
     run = {"batch_size": batch_size, "workers": workers, "max_pixels": max_pixels}
-    with _joined(options) as device:
+    with _joined(options, world_size) as device:
         result = _run(plan, name, checkpoint, trust_checkpoint, backend, {**options, **device}, run)
-    if result is not None and info.is_main:
+    if result is not None and rank == 0:
         _report(*result, json_out, out, probs)
     elif result is not None:
         raise typer.Exit(_exit_code(result[0]))
 
 
-@contextlib.contextmanager
-def _joined(options: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Under torchrun, the process group for the run, and this process's device (its GPU)."""
-    from isaseg_cli.engine.device import resolve_device
-    from isaseg_cli.engine.distributed import dist_info, process_group
+def _layout() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1) without importing torch, which an
+    exported network segments without."""
+    if "WORLD_SIZE" not in os.environ and "RANK" not in os.environ:
+        return 0, 1
+    from isaseg_cli.engine.distributed import dist_info
 
-    if not dist_info().distributed:
+    info = dist_info()
+    return info.rank, info.world_size
+
+
+@contextlib.contextmanager
+def _joined(options: dict[str, Any], world_size: int) -> Iterator[dict[str, Any]]:
+    """Under torchrun, the process group for the run, and this process's device (its GPU)."""
+    if world_size == 1:
         yield {}
         return
+    from isaseg_cli.engine.device import resolve_device
+    from isaseg_cli.engine.distributed import process_group
+
     with process_group(resolve_device(options["device"])) as device:
         yield {"device": device}
+
+
+def _total(plan: PredictPlan, count: int) -> int:
+    """``count`` summed over the processes (every process must call it)."""
+    if plan.world_size == 1:
+        return count
+    from isaseg_cli.engine.distributed import gather_objects
+
+    return sum(gather_objects(count))
 
 
 def _run(
@@ -198,20 +218,20 @@ def _run(
 ) -> tuple[PredictResult, Segmenter] | None:
     """Loads the model and runs the plan; None when no process has anything left to do. The
     count is gathered before any process writes, so all of them see the same existing files."""
-    from isaseg_cli.engine.distributed import gather_objects
     from isaseg_cli.engine.infer.manifest import finish_skipped
     from isaseg_cli.engine.infer.predict import run_plan
 
-    if not sum(gather_objects(len(plan.jobs))):
+    if not _total(plan, len(plan.jobs)):
         finish_skipped(plan)
-        total = sum(gather_objects(plan.skipped))
+        total = _total(plan, plan.skipped)
         if plan.rank == 0:
             _render.info(f"skipped {total} input(s) whose results exist: nothing to do")
         return None
     segmenter = _load(name, checkpoint, trust, backend, options)
     if run["workers"] is None:  # starting workers costs seconds: worth it for many images
         many = sum(not job.source.is_video for job in plan.jobs) > 32
-        run = {**run, "workers": 4 if segmenter.device.type == "cuda" and many else 0}
+        cuda = str(segmenter.device).startswith("cuda")
+        run = {**run, "workers": 4 if cuda and many else 0}
     with _render.progress_bars() as update:
         result = run_plan(segmenter, plan, **run, on_progress=_render.event_sink(update))
     return result, segmenter
@@ -244,22 +264,16 @@ def _load(
     options: dict[str, Any],
 ) -> Segmenter:
     """The segmenter; a download bar appears only if the weights are really downloaded."""
-    from isaseg_cli.engine.infer.segmenter import Segmenter
-
-    with contextlib.ExitStack() as stack:
-        bars: list[Any] = []
-
-        def on_download(done: int, total: int | None) -> None:
-            if not bars:
-                bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
-            bars[0]("download weights", done, total)
-
+    with _render.progress_bars(transfer=True) as update:
+        on_download = _render.download_sink(update)
         if uses_export(backend, checkpoint):
             from isaseg_cli.export.cache import exported_segmenter
 
             return exported_segmenter(
                 backend, name, checkpoint, trust=trust, on_download=on_download, options=options
             )
+        from isaseg_cli.engine.infer.segmenter import Segmenter  # imports torch: not on that path
+
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from isaseg_cli.data.mask_io import atomic_write_bytes, os_error_reason
-from isaseg_cli.engine.distributed import gather_objects
 from isaseg_cli.engine.infer.predict_plan import Job, PredictPlan, job_outputs
 from isaseg_cli.errors import OutputError
 
@@ -156,6 +155,8 @@ def finish_skipped(plan: PredictPlan) -> None:
     finally:
         writer.close()
     if plan.world_size > 1:
+        from isaseg_cli.engine.distributed import gather_objects  # torch: only under torchrun
+
         gather_objects(None)  # a barrier: every part file is complete
     if plan.rank == 0:
         merge_manifest(plan.manifest)

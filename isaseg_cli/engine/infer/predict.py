@@ -14,7 +14,7 @@ import io
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from isaseg_cli.data.mask_io import (
     to_cityscapes_label_ids,
 )
 from isaseg_cli.data.video import VideoReader, VideoWriter
-from isaseg_cli.engine.distributed import gather_objects
 from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.infer.manifest import (
     ManifestRecord,
@@ -52,10 +51,12 @@ from isaseg_cli.engine.infer.predict_plan import (
     plan_predict,
 )
 from isaseg_cli.engine.infer.predict_result import PredictResult, merge_results
-from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
+
+if TYPE_CHECKING:  # not imported at run time: an exported network segments without torch
+    from isaseg_cli.engine.infer.segmenter import Segmenter
 
 __all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
@@ -202,6 +203,8 @@ def run_plan(
         input_wait=max(0.0, 1 - run.compute_seconds / seconds) if seconds > 0 else 0.0,
     )
     if plan.world_size > 1:
+        from isaseg_cli.engine.distributed import gather_objects  # torch: only under torchrun
+
         result = merge_results(gather_objects(result))
     if plan.manifest is not None and plan.rank == 0:
         try:

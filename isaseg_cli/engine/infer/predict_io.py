@@ -1,5 +1,6 @@
 """The input and output sides of ``predict``: images decoded in DataLoader workers, batched by
-size, and results written by a background thread, so the model waits for neither."""
+size, and results written by a background thread, so the model waits for neither. Without
+workers torch is not imported (an exported network segments without it)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.engine.failure import failure_for
@@ -31,25 +31,28 @@ class Decoded:
     seconds: float
 
 
-class _DecodeDataset(Dataset):
-    """Decodes one input per item; a failure is returned as its one-line reason (exceptions do
-    not all survive pickling between processes), so the run goes on."""
+class _DecodeDataset:
+    """Decodes one input per item (a map-style dataset for DataLoader); a failure is returned as
+    its one-line reason (exceptions do not all survive pickling between processes)."""
 
-    def __init__(self, paths: Sequence[Path], max_pixels: int) -> None:
-        self.paths, self.max_pixels = list(paths), max_pixels
+    def __init__(self, paths: Sequence[Path], max_pixels: int, as_tensor: bool) -> None:
+        self.paths, self.max_pixels, self.as_tensor = list(paths), max_pixels, as_tensor
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None, float]:
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None, float]:
         start = time.perf_counter()
         path = self.paths[index]
         try:
             image = read_image_bgr(path, self.max_pixels)
         except Exception as exc:  # whatever the cause, this input fails alone
             return index, None, failure_for(path, exc), time.perf_counter() - start
-        # A tensor travels to the main process through shared memory; an array would be pickled.
-        return index, torch.from_numpy(image), None, time.perf_counter() - start
+        if self.as_tensor:  # a tensor reaches the main process through shared memory, not pickle
+            import torch
+
+            return index, torch.from_numpy(image), None, time.perf_counter() - start
+        return index, image, None, time.perf_counter() - start
 
 
 def _as_is(item: object) -> object:
@@ -75,12 +78,14 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> Iterator[Decoded]:
     """The inputs decoded, in order: in this process with ``workers == 0``, else in ``workers``
     DataLoader processes that run a few images ahead of the consumer."""
-    dataset = _DecodeDataset(paths, max_pixels)
+    dataset = _DecodeDataset(paths, max_pixels, as_tensor=workers > 0)
     if workers == 0:
-        items: Iterator[tuple[int, torch.Tensor | None, str | None, float]] = (
+        items: Iterator[tuple[int, Any, str | None, float]] = (
             dataset[index] for index in range(len(dataset))
         )
     else:
+        from torch.utils.data import DataLoader
+
         loader = DataLoader(
             dataset,
             batch_size=None,
@@ -92,7 +97,7 @@ def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> It
         )
         items = iter(loader)
     for index, image, reason, seconds in items:
-        array = None if image is None else image.numpy()
+        array = image if image is None or isinstance(image, np.ndarray) else image.numpy()
         yield Decoded(index, array, reason, seconds)
 
 
