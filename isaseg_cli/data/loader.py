@@ -181,5 +181,7 @@ def iterate_forever(loader: DataLoader, start_iter: int = 0) -> Iterator[Any]:
 
 def _limit_worker_threads(worker_id: int) -> None:
     # Each worker already is one of several processes: OpenCV's own thread pool would oversubscribe
-    # the cores (mmengine disables it for the same reason).
+    # the cores (mmengine disables it for the same reason). 0, not 1: a forked worker holds a copy
+    # of the parent's pool without its threads, 0 only makes later calls sequential, while 1
+    # reconfigures that pool and waits for the missing threads forever.
     cv2.setNumThreads(0)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,6 +19,7 @@ from isaseg_cli.data.loader import (
     EvalRecord,
     SeededSampler,
     SegmentationDataset,
+    _limit_worker_threads,
     build_train_loader,
     iterate_forever,
 )
@@ -132,3 +138,39 @@ def test_sampler_shards_ranks_disjointly_with_distinct_seeds(samples: list) -> N
 def test_a_split_smaller_than_the_batch_is_refused(samples: list) -> None:
     with pytest.raises(InputError, match="too few"):
         build_train_loader(train_dataset(samples), 6, 0, seed=0)
+
+
+def _forked_worker_finishes(init: Callable[[int], None], seconds: float = 20.0) -> bool:
+    """Forks a child that runs ``init`` as a DataLoader worker would, then a multi-threaded-size
+    resize; True when it exits in time (a hung child is killed)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            init(0)
+            cv2.resize(np.zeros((1024, 1024, 3), np.uint8), (2048, 2048))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork-context workers only")
+def test_forked_workers_do_not_hang_on_the_parents_opencv_pool() -> None:
+    # The parent's pool is copied into a forked worker without its threads. Once they sleep on
+    # their condition variable (a moment after a job), a child that reconfigures the pool
+    # (cv2.setNumThreads(1)) waits for them forever, every time; 0 only makes later calls
+    # sequential and never touches the pool.
+    cv2.setNumThreads(-1)  # OpenCV's default pool, as in a parent that never limited it
+    for _ in range(2):
+        cv2.resize(np.zeros((2048, 2048, 3), np.uint8), (4096, 4096))  # the pool runs
+        time.sleep(0.3)  # its threads go to sleep
+        assert _forked_worker_finishes(_limit_worker_threads, seconds=10)
