@@ -10,7 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from isaseg_cli.data.image import keep_ratio_size, read_image_bgr, scale_by_ratio
+from isaseg_cli.data.image import (
+    keep_ratio_size,
+    normalize_bgr_array,
+    read_image_bgr,
+    resize_keep_ratio,
+    scale_by_ratio,
+)
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.spec import TestSpec, ZooEntry
 
@@ -84,6 +90,14 @@ def as_bgr(image: ImageInput, *, rgb: bool = False) -> np.ndarray:
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
     raise InputError(f"expected an (H, W) or (H, W, 1|3|4) image, got shape {image.shape}")
+
+
+def prepare_image(image_bgr: np.ndarray, test: TestSpec) -> np.ndarray:
+    """The network input of single-scale inference (whole or slide) for one BGR uint8 image: the
+    keep-ratio resize to ``test.scale`` (none without one), then the normalisation, as a float32
+    (3, h, w) array. Torch-free and picklable, so predict's decode workers can run it."""
+    resized = resize_keep_ratio(image_bgr, test.scale) if test.scale else image_bgr
+    return normalize_bgr_array(resized)[0]  # (3, h, w): the batch axis is added when stacking
 
 
 def slide_windows(

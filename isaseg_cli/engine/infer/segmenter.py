@@ -298,3 +298,82 @@ class Segmenter:
             return mask
         probs = scores[0] if self.ms_flip else scores[0].softmax(dim=0)
         return mask, probs.float().cpu().numpy()
+
+    def prepared_test(self) -> TestSpec | None:
+        """The test settings that ``predict_prepared`` expects its inputs prepared for
+        (``protocol.prepare_image``, e.g. in decode workers), or None when this segmenter needs
+        the decoded images themselves (ms+flip resizes each image to several views)."""
+        return None if self.ms_flip else self.test
+
+    @torch.no_grad()
+    def predict_prepared(
+        self,
+        images: Sequence[np.ndarray],
+        inputs: Sequence[np.ndarray],
+        *,
+        return_probs: bool = False,
+    ) -> list[np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
+        """``predict_batch`` of BGR ``images`` whose network ``inputs`` (3, h, w) float32 were
+        already made by ``prepare_image(image, prepared_test())``: the same results, without the
+        resize and normalisation in this thread. Inputs of one size share a forward pass.
+
+        On CUDA a batch is stacked into page-locked memory and copied without blocking, so the
+        copy overlaps the launch of the forward. Images that run out of memory together are
+        retried one by one from the decoded image (``scores``: whole falls back to slide), as are
+        images already known to need slide.
+        """
+        if self.ms_flip:
+            raise InputError("ms_flip segments decoded images: use predict_batch")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        alone = []  # whole already ran out of memory at this size: slide, from the image
+        for index, (image, prepared) in enumerate(zip(images, inputs, strict=True)):
+            if self._needs_slide_fallback(image):
+                alone.append(index)
+            else:
+                groups.setdefault(prepared.shape, []).append(index)
+        results: dict[int, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+        for index in alone:
+            results[index] = self._finish(self.scores(images[index]), return_probs)
+        for indices in groups.values():
+            scores = self._prepared_scores(images, inputs, indices)
+            for position, index in enumerate(indices):
+                single = scores[position] if scores is not None else self.scores(images[index])
+                results[index] = self._finish(single, return_probs)
+        return [results[i] for i in range(len(images))]  # type: ignore[return-value]
+
+    def _needs_slide_fallback(self, image_bgr: np.ndarray) -> bool:
+        height, width = image_bgr.shape[:2]
+        threshold = self._slide_from_pixels
+        return self.test.mode == "whole" and threshold is not None and height * width >= threshold
+
+    def _prepared_scores(
+        self, images: Sequence[np.ndarray], inputs: Sequence[np.ndarray], indices: list[int]
+    ) -> list[Tensor] | None:
+        """Logits (1, K, H, W) at each original size from one forward pass over the prepared
+        inputs ``indices``; None when it ran out of memory."""
+        batch = self._to_device([torch.from_numpy(inputs[i]) for i in indices])
+        try:
+            with autocast(self.device, self.precision):
+                logits = forward_logits(
+                    self.model, batch, self.test, window_batch=self.window_batch
+                )
+                return [
+                    self.model.resize(logits[position : position + 1], images[index].shape[:2])
+                    for position, index in enumerate(indices)
+                ]
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+        del batch
+        _free_cached_memory(self.device)
+        return None
+
+    def _to_device(self, inputs: list[Tensor]) -> Tensor:
+        """(N, 3, h, w) on the device from N inputs (3, h, w)."""
+        if self.device.type != "cuda":
+            return torch.stack(inputs).to(self.device)
+        # Stacked straight into page-locked memory (torch's caching host allocator keeps such a
+        # block until the copies that read it are done), so the copy need not block this thread.
+        shape = (len(inputs), *inputs[0].shape)
+        pinned = torch.empty(shape, dtype=inputs[0].dtype, pin_memory=True)
+        return torch.stack(inputs, out=pinned).to(self.device, non_blocking=True)

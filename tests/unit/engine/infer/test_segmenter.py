@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from isaseg_cli.data.image import read_image_bgr
+from isaseg_cli.data.image import normalize_bgr, read_image_bgr, resize_keep_ratio
 from isaseg_cli.engine.infer import segmenter as segmenter_module
 from isaseg_cli.engine.infer.pipeline import infer_scores
+from isaseg_cli.engine.infer.protocol import prepare_image
 from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.errors import InputError
@@ -179,3 +180,83 @@ def test_from_checkpoint_and_from_zoo(tiny_checkpoint, tmp_path, monkeypatch, im
     seg = Segmenter.from_zoo("tiny-test", device="cpu", mode="whole")
     assert np.array_equal(seg(image), expected)
     assert seg.classes == ("c0", "c1", "c2", "c3", "c4") and len(seg.palette) == 5
+
+
+def _scaled(tiny_checkpoint, scale: tuple[int, int], **options) -> Segmenter:
+    """A segmenter whose test pipeline resizes (the tiny entry's has no test scale)."""
+    loaded = load_model(checkpoint=tiny_checkpoint)
+    test = dataclasses.replace(loaded.entry.test, scale=scale)
+    entry = dataclasses.replace(loaded.entry, test=test)
+    return Segmenter(dataclasses.replace(loaded, entry=entry), device="cpu", **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"crop": (48, 48), "window_batch": 2}])
+def test_predict_prepared_equals_predict_batch_bit_for_bit(tiny_checkpoint, image, options) -> None:
+    seg = _scaled(tiny_checkpoint, (120, 80), **options)
+    test = seg.prepared_test()
+    assert test is seg.test and test.scale == (120, 80)
+    # three images share a forward pass; two of other sizes run alone
+    images = [image, image[::-1].copy(), image[:60].copy(), image[:, ::-1].copy(), image[:50]]
+    inputs = [prepare_image(one, test) for one in images]
+    assert inputs[0].shape == (3, 80, 116) and inputs[0].dtype == np.float32
+    resized = resize_keep_ratio(image, (120, 80))
+    assert np.array_equal(inputs[0], normalize_bgr(resized)[0].numpy())  # what infer_scores feeds
+    expected = seg.predict_batch(images, return_probs=True)
+    prepared = seg.predict_prepared(images, inputs, return_probs=True)
+    for (mask, probs), (want_mask, want_probs), one in zip(prepared, expected, images, strict=True):
+        assert mask.shape == one.shape[:2]
+        assert np.array_equal(mask, want_mask) and np.array_equal(probs, want_probs)
+    assert seg.predict_prepared([], []) == []
+    blank = seg.predict_prepared(images[:1], [np.zeros_like(inputs[0])], return_probs=True)
+    assert not np.array_equal(blank[0][1], expected[0][1])  # the inputs given are the ones used
+    with pytest.raises(ValueError):
+        seg.predict_prepared(images, inputs[:2])
+
+
+def test_predict_prepared_falls_back_to_slide_from_the_image(tiny_checkpoint, image, monkeypatch):
+    warnings: list[str] = []
+    seg = _scaled(tiny_checkpoint, (160, 112), on_warning=warnings.append)
+    real_forward = seg.model.forward
+    batches: list[int] = []
+
+    def small_memory_forward(images):
+        batches.append(images.shape[0])
+        if max(images.shape[-2:]) > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(images)
+
+    monkeypatch.setattr(seg.model, "forward", small_memory_forward)
+    images = [image, image[::-1].copy()]
+    inputs = [prepare_image(one, seg.test) for one in images]
+    slide = dataclasses.replace(SLIDE_64, scale=(160, 112))
+    expected = [_reference(seg, one, slide)[0].argmax(0).numpy() for one in images]
+    batches.clear()
+    masks = seg.predict_prepared(images, inputs)
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
+    assert batches[0] == 2 and len(warnings) == 1  # the pair failed together, then one by one
+    batches.clear()
+    masks = seg.predict_prepared(images, inputs)  # now straight to slide: no failed whole pass
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
+    assert all(size == 1 for size in batches) and len(warnings) == 1
+
+
+def test_ms_flip_takes_decoded_images_only(tiny_checkpoint, image) -> None:
+    seg = Segmenter(load_model(checkpoint=tiny_checkpoint), device="cpu", ms_flip=True)
+    assert seg.prepared_test() is None
+    with pytest.raises(InputError, match="predict_batch"):
+        seg.predict_prepared([image], [prepare_image(image, seg.test)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepared_inputs_reach_the_gpu_through_pinned_memory(tiny_checkpoint, image) -> None:
+    seg = Segmenter(load_model(checkpoint=tiny_checkpoint), device="cuda")
+    images = [image, image[::-1].copy()]
+    inputs = [prepare_image(one, seg.test) for one in images]
+    batch = seg._to_device([torch.from_numpy(one) for one in inputs])
+    assert batch.device.type == "cuda" and torch.equal(
+        batch.cpu(), torch.from_numpy(np.stack(inputs))
+    )
+    expected = seg.predict_batch(images)
+    masks = seg.predict_prepared(images, inputs)
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
