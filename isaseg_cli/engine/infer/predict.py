@@ -235,11 +235,15 @@ class _Run:
         self.written: dict[str, list[Path]] = {"mask": [], "overlay": [], "probs": []}
         self.failures: list[tuple[str, str]] = []
         self.count = 0
-        self.compute_seconds = 0.0  # inside Segmenter.predict_batch
+        self.compute_seconds = 0.0  # inside the segmenter (predict_batch, predict_prepared)
         self.writer: InlineWriter | BackgroundWriter = (
             BackgroundWriter(depth=2 * self.batch_size) if workers > 0 else InlineWriter()
         )
         self.manifest = None if plan.manifest is None else ManifestWriter(plan.manifest, plan.rank)
+        # Workers also resize and normalise when the segmenter takes their inputs (PyTorch,
+        # single scale); ms+flip and exported networks get the decoded images.
+        prepared_test = getattr(segmenter, "prepared_test", None)
+        self.prepare = prepared_test() if workers > 0 and prepared_test is not None else None
 
     def close(self) -> None:
         """Waits for the pending writes (they are finished results, worth keeping)."""
@@ -279,7 +283,9 @@ class _Run:
             self._progress("images", 0, len(jobs))
         done = 0
         paths = [job.source.path for job in jobs]
-        decoded = decode_images(paths, workers=self.workers, max_pixels=self.max_pixels)
+        decoded = decode_images(
+            paths, workers=self.workers, max_pixels=self.max_pixels, prepare=self.prepare
+        )
         try:
             for batch in size_batches(decoded, self.batch_size):
                 readable = []
@@ -302,11 +308,17 @@ class _Run:
     def _segment(self, readable: list[tuple[Decoded, Job]]) -> Iterator[tuple[Any, Any, float]]:
         """(item, result, seconds per image) per image that could be segmented: a batch that
         fails is retried image by image, so one bad image does not take the others with it."""
+        if not readable:  # a batch of failures only
+            return
         want_probs = self.plan.probs is not None
         arrays = [item.image for item, _ in readable]
+        inputs = [item.prepared for item, _ in readable]
         start = time.perf_counter()
         try:
-            results = self.segmenter.predict_batch(arrays, return_probs=want_probs)  # type: ignore[arg-type]
+            if self.prepare is not None and all(array is not None for array in inputs):
+                results = self.segmenter.predict_prepared(arrays, inputs, return_probs=want_probs)  # type: ignore[arg-type]
+            else:
+                results = self.segmenter.predict_batch(arrays, return_probs=want_probs)  # type: ignore[arg-type]
         except Exception as exc:
             self.compute_seconds += time.perf_counter() - start
             if len(readable) == 1:

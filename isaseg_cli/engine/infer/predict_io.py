@@ -1,6 +1,7 @@
-"""The input and output sides of ``predict``: images decoded in DataLoader workers, batched by
-size, and results written by a background thread, so the model waits for neither. Without
-workers torch is not imported (an exported network segments without it)."""
+"""The input and output sides of ``predict``: images decoded (and, for single-scale inference,
+resized and normalised) in DataLoader workers, batched by size, and results written by a
+background thread, so the model waits for neither. Without workers torch is not imported (an
+exported network segments without it)."""
 
 from __future__ import annotations
 
@@ -19,40 +20,50 @@ import numpy as np
 
 from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.engine.failure import failure_for
+from isaseg_cli.engine.infer.protocol import prepare_image
+from isaseg_cli.zoo.spec import TestSpec
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """Input ``index``: its image (H, W, 3) BGR uint8, or why it could not be read."""
+    """Input ``index``: its image (H, W, 3) BGR uint8, or why it could not be read; ``prepared``:
+    its network input (3, h, w) float32 when the decoder was asked for one (``prepare_image``)."""
 
     index: int
     image: np.ndarray | None
     reason: str | None
     seconds: float
+    prepared: np.ndarray | None = None
 
 
 class _DecodeDataset:
-    """Decodes one input per item (a map-style dataset for DataLoader); a failure is returned as
-    its one-line reason (exceptions do not all survive pickling between processes)."""
+    """Decodes one input per item (a map-style dataset for DataLoader), and prepares its network
+    input for ``prepare`` when given; a failure is returned as its one-line reason (exceptions do
+    not all survive pickling between processes)."""
 
-    def __init__(self, paths: Sequence[Path], max_pixels: int, as_tensor: bool) -> None:
+    def __init__(
+        self, paths: Sequence[Path], max_pixels: int, as_tensor: bool, prepare: TestSpec | None
+    ) -> None:
         self.paths, self.max_pixels, self.as_tensor = list(paths), max_pixels, as_tensor
+        self.prepare = prepare
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, Any, str | None, float]:
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None, float, Any]:
         start = time.perf_counter()
         path = self.paths[index]
         try:
             image = read_image_bgr(path, self.max_pixels)
+            prepared = None if self.prepare is None else prepare_image(image, self.prepare)
         except Exception as exc:  # whatever the cause, this input fails alone
-            return index, None, failure_for(path, exc), time.perf_counter() - start
+            return index, None, failure_for(path, exc), time.perf_counter() - start, None
         if self.as_tensor:  # a tensor reaches the main process through shared memory, not pickle
             import torch
 
-            return index, torch.from_numpy(image), None, time.perf_counter() - start
-        return index, image, None, time.perf_counter() - start
+            image = torch.from_numpy(image)
+            prepared = None if prepared is None else torch.from_numpy(prepared)
+        return index, image, None, time.perf_counter() - start, prepared
 
 
 def _as_is(item: object) -> object:
@@ -75,12 +86,16 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> Iterator[Decoded]:
+def decode_images(
+    paths: Sequence[Path], *, workers: int, max_pixels: int, prepare: TestSpec | None = None
+) -> Iterator[Decoded]:
     """The inputs decoded, in order: in this process with ``workers == 0``, else in ``workers``
-    DataLoader processes that run a few images ahead of the consumer."""
-    dataset = _DecodeDataset(paths, max_pixels, as_tensor=workers > 0)
+    DataLoader processes that run a few images ahead of the consumer. With ``prepare``, each
+    also comes with its network input for those test settings (``Decoded.prepared``), made
+    where it was decoded: the resize and normalisation leave the consumer's thread too."""
+    dataset = _DecodeDataset(paths, max_pixels, as_tensor=workers > 0, prepare=prepare)
     if workers == 0:
-        items: Iterator[tuple[int, Any, str | None, float]] = (
+        items: Iterator[tuple[int, Any, str | None, float, Any]] = (
             dataset[index] for index in range(len(dataset))
         )
     else:
@@ -96,9 +111,13 @@ def decode_images(paths: Sequence[Path], *, workers: int, max_pixels: int) -> It
             multiprocessing_context=_worker_context(),
         )
         items = iter(loader)
-    for index, image, reason, seconds in items:
-        array = image if image is None or isinstance(image, np.ndarray) else image.numpy()
-        yield Decoded(index, array, reason, seconds)
+    for index, image, reason, seconds, prepared in items:
+        yield Decoded(index, _as_array(image), reason, seconds, _as_array(prepared))
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    # A worker's tensor, viewed as an array without a copy (the array keeps it alive).
+    return value if value is None or isinstance(value, np.ndarray) else value.numpy()
 
 
 def size_batches(items: Iterator[Decoded], batch_size: int) -> Iterator[list[Decoded]]:

@@ -169,13 +169,14 @@ def test_ctrl_c_with_workers_keeps_the_finished_writes(tmp_path, segmenter, monk
         _write(tmp_path / "in" / f"{name}.png")
     real, calls = Segmenter.predict_batch, []
 
-    def interrupted_on_second(self, images, **kwargs):
+    def interrupted_on_second(self, images, *prepared, **kwargs):
         calls.append(len(images))
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(self, images, **kwargs)
 
     monkeypatch.setattr(Segmenter, "predict_batch", interrupted_on_second)
+    monkeypatch.setattr(Segmenter, "predict_prepared", interrupted_on_second)  # with workers
     result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", workers=1, manifest=True)
     assert result.interrupted and [path.name for path in result.masks] == ["a.png"]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "manifest.jsonl"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from isaseg_cli.engine.infer.predict_io import (
     decode_images,
     size_batches,
 )
+from isaseg_cli.engine.infer.protocol import prepare_image
 from isaseg_cli.errors import OutputError
+from isaseg_cli.zoo.spec import TestSpec
 
 
 def _images(folder: Path) -> list[Path]:
@@ -97,3 +100,44 @@ def test_a_write_error_stops_the_writer_and_reaches_the_caller() -> None:
     assert inline.submit(lambda: done.append(3)) >= 0 and done == [0, 3]
     with pytest.raises(OutputError):
         inline.submit(full_disk)
+
+
+SCALED = TestSpec(mode="whole", scale=(40, 24))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_inputs_are_prepared_where_they_are_decoded(tmp_path, workers) -> None:
+    paths = _images(tmp_path / "in")
+    decoded = list(decode_images(paths, workers=workers, max_pixels=10_000, prepare=SCALED))
+    for item, path in zip(decoded, paths, strict=True):
+        if item.image is None:
+            assert item.prepared is None and path.name == "broken.png"
+        else:
+            assert item.prepared.shape == (3, 24, 36) and item.prepared.dtype == np.float32
+            assert np.array_equal(item.prepared, prepare_image(cv2.imread(str(path)), SCALED))
+    assert all(item.prepared is None for item in decode_images(paths, workers=0, max_pixels=10**4))
+
+
+def test_predict_with_workers_segments_their_inputs(tmp_path, tiny_checkpoint, monkeypatch) -> None:
+    from isaseg_cli.engine.infer.predict import predict
+    from isaseg_cli.engine.infer.segmenter import Segmenter
+    from isaseg_cli.engine.loading import load_model
+
+    loaded = load_model(checkpoint=tiny_checkpoint)
+    entry = dataclasses.replace(loaded.entry, test=SCALED)
+    segmenter = Segmenter(dataclasses.replace(loaded, entry=entry), device="cpu")
+    paths = _images(tmp_path / "in")
+    plain = predict(segmenter, paths, out=tmp_path / "plain", batch_size=2, overwrite=True)
+    prepared_batches: list[int] = []
+    real = Segmenter.predict_prepared
+
+    def counted(self, images, inputs, **kwargs):
+        prepared_batches.append(len(inputs))
+        return real(self, images, inputs, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "predict_prepared", counted)
+    piped = predict(segmenter, paths, out=tmp_path / "piped", batch_size=2, workers=2)
+    assert sorted(prepared_batches) == [1, 2]  # the two 32x48 images together, the 20x30 alone
+    assert [path.name for path in piped.masks] == [path.name for path in plain.masks]
+    for path in plain.masks:
+        assert (tmp_path / "piped" / path.name).read_bytes() == path.read_bytes()
