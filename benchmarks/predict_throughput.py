@@ -1,16 +1,19 @@
 """Throughput of `isaseg predict`'s run loop over a folder against the bare forward, per --workers.
 
-For each worker count the whole loop runs (`plan_predict` + `run_plan`: decoding, batching, the
-forward, PNG encoding, atomic writes) on a folder of generated PNGs; "bare" is
-`Segmenter.predict_batch` on the same images already decoded, as `isaseg benchmark` measures
-compute alone. `--mock-forward-ms` replaces the forward (only it) by a wait of that many ms per
-batch that releases the GIL, as a CUDA forward does, to show on a CPU whether decoding and
-writing hide behind a device's compute; everything else stays real.
+For each worker count the whole loop runs (`plan_predict` + `run_plan`: decoding, the resize and
+normalisation, batching, the forward, PNG encoding, atomic writes) on a folder of generated PNGs;
+"bare" is `Segmenter.predict_prepared` on the same images already decoded and resized, as
+`isaseg benchmark` measures compute alone. With workers, each count runs twice:
+the workers also resize to the test scale ("workers"), or they only decode and the main thread
+resizes ("main", the loop before `predict_prepared`). `--mock-forward-ms` replaces the forward
+(only it) by a wait of that many ms per batch that releases the GIL, as a CUDA forward does, to
+show on a CPU whether decoding, resizing and writing hide behind a device's compute; everything
+else stays real.
 
     python benchmarks/predict_throughput.py --model isanet_r50-d8_4xb2-80k_cityscapes-512x1024 \
         --size 256x512 --test-scale 512x256 --images 12 --workers 0,2
     python benchmarks/predict_throughput.py --checkpoint tiny.pth --size 512x1024 --images 32 \
-        --mock-forward-ms 40 --workers 0,1,2 --device cpu
+        --test-scale 2048x1024 --mock-forward-ms 40 --workers 0,1,2 --device cpu
 """
 
 from __future__ import annotations
@@ -26,42 +29,71 @@ import cv2
 import numpy as np
 import torch
 
+from isaseg_cli.data.image import normalize_bgr
 from isaseg_cli.engine.infer.predict import run_plan
 from isaseg_cli.engine.infer.predict_io import decode_images
 from isaseg_cli.engine.infer.predict_plan import plan_predict
+from isaseg_cli.engine.infer.protocol import prepare_image
 from isaseg_cli.engine.infer.segmenter import Segmenter
-from isaseg_cli.engine.loading import LoadedModel, entry_classes
+from isaseg_cli.engine.loading import LoadedModel, entry_classes, load_model
 from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.zoo.catalog import resolve_entry
+from isaseg_cli.zoo.spec import TestSpec
 
 
 def _segmenter(args: argparse.Namespace) -> Segmenter:
+    device = torch.device(args.device)
     if args.checkpoint:
-        return Segmenter.from_checkpoint(args.checkpoint, device=args.device)
-    entry = resolve_entry(args.model)
+        loaded = load_model(checkpoint=args.checkpoint)
+    else:
+        entry = resolve_entry(args.model)
+        classes, palette = entry_classes(entry)
+        model = random_model(entry.model, device)
+        loaded = LoadedModel(model, entry, classes, palette, Path("random"))
     if args.test_scale:  # a smaller test resize keeps a CPU run within minutes
         width, height = (int(part) for part in args.test_scale.lower().split("x"))
-        entry = dataclasses.replace(
-            entry, test=dataclasses.replace(entry.test, scale=(width, height))
-        )
-    device = torch.device(args.device)
-    classes, palette = entry_classes(entry)
-    model = random_model(entry.model, device)
-    loaded = LoadedModel(model, entry, classes, palette, Path("random"))
+        test = dataclasses.replace(loaded.entry.test, scale=(width, height))
+        loaded = dataclasses.replace(loaded, entry=dataclasses.replace(loaded.entry, test=test))
     return Segmenter(loaded, device=device, precision=args.precision)
 
 
 class MockForward:
     """A segmenter whose forward is a GIL-free wait of ``ms`` per batch (a stand-in for a GPU);
-    its masks are a cheap function of the image, so PNG encoding has real content."""
+    the host work around it is real: ``predict_batch`` resizes, normalises and stacks in this
+    thread as ``Segmenter.predict_batch`` does, ``predict_prepared`` only stacks the resized
+    uint8 inputs from the workers (on a GPU their normalisation is device time: in the wait).
+    Its masks are a cheap function of the image, so PNG encoding has real content."""
 
     def __init__(self, real: Segmenter, ms: float) -> None:
         self.real, self.seconds = real, ms / 1000
         self.classes, self.palette = real.classes, real.palette
 
+    def prepared_test(self) -> TestSpec | None:
+        return self.real.prepared_test()
+
     def predict_batch(self, images: list[np.ndarray], **_: object) -> list[np.ndarray]:
+        normalized = [normalize_bgr(prepare_image(image, self.real.test)) for image in images]
+        torch.cat(normalized)
         time.sleep(self.seconds)
+        return self._masks(images)
+
+    def predict_prepared(
+        self, images: list[np.ndarray], inputs: list[np.ndarray], **_: object
+    ) -> list[np.ndarray]:
+        torch.stack([torch.from_numpy(one) for one in inputs])
+        time.sleep(self.seconds)
+        return self._masks(images)
+
+    def _masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return [(image[..., 1] // 64).astype(np.uint8) for image in images]
+
+
+class MainThreadPrepare:
+    """``segmenter`` without ``prepared_test``: workers only decode, as before predict_prepared."""
+
+    def __init__(self, segmenter: Segmenter | MockForward) -> None:
+        self.predict_batch = segmenter.predict_batch
+        self.classes, self.palette = segmenter.classes, segmenter.palette
 
 
 def _write_folder(folder: Path, count: int, height: int, width: int) -> list[np.ndarray]:
@@ -79,10 +111,13 @@ def _write_folder(folder: Path, count: int, height: int, width: int) -> list[np.
 
 
 def _bare(segmenter: Segmenter | MockForward, images: list[np.ndarray], batch: int) -> float:
-    segmenter.predict_batch(images[:batch])  # warm-up
+    test = segmenter.prepared_test()
+    assert test is not None, "the benchmark runs single-scale inference"
+    inputs = [prepare_image(image, test) for image in images]
+    segmenter.predict_prepared(images[:batch], inputs[:batch])  # warm-up
     start = time.perf_counter()
     for first in range(0, len(images), batch):
-        segmenter.predict_batch(images[first : first + batch])
+        segmenter.predict_prepared(images[first : first + batch], inputs[first : first + batch])
     return len(images) / (time.perf_counter() - start)
 
 
@@ -114,10 +149,12 @@ def main() -> None:
         start = time.perf_counter()
         list(decode_images(sorted(folder.iterdir())[:1], workers=1, max_pixels=10**9))
         print(f"worker start-up, once per process: {time.perf_counter() - start:.1f} s")
-        for row, workers in enumerate(int(part) for part in args.workers.split(",")):
+        counts = [int(part) for part in args.workers.split(",")]
+        runs = [(n, where) for n in counts for where in (("workers", "main") if n else ("main",))]
+        for row, (workers, where) in enumerate(runs):
             plan = plan_predict([folder], out=Path(scratch) / f"out{row}")
             result = run_plan(
-                segmenter,  # type: ignore[arg-type]
+                segmenter if where == "workers" else MainThreadPrepare(segmenter),  # type: ignore[arg-type]
                 plan,
                 batch_size=args.batch_size,
                 workers=workers,
@@ -126,6 +163,7 @@ def main() -> None:
             rows.append(
                 {
                     "workers": workers,
+                    "prepared_in": where,
                     "images_per_s": round(result.images_per_s, 3),
                     "bare_images_per_s": round(bare, 3),
                     "of_bare": round(result.images_per_s / bare, 3),
@@ -133,11 +171,12 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)  # each row as it comes: a long run keeps what it measured
-    print("| workers | images/s | bare images/s | predict / bare | model waited |")
-    print("|---|---|---|---|---|")
+    print("| workers | prepared in | images/s | bare images/s | predict / bare | model waited |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['workers']} | {row['images_per_s']:.2f} | {row['bare_images_per_s']:.2f} "
+            f"| {row['workers']} | {row['prepared_in']} | {row['images_per_s']:.2f} "
+            f"| {row['bare_images_per_s']:.2f} "
             f"| {row['of_bare']:.2f} | {row['input_wait']:.0%} |"
         )
     if args.json_out:

@@ -240,7 +240,7 @@ class _Run:
             BackgroundWriter(depth=2 * self.batch_size) if workers > 0 else InlineWriter()
         )
         self.manifest = None if plan.manifest is None else ManifestWriter(plan.manifest, plan.rank)
-        # Workers also resize and normalise when the segmenter takes their inputs (PyTorch,
+        # Workers also resize to the test scale when the segmenter takes their inputs (PyTorch,
         # single scale); ms+flip and exported networks get the decoded images.
         prepared_test = getattr(segmenter, "prepared_test", None)
         self.prepare = prepared_test() if workers > 0 and prepared_test is not None else None

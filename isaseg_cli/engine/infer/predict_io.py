@@ -1,5 +1,5 @@
 """The input and output sides of ``predict``: images decoded (and, for single-scale inference,
-resized and normalised) in DataLoader workers, batched by size, and results written by a
+resized to the test scale) in DataLoader workers, batched by size, and results written by a
 background thread, so the model waits for neither. Without workers torch is not imported (an
 exported network segments without it)."""
 
@@ -27,7 +27,7 @@ from isaseg_cli.zoo.spec import TestSpec
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """Input ``index``: its image (H, W, 3) BGR uint8, or why it could not be read; ``prepared``:
-    its network input (3, h, w) float32 when the decoder was asked for one (``prepare_image``)."""
+    the image at the test scale when the decoder was asked for it (``prepare_image``)."""
 
     index: int
     image: np.ndarray | None
@@ -37,8 +37,8 @@ class Decoded:
 
 
 class _DecodeDataset:
-    """Decodes one input per item (a map-style dataset for DataLoader), and prepares its network
-    input for ``prepare`` when given; a failure is returned as its one-line reason (exceptions do
+    """Decodes one input per item (a map-style dataset for DataLoader), and resizes it for
+    ``prepare`` when given; a failure is returned as its one-line reason (exceptions do
     not all survive pickling between processes)."""
 
     def __init__(
@@ -58,11 +58,13 @@ class _DecodeDataset:
             prepared = None if self.prepare is None else prepare_image(image, self.prepare)
         except Exception as exc:  # whatever the cause, this input fails alone
             return index, None, failure_for(path, exc), time.perf_counter() - start, None
+        if prepared is image:  # already at the test scale: sent once, ``True`` stands for it
+            prepared = True
         if self.as_tensor:  # a tensor reaches the main process through shared memory, not pickle
             import torch
 
             image = torch.from_numpy(image)
-            prepared = None if prepared is None else torch.from_numpy(prepared)
+            prepared = torch.from_numpy(prepared) if isinstance(prepared, np.ndarray) else prepared
         return index, image, None, time.perf_counter() - start, prepared
 
 
@@ -91,8 +93,8 @@ def decode_images(
 ) -> Iterator[Decoded]:
     """The inputs decoded, in order: in this process with ``workers == 0``, else in ``workers``
     DataLoader processes that run a few images ahead of the consumer. With ``prepare``, each
-    also comes with its network input for those test settings (``Decoded.prepared``), made
-    where it was decoded: the resize and normalisation leave the consumer's thread too."""
+    also comes resized for those test settings (``Decoded.prepared``), where it was decoded:
+    the resize leaves the consumer's thread too."""
     dataset = _DecodeDataset(paths, max_pixels, as_tensor=workers > 0, prepare=prepare)
     if workers == 0:
         items: Iterator[tuple[int, Any, str | None, float, Any]] = (
@@ -112,7 +114,10 @@ def decode_images(
         )
         items = iter(loader)
     for index, image, reason, seconds, prepared in items:
-        yield Decoded(index, _as_array(image), reason, seconds, _as_array(prepared))
+        array = _as_array(image)
+        yield Decoded(
+            index, array, reason, seconds, array if prepared is True else _as_array(prepared)
+        )
 
 
 def _as_array(value: Any) -> np.ndarray | None:

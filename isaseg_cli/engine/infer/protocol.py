@@ -12,7 +12,6 @@ import numpy as np
 
 from isaseg_cli.data.image import (
     keep_ratio_size,
-    normalize_bgr_array,
     read_image_bgr,
     resize_keep_ratio,
     scale_by_ratio,
@@ -93,11 +92,12 @@ def as_bgr(image: ImageInput, *, rgb: bool = False) -> np.ndarray:
 
 
 def prepare_image(image_bgr: np.ndarray, test: TestSpec) -> np.ndarray:
-    """The network input of single-scale inference (whole or slide) for one BGR uint8 image: the
-    keep-ratio resize to ``test.scale`` (none without one), then the normalisation, as a float32
-    (3, h, w) array. Torch-free and picklable, so predict's decode workers can run it."""
-    resized = resize_keep_ratio(image_bgr, test.scale) if test.scale else image_bgr
-    return normalize_bgr_array(resized)[0]  # (3, h, w): the batch axis is added when stacking
+    """One BGR uint8 image at the scale of single-scale inference (whole or slide): the keep-ratio
+    resize to ``test.scale`` of the test pipeline, or the image itself without one or when it
+    already has that size. Still uint8 (h, w, 3): the segmenter normalises on its device, and a
+    quarter of float32's bytes crosses from decode workers and to the GPU. Torch-free, so
+    predict's decode workers can run it."""
+    return resize_keep_ratio(image_bgr, test.scale) if test.scale else image_bgr
 
 
 def slide_windows(

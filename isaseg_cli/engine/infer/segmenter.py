@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, resize_keep_ratio
+from isaseg_cli.data.image import (
+    MEAN_RGB,
+    STD_RGB,
+    keep_ratio_size,
+    normalize_bgr,
+    resize_keep_ratio,
+)
 from isaseg_cli.engine.device import (
     autocast,
     inference_flags,
@@ -313,14 +319,14 @@ class Segmenter:
         *,
         return_probs: bool = False,
     ) -> list[np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
-        """``predict_batch`` of BGR ``images`` whose network ``inputs`` (3, h, w) float32 were
-        already made by ``prepare_image(image, prepared_test())``: the same results, without the
-        resize and normalisation in this thread. Inputs of one size share a forward pass.
+        """``predict_batch`` of BGR ``images`` whose ``inputs`` were already made by
+        ``prepare_image(image, prepared_test())`` (e.g. in decode workers): the same results,
+        without the resize in this thread. Inputs of one size share a forward pass.
 
-        On CUDA a batch is stacked into page-locked memory and copied without blocking, so the
-        copy overlaps the launch of the forward. Images that run out of memory together are
-        retried one by one from the decoded image (``scores``: whole falls back to slide), as are
-        images already known to need slide.
+        A batch is normalised on the device. On CUDA it is stacked into page-locked memory and
+        copied as uint8 without blocking, so the copy overlaps the launch of the forward. Images
+        that run out of memory together are retried one by one from the decoded image
+        (``scores``: whole falls back to slide), as are images already known to need slide.
         """
         if self.ms_flip:
             raise InputError("ms_flip segments decoded images: use predict_batch")
@@ -351,7 +357,9 @@ class Segmenter:
     ) -> list[Tensor] | None:
         """Logits (1, K, H, W) at each original size from one forward pass over the prepared
         inputs ``indices``; None when it ran out of memory."""
-        batch = self._to_device([torch.from_numpy(inputs[i]) for i in indices])
+        batch = self._to_device(
+            [torch.from_numpy(np.ascontiguousarray(inputs[i])) for i in indices]
+        )
         try:
             with autocast(self.device, self.precision):
                 logits = forward_logits(
@@ -369,11 +377,21 @@ class Segmenter:
         return None
 
     def _to_device(self, inputs: list[Tensor]) -> Tensor:
-        """(N, 3, h, w) on the device from N inputs (3, h, w)."""
+        """Normalised images (N, 3, h, w) float32 on the device from N BGR uint8 (h, w, 3)."""
         if self.device.type != "cuda":
-            return torch.stack(inputs).to(self.device)
+            return _normalize_batch(torch.stack(inputs).to(self.device))
         # Stacked straight into page-locked memory (torch's caching host allocator keeps such a
         # block until the copies that read it are done), so the copy need not block this thread.
         shape = (len(inputs), *inputs[0].shape)
         pinned = torch.empty(shape, dtype=inputs[0].dtype, pin_memory=True)
-        return torch.stack(inputs, out=pinned).to(self.device, non_blocking=True)
+        return _normalize_batch(torch.stack(inputs, out=pinned).to(self.device, non_blocking=True))
+
+
+def _normalize_batch(images_bgr: Tensor) -> Tensor:
+    """``normalize_bgr_array`` of a batch (N, h, w, 3) uint8 on its device, bit for bit (the
+    same float32 subtract and divide), as contiguous (N, 3, h, w) float32."""
+    mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=images_bgr.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD_RGB, dtype=torch.float32, device=images_bgr.device).view(1, 3, 1, 1)
+    rgb = images_bgr.permute(0, 3, 1, 2).flip(1)  # (N, 3, h, w), channels BGR -> RGB
+    rgb = rgb.to(torch.float32, memory_format=torch.contiguous_format)
+    return (rgb - mean) / std

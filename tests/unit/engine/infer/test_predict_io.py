@@ -113,9 +113,12 @@ def test_inputs_are_prepared_where_they_are_decoded(tmp_path, workers) -> None:
         if item.image is None:
             assert item.prepared is None and path.name == "broken.png"
         else:
-            assert item.prepared.shape == (3, 24, 36) and item.prepared.dtype == np.float32
+            assert item.prepared.shape == (24, 36, 3) and item.prepared.dtype == np.uint8
             assert np.array_equal(item.prepared, prepare_image(cv2.imread(str(path)), SCALED))
     assert all(item.prepared is None for item in decode_images(paths, workers=0, max_pixels=10**4))
+    # no test scale: the image is its own input, sent once
+    unscaled = decode_images(paths[:1], workers=workers, max_pixels=10**4, prepare=TestSpec())
+    assert all(item.prepared is item.image for item in unscaled)
 
 
 def test_predict_with_workers_segments_their_inputs(tmp_path, tiny_checkpoint, monkeypatch) -> None:

@@ -198,9 +198,11 @@ def test_predict_prepared_equals_predict_batch_bit_for_bit(tiny_checkpoint, imag
     # three images share a forward pass; two of other sizes run alone
     images = [image, image[::-1].copy(), image[:60].copy(), image[:, ::-1].copy(), image[:50]]
     inputs = [prepare_image(one, test) for one in images]
-    assert inputs[0].shape == (3, 80, 116) and inputs[0].dtype == np.float32
-    resized = resize_keep_ratio(image, (120, 80))
-    assert np.array_equal(inputs[0], normalize_bgr(resized)[0].numpy())  # what infer_scores feeds
+    assert inputs[0].shape == (80, 116, 3) and inputs[0].dtype == np.uint8
+    assert np.array_equal(inputs[0], resize_keep_ratio(image, (120, 80)))
+    normalized = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs[:2])))
+    for one, prepared in zip(normalized, inputs[:2], strict=True):  # what infer_scores feeds
+        assert one.is_contiguous() and torch.equal(one, normalize_bgr(prepared)[0])
     expected = seg.predict_batch(images, return_probs=True)
     prepared = seg.predict_prepared(images, inputs, return_probs=True)
     for (mask, probs), (want_mask, want_probs), one in zip(prepared, expected, images, strict=True):
@@ -254,9 +256,8 @@ def test_prepared_inputs_reach_the_gpu_through_pinned_memory(tiny_checkpoint, im
     images = [image, image[::-1].copy()]
     inputs = [prepare_image(one, seg.test) for one in images]
     batch = seg._to_device([torch.from_numpy(one) for one in inputs])
-    assert batch.device.type == "cuda" and torch.equal(
-        batch.cpu(), torch.from_numpy(np.stack(inputs))
-    )
+    expected_batch = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs)))
+    assert batch.device.type == "cuda" and torch.equal(batch.cpu(), expected_batch)
     expected = seg.predict_batch(images)
     masks = seg.predict_prepared(images, inputs)
     assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
