@@ -16,7 +16,6 @@ from isaseg_cli.cli._options import (
     CropOpt,
     DeviceOpt,
     JsonOutOpt,
-    MaxPixelsOpt,
     ModelOpt,
     ModeOpt,
     MsFlipOpt,
@@ -30,6 +29,9 @@ from isaseg_cli.cli._options import (
 )
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import InputError
+
+# With --tile the scores of a band, not of the image, are held: the default limit becomes OpenCV's.
+TILED_MAX_PIXELS = 1 << 30
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.infer.predict import PredictResult
@@ -68,7 +70,54 @@ def predict_cli(
     ] = 0.5,
     probs: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Save one image's class probabilities (KxHxW .npy)."),
+        typer.Option(
+            metavar="PATH",
+            help="Save class probabilities KxHxW: FILE.npy (float32) or .npz (float16, "
+            "compressed) for one image, else a folder of .npz.",
+        ),
+    ] = None,
+    confidence: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Save the top-1 probability per pixel (or --uncertainty): FILE.png (0..255) or "
+            ".npy (float16) for one image, else a folder of .png.",
+        ),
+    ] = None,
+    uncertainty: Annotated[
+        Literal["top1", "margin", "entropy"],
+        typer.Option(
+            help="The --confidence map: top-1 probability, top-1 minus top-2, or entropy / log K."
+        ),
+    ] = "top1",
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            metavar="P",
+            help="Pixels whose top-1 probability is below P become 255 (ignore) in index and "
+            "labelids masks, grey in colour and overlay.",
+        ),
+    ] = None,
+    tile: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HxW",
+            help="Tiled inference: slide's windows, in memory bounded by a band of rows "
+            "(images of any size); --batch-size then counts windows.",
+        ),
+    ] = None,
+    tile_stride: Annotated[
+        str | None, typer.Option(metavar="HxW", help="Step between tiles (default: 2/3 of it).")
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            metavar="native|zoo|WxH",
+            help="Test scale the image is fitted to (keep-ratio) before inference (default: "
+            "the model's; native with --tile).",
+        ),
     ] = None,
     mode: ModeOpt = None,
     crop: CropOpt = None,
@@ -98,7 +147,15 @@ def predict_cli(
             "--skip-existing", help="Leave out inputs whose results exist (continue a run)."
         ),
     ] = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help=f"Refuse images whose header announces more pixels (never decoded); default "
+            f"{DEFAULT_MAX_PIXELS:,}, or {TILED_MAX_PIXELS:,} (OpenCV's limit) with --tile.",
+        ),
+    ] = None,
 ) -> None:
     """Segment images, folders, glob patterns or videos; write masks, colours or overlays.
 
@@ -119,7 +176,10 @@ def predict_cli(
         "scales": parse_ratios(scales),
         "compile": compile_model,
         "on_warning": _render.warn,
+        **_tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence),
     }
+    if tile is not None and probs is not None:
+        raise InputError("--probs holds K x H x W, what --tile avoids: use --confidence")
     plan = plan_predict(
         inputs,
         out=out,
@@ -129,6 +189,7 @@ def predict_cli(
         probs_out=probs,
         overwrite=overwrite,
         skip_existing=skip_existing,
+        confidence_out=confidence,
     )
     if json_out is not None:
         check_writable(json_out, "--json-out")
@@ -145,11 +206,38 @@ def predict_cli(
         result = run_plan(
             segmenter,
             plan,
-            batch_size=batch_size,
-            max_pixels=max_pixels,
+            batch_size=1 if tile else batch_size,
+            max_pixels=max_pixels or (TILED_MAX_PIXELS if tile else DEFAULT_MAX_PIXELS),
             on_progress=_render.event_sink(update),
         )
-    _report(result, segmenter, json_out, out, probs)
+    _report(result, segmenter, json_out, out, probs, confidence)
+
+
+def _tile_options(
+    tile: str | None,
+    tile_stride: str | None,
+    scale: str | None,
+    batch_size: int,
+    uncertainty: str,
+    min_confidence: float | None,
+) -> dict[str, Any]:
+    """The Segmenter keywords of tiles, test scale and confidence (see ``Segmenter``)."""
+    options: dict[str, Any] = {"uncertainty": uncertainty, "min_confidence": min_confidence}
+    if tile is not None or tile_stride is not None:
+        options["tile"] = parse_size(tile, "--tile")
+        options["tile_stride"] = parse_size(tile_stride, "--tile-stride")
+        options["window_batch"] = batch_size
+    if scale is not None:
+        options["scale"] = scale if scale in ("native", "zoo") else _parse_scale(scale)
+    return options
+
+
+def _parse_scale(text: str) -> tuple[int, int]:
+    """``"2048x1024"`` -> (2048, 1024): WIDTHxHEIGHT, as mmseg writes test scales."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise InputError(f"--scale takes native, zoo or WIDTHxHEIGHT like 2048x1024, not {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
@@ -157,12 +245,15 @@ def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) ->
     model, whether its classes suit ``--format labelids``."""
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.infer.predict import check_classes
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.segmenter import check_tile_options, resolve_test_spec
     from isaseg_cli.engine.loading import entry_classes
     from isaseg_cli.zoo.catalog import resolve_entry
 
     if options["scales"] is not None and not options["ms_flip"]:
         raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+    crop, stride, mode = options["crop"], options["stride"], options["mode"]
+    tile, tile_stride = options.get("tile"), options.get("tile_stride")
+    check_tile_options(tile, tile_stride, mode, crop, stride, options["ms_flip"], cli=True)
     check_precision(options["precision"], resolve_device(options["device"]))
     if name is not None:
         entry = resolve_entry(name)
@@ -209,6 +300,7 @@ def _report(
     json_out: Path | None,
     out: Path | None,
     probs: Path | None,
+    confidence: Path | None = None,
 ) -> None:
     """Failures, then where each kind of output went; the exit code says how it ended."""
     for _, reason in result.failures:
@@ -225,7 +317,12 @@ def _report(
     if result.overlay_dir is not None:
         _render.written("overlays", result.overlays, result.overlay_dir)
     if probs is not None:
-        _render.written("probabilities", result.probs, probs.parent)
+        _render.written(
+            "probabilities", result.probs, probs if len(result.probs) > 1 else probs.parent
+        )
+    if confidence is not None:
+        where = confidence if len(result.confidences) > 1 else confidence.parent
+        _render.written("confidence", result.confidences, where)
     if result.stopped is not None:
         _render.error(result.stopped)
         raise typer.Exit(2)

@@ -8,7 +8,6 @@ that cannot be written (read-only, disk full) stops the run, since the next ones
 from __future__ import annotations
 
 import contextlib
-import io
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,16 +18,11 @@ import numpy as np
 
 from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
-from isaseg_cli.data.mask_io import (
-    atomic_write_bytes,
-    colorize,
-    overlay,
-    save_image_bgr,
-    save_index_png,
-    to_cityscapes_label_ids,
-)
+from isaseg_cli.data.mask_io import colorize, overlay, save_image_bgr, save_index_png
+from isaseg_cli.data.tiff import is_tiff, read_geo_tags, save_tiff
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.failure import failure_for
+from isaseg_cli.engine.infer import confidence
 from isaseg_cli.engine.infer.predict_plan import (
     IMAGE_EXTENSIONS,
     Job,
@@ -52,12 +46,13 @@ class PredictResult:
 
     Attributes:
         inputs: inputs planned (skipped ones included).
-        masks, overlays, probs: the files written, by kind.
+        masks, overlays, probs, confidences: the files written, by kind.
         failures: (input, reason) for inputs that could not be read, decoded or segmented.
         images: segmented images and video frames (whether or not their results were written).
         skipped: inputs left out because their results existed (``skip_existing``).
         interrupted: Ctrl-C stopped the run; the files listed are complete.
         stopped: the write error that stopped the run, if one did.
+        per_image: per segmented image, its input, mean confidence and pixels per class.
     """
 
     inputs: int
@@ -73,10 +68,12 @@ class PredictResult:
     skipped: int = 0
     interrupted: bool = False
     stopped: str | None = None
+    confidences: tuple[Path, ...] = ()
+    per_image: tuple[dict[str, Any], ...] = ()
 
     @property
     def outputs(self) -> tuple[Path, ...]:
-        return self.masks + self.overlays + self.probs
+        return self.masks + self.overlays + self.probs + self.confidences
 
     @property
     def images_per_s(self) -> float:
@@ -89,6 +86,8 @@ class PredictResult:
             "masks": [str(path) for path in self.masks],
             "overlays": [str(path) for path in self.overlays],
             "probs": [str(path) for path in self.probs],
+            "confidence": [str(path) for path in self.confidences],
+            "per_image": list(self.per_image),
             "failures": [{"input": name, "reason": reason} for name, reason in self.failures],
             "images": self.images,
             "seconds": round(self.seconds, 4),
@@ -112,15 +111,29 @@ def check_classes(fmt: str, classes: Sequence[str]) -> None:
 
 
 def _write_image(
-    segmenter: Segmenter, fmt: str, path: Path, mask: np.ndarray, image: np.ndarray, opacity: float
+    segmenter: Segmenter,
+    fmt: str,
+    path: Path,
+    mask: np.ndarray,
+    image: np.ndarray,
+    opacity: float,
+    source: Path | None = None,
 ) -> Path:
-    if fmt == "index":
-        return save_index_png(path, mask, segmenter.palette)
-    if fmt == "labelids":
-        return save_index_png(path, to_cityscapes_label_ids(mask))
+    palette = confidence.output_palette(segmenter.palette, segmenter.confidence)
+    geo_tags = read_geo_tags(source) if source is not None and is_tiff(path) else ()
+    if fmt in ("index", "labelids"):
+        indices = mask if fmt == "index" else confidence.label_ids(mask, segmenter.confidence)
+        colors = palette if fmt == "index" else None
+        if is_tiff(path):
+            return save_tiff(path, indices, palette=colors, geo_tags=geo_tags)
+        return save_index_png(path, indices, colors)
     if fmt == "color":
-        return save_image_bgr(path, colorize(mask, segmenter.palette)[..., ::-1])
-    return save_image_bgr(path, overlay(image, mask, segmenter.palette, opacity))
+        bgr = np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
+    else:
+        bgr = overlay(image, mask, palette, opacity)
+    if is_tiff(path):
+        return save_tiff(path, np.ascontiguousarray(bgr[..., ::-1]), geo_tags=geo_tags)
+    return save_image_bgr(path, bgr)
 
 
 def predict(
@@ -210,6 +223,8 @@ def run_plan(
         masks=tuple(run.written["mask"]),
         overlays=tuple(run.written["overlay"]),
         probs=tuple(run.written["probs"]),
+        confidences=tuple(run.written["confidence"]),
+        per_image=tuple(run.per_image),
         failures=tuple(run.failures),
         images=run.count,
         seconds=time.perf_counter() - start,
@@ -235,7 +250,14 @@ class _Run:
     ) -> None:
         self.segmenter, self.plan, self.max_pixels = segmenter, plan, max_pixels
         self.batch_size, self.on_progress = batch_size, on_progress
-        self.written: dict[str, list[Path]] = {"mask": [], "overlay": [], "probs": []}
+        self.written: dict[str, list[Path]] = {
+            "mask": [],
+            "overlay": [],
+            "probs": [],
+            "confidence": [],
+        }
+        self.per_image: list[dict[str, Any]] = []
+        self.spec = confidence.spec_for(segmenter.confidence, plan)
         self.failures: list[tuple[str, str]] = []
         self.count = 0
 
@@ -258,10 +280,9 @@ class _Run:
                 except Exception as exc:  # whatever the cause, this input fails alone
                     self._fail(job.source, exc)
             for (image, job), result in self._segment(readable):
-                mask, probs = result if isinstance(result, tuple) else (result, None)
                 self.count += 1
                 try:
-                    self._save(image, mask, probs, job)
+                    self._save(image, result, job)
                 except OutputError:
                     raise
                 except Exception as exc:
@@ -272,10 +293,9 @@ class _Run:
     def _segment(self, readable: list[tuple[np.ndarray, Job]]) -> Iterator[tuple[Any, Any]]:
         """(item, result) per image that could be segmented: a batch that fails is retried image
         by image, so one bad image does not take the others of its batch with it."""
-        want_probs = self.plan.probs is not None
         arrays = [image for image, _ in readable]
         try:
-            results = self.segmenter.predict_batch(arrays, return_probs=want_probs)
+            results = self.segmenter.segment_batch(arrays, spec=self.spec)
         except Exception as exc:
             if len(readable) == 1:
                 self._fail(readable[0][1].source, exc)
@@ -285,21 +305,18 @@ class _Run:
             return
         yield from zip(readable, results, strict=True)
 
-    def _save(
-        self, image: np.ndarray, mask: np.ndarray, probs: np.ndarray | None, job: Job
-    ) -> None:
-        plan, segmenter = self.plan, self.segmenter
+    def _save(self, image: np.ndarray, result: confidence.SegmentationResult, job: Job) -> None:
+        plan, segmenter, mask, source = self.plan, self.segmenter, result.mask, job.source.path
         self.written["mask"].append(
-            _write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity)
+            _write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)
         )
         if job.overlay is not None:
             self.written["overlay"].append(
-                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity)
+                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity, source)
             )
-        if plan.probs is not None and probs is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, probs.astype(np.float32, copy=False))
-            self.written["probs"].append(atomic_write_bytes(plan.probs, buffer.getvalue()))
+        for kind, path in confidence.save_extras(result, job):
+            self.written[kind].append(path)
+        self.per_image.append(confidence.image_record(job.source.path, result, segmenter.classes))
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
         if fmt == "overlay":

@@ -1,8 +1,9 @@
 """The Python API for inference: ``Segmenter`` turns images into class-index masks.
 
-It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline), user overrides of that
-pipeline, a device and a precision, and falls back from ``whole`` to ``slide`` when a large image
-does not fit in the device's memory.
+It wraps a loaded model with the zoo entry's test pipeline (docs/FAITHFULNESS.md#test-pipeline),
+user overrides of that pipeline, a device and a precision, and falls back from ``whole`` to
+``slide`` when a large image does not fit in the device's memory; ``tile`` runs ``slide``'s windows
+in memory bounded by a band of rows (``engine.infer.tiles``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
 from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.infer.confidence import ConfidenceSpec, SegmentationResult, collect
 from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
+from isaseg_cli.engine.infer.tiles import segment_tiled
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
@@ -75,6 +78,29 @@ def resolve_test_spec(
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
+def resolve_scale(
+    entry: ZooEntry, scale: str | tuple[int, int] | None, *, tiled: bool
+) -> tuple[int, int] | None:
+    """The keep-ratio test scale (w, h), or None for the image's own size.
+
+    ``scale`` is ``native`` (no resize), ``zoo`` (the entry's), a (w, h) pair, or None: the
+    entry's, except with tiles, whose usual inputs (aerial, medical) are segmented at native scale.
+
+    Raises:
+        InputError: an unknown name or a non-positive size.
+    """
+    if scale is None:
+        scale = "native" if tiled else "zoo"
+    if scale == "native":
+        return None
+    if scale == "zoo":
+        return entry.test.scale
+    if isinstance(scale, str):
+        raise InputError(f"scale must be native, zoo or WIDTHxHEIGHT, not {scale!r}")
+    _check_size(scale, "scale")
+    return (int(scale[0]), int(scale[1]))
+
+
 def prepare_model(
     model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
 ) -> Segmentor:
@@ -88,6 +114,33 @@ def prepare_model(
     return optimize_for_inference(
         model.eval().to(device), device=device, precision=precision, compile=compile
     )
+
+
+def check_tile_options(
+    tile: tuple[int, int] | None,
+    tile_stride: tuple[int, int] | None,
+    mode: str | None,
+    crop: tuple[int, int] | None,
+    stride: tuple[int, int] | None,
+    ms_flip: bool,
+    *,
+    cli: bool = False,
+) -> None:
+    """Raises InputError for tile options that cannot work together (``cli``: name the flags)."""
+    _check_size(tile, "tile")
+    _check_size(tile_stride, "tile stride")
+    flags = ("--tile", "--tile-stride", "--mode, --crop-size and --stride", "--ms-flip")
+    names = flags if cli else ("tile", "tile_stride", "mode, crop and stride", "ms_flip")
+    if tile is None:
+        if tile_stride is not None:
+            raise InputError(f"{names[1]} needs {names[0]}")
+        return
+    if mode or crop or stride:
+        raise InputError(f"{names[0]} replaces {names[2]}: drop them")
+    if ms_flip:
+        raise InputError(f"{names[0]} runs at one scale: drop {names[3]}")
+    if tile_stride is not None and (tile_stride[0] > tile[0] or tile_stride[1] > tile[1]):
+        raise InputError(f"{names[1]} {tile_stride} must not exceed {names[0]} {tile}: gaps")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -147,6 +200,14 @@ class Segmenter:
         window_batch: slide windows per forward pass (default: all of them on CUDA, else 1).
         compile: ``torch.compile`` the model (pays a compile per new input shape).
         on_warning: receives a message when ``whole`` ran out of memory and ``slide`` took over.
+        tile: run ``slide``'s windows of this size (h, w) in rows, holding only the band of rows
+            later windows still touch (``engine.infer.tiles``); replaces mode, crop and stride.
+        tile_stride: the step between tiles (h, w); default 2/3 of the tile.
+        scale: ``native``, ``zoo`` or a test scale (w, h); see ``resolve_scale``.
+        uncertainty: the map ``return_confidence`` gives: ``top1`` (probability of the chosen
+            class), ``margin`` (top-1 minus top-2) or ``entropy`` (normalised to [0, 1]).
+        min_confidence: pixels whose top-1 probability is below it become 255 (ignore).
+        tile_accumulate: ``float32``, or ``float16`` to halve the band's memory.
 
     Raises:
         InputError: an unusable override, device or precision.
@@ -166,7 +227,14 @@ class Segmenter:
         window_batch: int | None = None,
         compile: bool = False,
         on_warning: WarningCallback | None = None,
+        tile: tuple[int, int] | None = None,
+        tile_stride: tuple[int, int] | None = None,
+        scale: str | tuple[int, int] | None = None,
+        uncertainty: str = "top1",
+        min_confidence: float | None = None,
+        tile_accumulate: str = "float32",
     ) -> None:
+        check_tile_options(tile, tile_stride, mode, crop, stride, ms_flip)
         if scales is not None and not ms_flip:
             raise InputError(
                 "scales are the multi-scale ratios of ms+flip: add ms_flip / --ms-flip"
@@ -178,13 +246,24 @@ class Segmenter:
         self.loaded = loaded
         self.model = prepare_model(loaded.model, self.device, precision, compile=compile)
         self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
+        self.test = dataclasses.replace(
+            self.test, scale=resolve_scale(loaded.entry, scale, tiled=tile is not None)
+        )
+        self.tile = tuple(tile) if tile is not None else None
+        self.tile_stride = tile_stride or (_two_thirds(tile) if tile is not None else None)
+        self.tile_accumulate = tile_accumulate
+        self.confidence = ConfidenceSpec(measure=uncertainty, min_confidence=min_confidence)
         self.ms_flip = ms_flip
         self.ratios = tuple(float(s) for s in scales) if scales is not None else None
-        if window_batch is None:
+        if window_batch is None and tile is not None:
+            window_batch = 4 if self.device.type == "cuda" else 1  # a few tiles: a few GB at most
+        elif window_batch is None:
             window_batch = recommended_window_batch(self.device, self.test)
         self.window_batch = max(1, window_batch)
         self.on_warning = on_warning
-        self.fallback_test = resolve_test_spec(loaded.entry, mode="slide")
+        self.fallback_test = dataclasses.replace(
+            resolve_test_spec(loaded.entry, mode="slide"), scale=self.test.scale
+        )
         # Images with at least this many pixels go straight to slide: whole ran out of memory.
         self._slide_from_pixels: int | None = None
 
@@ -236,24 +315,92 @@ class Segmenter:
 
     @overload
     def __call__(
-        self, image: ImageInput, *, return_probs: Literal[False] = ..., rgb: bool = ...
+        self,
+        image: ImageInput,
+        *,
+        return_probs: Literal[False] = ...,
+        return_confidence: Literal[False] = ...,
+        rgb: bool = ...,
     ) -> np.ndarray: ...
 
     @overload
     def __call__(
-        self, image: ImageInput, *, return_probs: Literal[True], rgb: bool = ...
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        self,
+        image: ImageInput,
+        *,
+        return_probs: bool = ...,
+        return_confidence: bool = ...,
+        rgb: bool = ...,
+    ) -> tuple[np.ndarray, ...]: ...
 
     def __call__(
-        self, image: ImageInput, *, return_probs: bool = False, rgb: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        self,
+        image: ImageInput,
+        *,
+        return_probs: bool = False,
+        return_confidence: bool = False,
+        rgb: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, ...]:
         """Segments one image (a path or an array); see the class docstring for conventions.
 
         Returns:
-            The mask (H, W), or with ``return_probs`` the mask and the class probabilities
-            (K, H, W) float32 (softmax of the logits; with ms_flip, the mean over the views).
+            The mask (H, W); with ``return_probs`` also the class probabilities (K, H, W)
+            float32 (softmax of the logits; with ms_flip, the mean over the views); with
+            ``return_confidence`` also the ``uncertainty`` map (H, W) (float32; float16 in tile
+            mode), in that order. ``min_confidence`` applies to the mask in every case.
         """
-        return self._finish(self.scores(as_bgr(image, rgb=rgb)), return_probs)
+        if not return_confidence and self.confidence.min_confidence is None and self.tile is None:
+            return self._finish(self.scores(as_bgr(image, rgb=rgb)), return_probs)
+        spec = ConfidenceSpec(
+            measure=self.confidence.measure if return_confidence else None,
+            min_confidence=self.confidence.min_confidence,
+            probs=return_probs,
+        )
+        result = self.segment(image, spec=spec, rgb=rgb)
+        extra = [result.probs] if return_probs else []
+        extra += [result.confidence] if return_confidence else []
+        return (result.mask, *extra)  # type: ignore[return-value]
+
+    def segment(
+        self, image: ImageInput, *, spec: ConfidenceSpec | None = None, rgb: bool = False
+    ) -> SegmentationResult:
+        """The mask, per-image statistics and what ``spec`` asks (default: the ``uncertainty``
+        map and ``min_confidence`` masking given to the constructor).
+
+        Raises:
+            InputError: probabilities asked of a tiled segmenter (K x H x W is what tiling
+                avoids holding).
+        """
+        return self.segment_batch([image], spec=spec, rgb=rgb)[0]
+
+    def segment_batch(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        spec: ConfidenceSpec | None = None,
+        rgb: bool = False,
+    ) -> list[SegmentationResult]:
+        """``segment`` for several images, batched as ``predict_batch`` (tiles: one by one)."""
+        spec = spec or self.confidence
+        arrays = [as_bgr(image, rgb=rgb) for image in images]
+        if self.tile is None:
+            return [collect(s, spec, are_probs=self.ms_flip) for s in self._all_scores(arrays)]
+        assert self.tile_stride is not None
+        with autocast(self.device, self.precision):
+            return [
+                segment_tiled(
+                    self.model,
+                    array,
+                    self.tile,  # type: ignore[arg-type]
+                    self.tile_stride,
+                    scale=self.test.scale,
+                    spec=spec,
+                    device=self.device,
+                    window_batch=self.window_batch,
+                    accumulate=self.tile_accumulate,
+                )
+                for array in arrays
+            ]
 
     def predict_batch(
         self, images: Sequence[ImageInput], *, return_probs: bool = False, rgb: bool = False
@@ -263,20 +410,27 @@ class Segmenter:
         Batching applies to single-scale inference (whole or slide); ms_flip runs image by image.
         Batched results equal per-image ones up to float rounding of the convolutions.
         """
+        if self.tile is not None or self.confidence.min_confidence is not None:
+            return [self(image, return_probs=return_probs, rgb=rgb) for image in images]
         arrays = [as_bgr(image, rgb=rgb) for image in images]
+        return [self._finish(scores, return_probs) for scores in self._all_scores(arrays)]
+
+    def _all_scores(self, arrays: list[np.ndarray]) -> list[Tensor]:
+        """``scores`` of each image, in order, sharing forward passes where sizes match."""
         if self.ms_flip or len(arrays) < 2:
-            return [self._finish(self.scores(array), return_probs) for array in arrays]
+            return [self.scores(array) for array in arrays]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, array in enumerate(arrays):
             groups.setdefault(self._resized_size(array), []).append(index)
-        results: dict[int, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+        results: dict[int, Tensor] = {}
         for indices in groups.values():
             batch = [arrays[i] for i in indices]
             scores = self._batch_scores(batch) if len(batch) > 1 else None
             for position, index in enumerate(indices):
-                single = scores[position] if scores is not None else self.scores(arrays[index])
-                results[index] = self._finish(single, return_probs)
-        return [results[i] for i in range(len(arrays))]  # type: ignore[return-value]
+                results[index] = (
+                    scores[position] if scores is not None else self.scores(batch[position])
+                )
+        return [results[i] for i in range(len(arrays))]
 
     @torch.no_grad()
     def scores(self, image_bgr: np.ndarray) -> Tensor:
