@@ -30,10 +30,13 @@ def read_image_bgr(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
         InputError: the file is missing, larger than ``max_pixels`` or OpenCV's pixel limit, or
             not a decodable image.
     """
-    from isaseg_cli.data.tiff import is_tiff, read_tiff_bgr, tifffile_available
+    from isaseg_cli.data.tiff import CodecMissingError, is_tiff, read_tiff_bgr, tifffile_available
 
     if is_tiff(path) and tifffile_available() and Path(path).is_file():
-        return read_tiff_bgr(path, max_pixels)[0]
+        try:
+            return read_tiff_bgr(path, max_pixels)[0]
+        except CodecMissingError:  # OpenCV's libtiff has the codecs, up to its pixel limit
+            pass
     check_image_size(path, max_pixels)
     size = read_image_size(path) if max_pixels > OPENCV_MAX_PIXELS else None
     if size is not None and size[0] * size[1] > OPENCV_MAX_PIXELS:

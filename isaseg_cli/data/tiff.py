@@ -20,6 +20,11 @@ GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 _BIGTIFF_BYTES = 2**32 - 2**25
 _TILE = (256, 256)
 
+
+class CodecMissingError(InputError):
+    """The TIFF's compression (LZW, JPEG, ...) needs the ``imagecodecs`` package."""
+
+
 GeoTags = tuple[
     tuple[int, int, int, Any], ...
 ]  # (code, dtype, count, value), as tifffile's extratags
@@ -58,6 +63,8 @@ def read_tiff_bgr(path: str | Path, max_pixels: int) -> tuple[np.ndarray, GeoTag
     OpenCV's IMREAD_COLOR makes them. The size is read from the header and checked first.
 
     Raises:
+        CodecMissingError: the compression needs ``imagecodecs`` (tifffile decodes only
+            uncompressed, deflate and a few other schemes by itself).
         InputError: more than ``max_pixels`` pixels, or not a TIFF image this can turn into BGR.
     """
     tifffile = _tifffile()
@@ -73,16 +80,18 @@ def read_tiff_bgr(path: str | Path, max_pixels: int) -> tuple[np.ndarray, GeoTag
             tags = _geo_tags(page)
             pixels = page.asarray()
             planar = page.planarconfig == 2 and pixels.ndim == 3
+            unassociated = tuple(int(v) for v in page.extrasamples or ())[:1] == (2,)
     except InputError:
         raise
     except MemoryError:
         raise InputError(f"cannot decode {path}: out of memory") from None
     except Exception as exc:  # tifffile's own errors, a missing codec (imagecodecs), ...
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot decode {path}: {reason}") from None
+        error = CodecMissingError if "imagecodecs" in reason else InputError
+        raise error(f"cannot decode {path}: {reason}") from None
     if planar:
         pixels = np.moveaxis(pixels, 0, -1)  # (C, H, W) -> (H, W, C)
-    return _to_bgr(pixels, path), tags
+    return _to_bgr(pixels, path, premultiply=unassociated), tags
 
 
 def _geo_tags(page: Any) -> GeoTags:
@@ -107,7 +116,7 @@ def read_geo_tags(path: str | Path) -> GeoTags:
         return ()
 
 
-def _to_bgr(pixels: np.ndarray, path: str | Path) -> np.ndarray:
+def _to_bgr(pixels: np.ndarray, path: str | Path, *, premultiply: bool = False) -> np.ndarray:
     if pixels.dtype == np.uint16:  # as OpenCV's TIFF decoder: gray keeps the high byte, colour
         gray = pixels.ndim == 2 or pixels.shape[-1] == 1  # is divided by 257 and rounded
         pixels = (pixels >> 8) if gray else np.rint(pixels / np.float32(257))
@@ -120,6 +129,9 @@ def _to_bgr(pixels: np.ndarray, path: str | Path) -> np.ndarray:
     channels = pixels.shape[-1] if pixels.ndim == 3 else 0
     if channels == 1:
         return np.repeat(pixels, 3, axis=2)
+    if channels == 4 and premultiply:  # libtiff, under OpenCV, premultiplies unassociated alpha
+        color = pixels[..., :3].astype(np.uint16) * pixels[..., 3:] + 127
+        pixels = (color // 255).astype(np.uint8)
     if channels in (3, 4):
         return np.ascontiguousarray(pixels[..., 2::-1])  # RGB(A) -> BGR
     raise InputError(f"cannot decode {path}: a TIFF image of shape {pixels.shape}")

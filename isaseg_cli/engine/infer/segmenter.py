@@ -359,7 +359,7 @@ class Segmenter:
         result = self.segment(image, spec=spec, rgb=rgb)
         extra = [result.probs] if return_probs else []
         extra += [result.confidence] if return_confidence else []
-        return (result.mask, *extra)  # type: ignore[return-value]
+        return (result.mask, *extra) if extra else result.mask  # type: ignore[return-value]
 
     def segment(
         self, image: ImageInput, *, spec: ConfidenceSpec | None = None, rgb: bool = False

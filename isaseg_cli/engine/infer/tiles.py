@@ -24,6 +24,9 @@ from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 
 Band = tuple[int, Tensor]  # (first image row, scores (K, rows, W))
+# Finished rows leave the band this many at a time, so their quotient, softmax and other
+# per-pixel temporaries stay small beside the band itself.
+EMIT_ROWS = 64
 ACCUMULATE = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -59,8 +62,9 @@ def logit_bands(
     for row in window_rows(height, width, tile, stride):
         row_top = row[0][0]
         if row_top > top and canvas is not None:
-            yield top, canvas[:, : row_top - top].float() / count[:, : row_top - top]
-            canvas, count = _shift(canvas, row_top - top), _shift(count, row_top - top)
+            yield from _finished(canvas, count, top, row_top - top)
+            _shift(canvas, row_top - top)
+            _shift(count, row_top - top)
             top = row_top
         for start in range(0, len(row), max(1, window_batch)):
             group = row[start : start + max(1, window_batch)]
@@ -75,15 +79,28 @@ def logit_bands(
                 canvas[:, y1 - top : y2 - top, x1:x2] += window_logits[index]
                 count[:, y1 - top : y2 - top, x1:x2] += 1
     assert canvas is not None
-    yield top, canvas[:, : height - top].float() / count[:, : height - top]
+    yield from _finished(canvas, count, top, height - top)
 
 
-def _shift(band: Tensor, rows: int) -> Tensor:
-    """Moves rows ``rows ..`` of a band (C, R, W) to the top and zeroes the freed rows below."""
-    kept = band[:, rows:].clone()
-    band[:, : kept.shape[1]] = kept
-    band[:, kept.shape[1] :] = 0
-    return band
+def _finished(canvas: Tensor, count: Tensor, top: int, rows: int) -> Iterator[Band]:
+    """The mean logits (sum / count, as ``forward_logits``) of the band's first ``rows`` rows."""
+    for start in range(0, rows, EMIT_ROWS):
+        end = min(start + EMIT_ROWS, rows)
+        yield top + start, canvas[:, start:end].float() / count[:, start:end]
+
+
+def _shift(band: Tensor, rows: int) -> None:
+    """Moves rows ``rows ..`` of a band (C, R, W) to the top, in place, and zeroes the freed rows.
+
+    Copied in blocks of at most ``rows`` rows, so no block overlaps its own source and nothing
+    band-sized is allocated.
+    """
+    kept = band.shape[1] - rows
+    step = max(1, min(rows, EMIT_ROWS))
+    for start in range(0, kept, step):
+        end = min(start + step, kept)
+        band[:, start:end] = band[:, start + rows : end + rows]
+    band[:, kept:] = 0
 
 
 def _source_rows(

@@ -106,14 +106,14 @@ def test_options_are_checked_before_anything_is_written(tmp_path, segmenter) -> 
 def test_a_batch_that_fails_is_retried_image_by_image(tmp_path, segmenter, monkeypatch) -> None:
     good = [_write(tmp_path / "in" / f"{name}.png") for name in ("a", "c")]
     thin = _write(tmp_path / "in" / "b.png", height=1, width=40)
-    real = Segmenter.predict_batch
+    real = Segmenter.segment_batch
 
     def fails_with_the_thin_image(self, images, **kwargs):
         if any(image.shape[0] == 1 for image in images):
             raise cv2.error("OpenCV(4.10) resize.cpp:1: error: (-215:Assertion failed) inv_scale")
         return real(self, images, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_batch", fails_with_the_thin_image)
+    monkeypatch.setattr(Segmenter, "segment_batch", fails_with_the_thin_image)
     result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", batch_size=3)
     reason = f"{thin}: cv2.error: (-215:Assertion failed) inv_scale"
     assert result.failures == ((str(thin), reason),)
