@@ -174,11 +174,15 @@ class BandCollector:
         return SegmentationResult(self.mask, stats, self.confidence, self.probs)
 
 
-def collect(scores: Tensor, spec: ConfidenceSpec, *, are_probs: bool) -> SegmentationResult:
-    """The ``SegmentationResult`` of whole-image scores (1, K, H, W)."""
+def collect(
+    scores: Tensor, spec: ConfidenceSpec, *, are_probs: bool, rows: int = 64
+) -> SegmentationResult:
+    """The ``SegmentationResult`` of whole-image scores (1, K, H, W), taken ``rows`` rows at a
+    time so the softmax and its companions never add a second K x H x W array."""
     _, num_classes, height, width = scores.shape
     collector = BandCollector(height, width, num_classes, spec, are_probs=are_probs)
-    collector.add(0, scores[0])
+    for top in range(0, height, rows):
+        collector.add(top, scores[0, :, top : top + rows])
     return collector.result()
 
 

@@ -145,6 +145,7 @@ def predict(
     overlay_out: str | Path | None = None,
     opacity: float = 0.5,
     probs_out: str | Path | None = None,
+    confidence_out: str | Path | None = None,
     batch_size: int = 1,
     cwd: str | Path | None = None,
     overwrite: bool = False,
@@ -161,7 +162,10 @@ def predict(
         out, overlay_out, cwd, overwrite, skip_existing: where results go (see ``plan_predict``).
         fmt: ``index`` (palette PNG of class indices), ``color``, ``overlay`` or ``labelids``
             (Cityscapes label ids; needs a Cityscapes model).
-        probs_out: save the class probabilities (K, H, W) float32 as ``.npy`` (one image only).
+        probs_out: save the class probabilities (K, H, W): for one image a ``.npy`` (float32) or
+            ``.npz`` (float16, compressed) file, else a folder of ``.npz``.
+        confidence_out: save the segmenter's ``uncertainty`` map: for one image a ``.png``
+            (0..255) or ``.npy`` (float16) file, else a folder of ``.png``.
         batch_size: images per forward pass (see ``Segmenter.predict_batch``).
         max_pixels: images whose header announces more pixels are refused, never decoded.
 
@@ -179,6 +183,7 @@ def predict(
         overlay_out=overlay_out,
         opacity=opacity,
         probs_out=probs_out,
+        confidence_out=confidence_out,
         cwd=cwd,
         overwrite=overwrite,
         skip_existing=skip_existing,
@@ -319,9 +324,10 @@ class _Run:
         self.per_image.append(confidence.image_record(job.source.path, result, segmenter.classes))
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        palette = confidence.output_palette(self.segmenter.palette, self.segmenter.confidence)
         if fmt == "overlay":
-            return overlay(frame, mask, self.segmenter.palette, self.plan.opacity)
-        return np.ascontiguousarray(colorize(mask, self.segmenter.palette)[..., ::-1])
+            return overlay(frame, mask, palette, self.plan.opacity)
+        return np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
 
     def video(self, job: Job) -> None:
         source = job.source

@@ -23,7 +23,7 @@ from isaseg_cli.engine.device import autocast, check_precision, resolve_device
 from isaseg_cli.engine.infer.confidence import ConfidenceSpec, SegmentationResult, collect
 from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
 from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
-from isaseg_cli.engine.infer.tiles import segment_tiled
+from isaseg_cli.engine.infer.tiles import check_tile_options, resolve_scale, segment_tiled
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
@@ -78,29 +78,6 @@ def resolve_test_spec(
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
-def resolve_scale(
-    entry: ZooEntry, scale: str | tuple[int, int] | None, *, tiled: bool
-) -> tuple[int, int] | None:
-    """The keep-ratio test scale (w, h), or None for the image's own size.
-
-    ``scale`` is ``native`` (no resize), ``zoo`` (the entry's), a (w, h) pair, or None: the
-    entry's, except with tiles, whose usual inputs (aerial, medical) are segmented at native scale.
-
-    Raises:
-        InputError: an unknown name or a non-positive size.
-    """
-    if scale is None:
-        scale = "native" if tiled else "zoo"
-    if scale == "native":
-        return None
-    if scale == "zoo":
-        return entry.test.scale
-    if isinstance(scale, str):
-        raise InputError(f"scale must be native, zoo or WIDTHxHEIGHT, not {scale!r}")
-    _check_size(scale, "scale")
-    return (int(scale[0]), int(scale[1]))
-
-
 def prepare_model(
     model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
 ) -> Segmentor:
@@ -114,33 +91,6 @@ def prepare_model(
     return optimize_for_inference(
         model.eval().to(device), device=device, precision=precision, compile=compile
     )
-
-
-def check_tile_options(
-    tile: tuple[int, int] | None,
-    tile_stride: tuple[int, int] | None,
-    mode: str | None,
-    crop: tuple[int, int] | None,
-    stride: tuple[int, int] | None,
-    ms_flip: bool,
-    *,
-    cli: bool = False,
-) -> None:
-    """Raises InputError for tile options that cannot work together (``cli``: name the flags)."""
-    _check_size(tile, "tile")
-    _check_size(tile_stride, "tile stride")
-    flags = ("--tile", "--tile-stride", "--mode, --crop-size and --stride", "--ms-flip")
-    names = flags if cli else ("tile", "tile_stride", "mode, crop and stride", "ms_flip")
-    if tile is None:
-        if tile_stride is not None:
-            raise InputError(f"{names[1]} needs {names[0]}")
-        return
-    if mode or crop or stride:
-        raise InputError(f"{names[0]} replaces {names[2]}: drop them")
-    if ms_flip:
-        raise InputError(f"{names[0]} runs at one scale: drop {names[3]}")
-    if tile_stride is not None and (tile_stride[0] > tile[0] or tile_stride[1] > tile[1]):
-        raise InputError(f"{names[1]} {tile_stride} must not exceed {names[0]} {tile}: gaps")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -184,6 +134,8 @@ class Segmenter:
         >>> segmenter = Segmenter.from_zoo("isanet_r50_cityscapes", device="cuda")
         >>> mask = segmenter("street.png")  # (H, W) uint8 class indices
         >>> mask, probs = segmenter(image_bgr, return_probs=True)  # probs (K, H, W) float32
+        >>> mask, top1 = segmenter(image_bgr, return_confidence=True)  # top1 (H, W)
+        >>> tiled = Segmenter.from_zoo("isanet_r50_cityscapes", tile=(769, 769))  # any size
 
     Arrays are BGR (OpenCV's order, as ``cv2.imread`` returns them) unless ``rgb=True`` is passed.
     Masks are uint8 (int64 for models with more than 256 classes), at the input's size.
@@ -197,7 +149,8 @@ class Segmenter:
         stride: slide step (height, width); default 2/3 of the crop, or the entry's.
         ms_flip: average softmax probabilities over multi-scale and flipped views.
         scales: the multi-scale ratios (default: the entry's six); needs ``ms_flip``.
-        window_batch: slide windows per forward pass (default: all of them on CUDA, else 1).
+        window_batch: slide windows per forward pass (default: all of them on CUDA, else 1;
+            with tiles, 4 on CUDA, else 1).
         compile: ``torch.compile`` the model (pays a compile per new input shape).
         on_warning: receives a message when ``whole`` ran out of memory and ``slide`` took over.
         tile: run ``slide``'s windows of this size (h, w) in rows, holding only the band of rows

@@ -22,12 +22,68 @@ from isaseg_cli.engine.infer.confidence import BandCollector, ConfidenceSpec, Se
 from isaseg_cli.engine.infer.pipeline import slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
+from isaseg_cli.zoo.spec import ZooEntry
 
 Band = tuple[int, Tensor]  # (first image row, scores (K, rows, W))
 # Finished rows leave the band this many at a time, so their quotient, softmax and other
 # per-pixel temporaries stay small beside the band itself.
 EMIT_ROWS = 64
 ACCUMULATE = {"float32": torch.float32, "float16": torch.float16}
+
+
+def resolve_scale(
+    entry: ZooEntry, scale: str | tuple[int, int] | None, *, tiled: bool
+) -> tuple[int, int] | None:
+    """The keep-ratio test scale (w, h), or None for the image's own size.
+
+    ``scale`` is ``native`` (no resize), ``zoo`` (the entry's), a (w, h) pair, or None: the
+    entry's, except with tiles, whose usual inputs (aerial, medical) are segmented at native scale.
+
+    Raises:
+        InputError: an unknown name or a non-positive size.
+    """
+    if scale is None:
+        scale = "native" if tiled else "zoo"
+    if scale == "native":
+        return None
+    if scale == "zoo":
+        return entry.test.scale
+    if isinstance(scale, str):
+        raise InputError(f"scale must be native, zoo or WIDTHxHEIGHT, not {scale!r}")
+    _check_pair(scale, "scale")
+    return (int(scale[0]), int(scale[1]))
+
+
+def check_tile_options(
+    tile: tuple[int, int] | None,
+    tile_stride: tuple[int, int] | None,
+    mode: str | None,
+    crop: tuple[int, int] | None,
+    stride: tuple[int, int] | None,
+    ms_flip: bool,
+    *,
+    cli: bool = False,
+) -> None:
+    """Raises InputError for tile options that cannot work together (``cli``: name the flags)."""
+    _check_pair(tile, "tile")
+    _check_pair(tile_stride, "tile stride")
+    flags = ("--tile", "--tile-stride", "--mode, --crop-size and --stride", "--ms-flip")
+    names = flags if cli else ("tile", "tile_stride", "mode, crop and stride", "ms_flip")
+    if tile is None:
+        if tile_stride is not None:
+            raise InputError(f"{names[1]} needs {names[0]}")
+        return
+    if mode or crop or stride:
+        raise InputError(f"{names[0]} replaces {names[2]}: drop them")
+    if ms_flip:
+        raise InputError(f"{names[0]} runs at one scale: drop {names[3]}")
+    if tile_stride is not None and (tile_stride[0] > tile[0] or tile_stride[1] > tile[1]):
+        raise InputError(f"{names[1]} {tile_stride} must not exceed {names[0]} {tile}: gaps")
+
+
+def _check_pair(value: tuple[int, int] | None, what: str) -> None:
+    if value is not None and (len(value) != 2 or min(value) < 1):
+        raise InputError(f"{what} must be two positive integers, got {value}")
 
 
 def window_rows(

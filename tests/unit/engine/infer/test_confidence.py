@@ -130,9 +130,10 @@ def test_segmenter_returns_the_softmax_confidence(loaded, tiny_image_path) -> No
     scores = infer_scores(segmenter.model, image, segmenter.test)[0]
     mask, confidence = segmenter(image, return_confidence=True)
     assert np.array_equal(mask, scores.argmax(0).numpy())
-    assert np.array_equal(confidence, scores.softmax(0).amax(0).numpy())
+    # taken in bands of rows: the softmax's vector kernels may differ in the last ulp
+    np.testing.assert_allclose(confidence, scores.softmax(0).amax(0).numpy(), atol=1e-6)
     mask, probs, confidence = segmenter(image, return_probs=True, return_confidence=True)
-    assert np.array_equal(probs, scores.softmax(0).numpy())
+    np.testing.assert_allclose(probs, scores.softmax(0).numpy(), atol=1e-6)
     strict = Segmenter(loaded, device="cpu", min_confidence=0.6)
     below = scores.softmax(0).amax(0).numpy() < 0.6
     assert np.array_equal(strict(image) == IGNORE_INDEX, below)
