@@ -23,11 +23,11 @@ ROWS = {
 
 _CHILD = """
 import json, sys, torch
-from isaseg_cli.bench.benchmark import benchmark_inference
+from isaseg_cli.bench.inference import benchmark_inference
+from isaseg_cli.engine.infer.fast import FastOptions
 from isaseg_cli.zoo.catalog import resolve_entry
-torch.backends.cudnn.benchmark = True
 result = benchmark_inference(resolve_entry(sys.argv[1]), device=torch.device("cuda"),
-                             precision="bf16", warmup=5, iters=40)
+                             options=FastOptions(precision="bf16"), warmup=5, iters=40)
 print(json.dumps({"median_ms": result.timing.median_ms, "p90_ms": result.timing.p90_ms,
                   "images_per_s": result.images_per_s}))
 """

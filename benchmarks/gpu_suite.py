@@ -21,7 +21,10 @@ from typing import Any
 import torch
 
 from isaseg_cli.bench.attention import benchmark_attention
-from isaseg_cli.bench.benchmark import benchmark_inference, benchmark_train
+from isaseg_cli.bench.inference import benchmark_inference
+from isaseg_cli.bench.training import benchmark_train
+from isaseg_cli.engine.device import ProcessFlags, set_process_flags
+from isaseg_cli.engine.infer.fast import FastOptions
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -195,7 +198,7 @@ def main() -> None:
         sys.exit("gpu_suite.py needs a CUDA device (or --smoke)")
     gpu = not args.smoke
     # Both our plain path and the fast one run with cuDNN autotuning, as the reference.
-    torch.backends.cudnn.benchmark = True
+    set_process_flags(ProcessFlags(cudnn_benchmark=True))
     suite = Suite(args.out, args.budget_s, torch.device("cuda" if gpu else "cpu"))
     device = suite.device
     r50, r101, slide = resolve_entry(R50), resolve_entry(R101), resolve_entry(R50_SLIDE)
@@ -206,7 +209,10 @@ def main() -> None:
         suite.run("sdpa kernels for ISA shapes", probe_sdpa)
 
     def infer(entry: ZooEntry, **kw: Any) -> Callable[[], Any]:
-        return lambda: benchmark_inference(entry, device=device, **{"size": full, **timed, **kw})
+        names = FastOptions.__dataclass_fields__
+        options = FastOptions(**{k: kw.pop(k) for k in list(kw) if k in names})
+        calls = {"size": full, **timed, **kw}
+        return lambda: benchmark_inference(entry, device=device, options=options, **calls)
 
     def profile(name: str) -> dict[str, Path]:
         return {"profile_to": args.out / f"profile_{name}.txt"} if args.profile else {}

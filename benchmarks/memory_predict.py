@@ -38,9 +38,9 @@ def write_checkpoint(path: Path) -> Path:
     """R-50-D8 (Cityscapes classes) with random weights, no download."""
     import torch
 
-    from isaseg_cli.bench.benchmark import random_model
     from isaseg_cli.engine.checkpoint import build_meta, model_state_dict, save_checkpoint
     from isaseg_cli.engine.loading import entry_classes
+    from isaseg_cli.engine.random_weights import random_model
     from isaseg_cli.zoo.catalog import resolve_entry
 
     if path.is_file():

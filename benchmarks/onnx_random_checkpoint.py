@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import torch
 
-from isaseg_cli.bench.benchmark import random_model
 from isaseg_cli.engine.checkpoint import build_meta, model_state_dict, save_checkpoint
 from isaseg_cli.engine.loading import entry_classes
+from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.zoo.catalog import resolve_entry
 
 out = Path(sys.argv[1])

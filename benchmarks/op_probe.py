@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from isaseg_cli.engine.device import inference_flags, set_process_flags
 from isaseg_cli.models.fuse import SpaceToDepthConvReLU
 from isaseg_cli.models.regroup import regroup
 
@@ -64,8 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args()
-    torch.backends.cudnn.benchmark = True
     cuda = torch.device("cuda")
+    set_process_flags(inference_flags(cuda))
     bf16 = torch.bfloat16
     cl = torch.channels_last
     rows: list[dict[str, object]] = []

@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from isaseg_cli.bench.benchmark import random_model
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import LoadedModel, entry_classes
+from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.serve.app import build_app, serving_in_thread
 from isaseg_cli.serve.settings import ServeSettings
 from isaseg_cli.zoo.catalog import resolve_entry

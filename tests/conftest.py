@@ -1,57 +1,18 @@
-"""Shared test fixtures: the mmseg_tiny reference data and a tiny zoo entry built like it."""
+"""Shared test fixtures: the mmseg_tiny reference data and a tiny zoo entry built like it.
+
+Fixtures only; the helpers they use (and that test modules import) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from isaseg_cli.zoo.spec import (
-    AuxHeadSpec,
-    BackboneSpec,
-    DataSpec,
-    HeadSpec,
-    ModelSpec,
-    TestSpec,
-    TrainSpec,
-    ZooEntry,
-)
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY = FIXTURES / "mmseg_tiny"
-TINY_CLASSES = ("c0", "c1", "c2", "c3", "c4")
-
-
-def tiny_model_spec(num_classes: int = 5, **changes: object) -> ModelSpec:
-    """The mmseg_tiny architecture: ResNetV1c-18 with 8 base channels, ISA head 32/16."""
-    spec = ModelSpec(
-        backbone=BackboneSpec(depth=18, stem_channels=16, base_channels=8),
-        head=HeadSpec(channels=32, attn_channels=16),
-        aux_head=AuxHeadSpec(channels=16),
-        num_classes=num_classes,
-    )
-    return dataclasses.replace(spec, **changes)
-
-
-def make_tiny_entry(num_classes: int = 5, classes: tuple[str, ...] = TINY_CLASSES) -> ZooEntry:
-    """A test-only entry (not in model_zoo.yaml): the tiny model on a custom dataset."""
-    return ZooEntry(
-        name="tiny-test",
-        model=tiny_model_spec(num_classes),
-        data=DataSpec(
-            dataset="custom",
-            crop_size=(64, 64),
-            train_scale=(128, 64),
-            img_suffix=".png",
-            seg_map_suffix=".png",
-            classes=classes,
-        ),
-        test=TestSpec(),
-        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
-    )
+from isaseg_cli.zoo.spec import ZooEntry
+from tests.helpers import TINY, TINY_CLASSES, make_tiny_cityscapes_entry, make_tiny_entry
 
 
 @pytest.fixture(scope="session")
@@ -101,23 +62,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     meta = build_meta(make_tiny_entry(), TINY_CLASSES, palette)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     return save_checkpoint(path, {"meta": meta, "state_dict": state})
-
-
-def make_tiny_cityscapes_entry(name: str = "tiny-cityscapes", **changes: object) -> ZooEntry:
-    """A test-only entry (not in model_zoo.yaml): the tiny model on the Cityscapes layout."""
-    entry = ZooEntry(
-        name=name,
-        model=tiny_model_spec(19),
-        data=DataSpec(
-            crop_size=(64, 64),
-            train_scale=(128, 64),
-            img_suffix="_leftImg8bit.png",
-            seg_map_suffix="_gtFine_labelTrainIds.png",
-        ),
-        test=TestSpec(scale=(128, 64)),
-        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
-    )
-    return dataclasses.replace(entry, **changes)
 
 
 @pytest.fixture

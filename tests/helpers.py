@@ -1,5 +1,8 @@
 """Helpers shared by tests (imported as ``tests.helpers``; conftest.py holds fixtures only).
 
+The tiny architecture of the mmseg_tiny fixture and the test-only zoo entries built on it live
+here, so that test modules import them from one place rather than from conftest or each other.
+
 The tolerance rule for comparing with mmsegmentation's reference arrays: the same mmseg gives
 slightly different float32 results on AVX2, AVX-512 and ARM CPUs (oneDNN picks other kernels, and
 large inputs accumulate more rounding; tests/fixtures/mmseg_tiny/README.md gives the measured
@@ -10,14 +13,127 @@ permute moves logits by 1e-2 or more, far beyond it.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from isaseg_cli.data.synthetic import custom_classes
+from isaseg_cli.zoo.spec import (
+    AuxHeadSpec,
+    BackboneSpec,
+    DataSpec,
+    HeadSpec,
+    ModelSpec,
+    TestSpec,
+    TrainSpec,
+    ZooEntry,
+)
+
 REL = 1e-4
 FLOOR = 1e-5
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "mmseg_tiny"
+TINY_CLASSES = ("c0", "c1", "c2", "c3", "c4")
+
+# A zoo recipe shrunk to the tiny test architecture and 64x64 crops, as `isaseg train` options.
+TINY_TRAIN_OPTIONS = [
+    "--crop-size", "64x64",
+    "--device", "cpu",
+    "--workers", "0",
+    "--set", "model.backbone.depth=18",
+    "--set", "model.backbone.stem_channels=16",
+    "--set", "model.backbone.base_channels=8",
+    "--set", "model.head.channels=32",
+    "--set", "model.head.attn_channels=16",
+    "--set", "model.aux_head.channels=16",
+    "--set", "data.train_scale=128,64",
+    "--set", "test.scale=128,64",
+]  # fmt: skip
+
+# Every command of the CLI, as `isaseg NAME`.
+COMMANDS = (
+    "zoo", "download", "predict", "eval", "train", "benchmark", "convert-cityscapes",
+    "make-synthetic",
+)  # fmt: skip
+
+
+# The data spec of each dataset layout, as the synthetic datasets (data/synthetic.py) write them.
+DATASET_SPECS = {
+    "cityscapes": DataSpec(dataset="cityscapes"),
+    "ade20k": DataSpec(dataset="ade20k", reduce_zero_label=True),
+    "voc12aug": DataSpec(dataset="voc12aug"),
+    "custom": DataSpec(dataset="custom", img_suffix=".png", classes=custom_classes()),
+}
+DATASET_NUM_CLASSES = {"cityscapes": 19, "ade20k": 150, "voc12aug": 21, "custom": 4}
+
+
+def tiny_model_spec(num_classes: int = 5, **changes: object) -> ModelSpec:
+    """The mmseg_tiny architecture: ResNetV1c-18 with 8 base channels, ISA head 32/16."""
+    spec = ModelSpec(
+        backbone=BackboneSpec(depth=18, stem_channels=16, base_channels=8),
+        head=HeadSpec(channels=32, attn_channels=16),
+        aux_head=AuxHeadSpec(channels=16),
+        num_classes=num_classes,
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def make_tiny_entry(num_classes: int = 5, classes: tuple[str, ...] = TINY_CLASSES) -> ZooEntry:
+    """A test-only entry (not in model_zoo.yaml): the tiny model on a custom dataset."""
+    return ZooEntry(
+        name="tiny-test",
+        model=tiny_model_spec(num_classes),
+        data=DataSpec(
+            dataset="custom",
+            crop_size=(64, 64),
+            train_scale=(128, 64),
+            img_suffix=".png",
+            seg_map_suffix=".png",
+            classes=classes,
+        ),
+        test=TestSpec(),
+        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
+    )
+
+
+def make_tiny_cityscapes_entry(name: str = "tiny-cityscapes", **changes: object) -> ZooEntry:
+    """A test-only entry (not in model_zoo.yaml): the tiny model on the Cityscapes layout."""
+    entry = ZooEntry(
+        name=name,
+        model=tiny_model_spec(19),
+        data=DataSpec(
+            crop_size=(64, 64),
+            train_scale=(128, 64),
+            img_suffix="_leftImg8bit.png",
+            seg_map_suffix="_gtFine_labelTrainIds.png",
+        ),
+        test=TestSpec(scale=(128, 64)),
+        train=TrainSpec(iters=4, batch_size=2, eval_interval=2, checkpoint_interval=2, workers=0),
+    )
+    return dataclasses.replace(entry, **changes)
+
+
+def tiny_reference_model(
+    align_corners: bool = False, dropout: float | None = None, train: bool = False
+) -> torch.nn.Module:
+    """The tiny architecture with the mmseg_tiny fixture's weights (mmseg's own checkpoint)."""
+    from isaseg_cli.models.build import build_model
+
+    spec = tiny_model_spec(align_corners=align_corners)
+    if dropout is not None:
+        spec = dataclasses.replace(
+            spec,
+            head=dataclasses.replace(spec.head, dropout=dropout),
+            aux_head=dataclasses.replace(spec.aux_head, dropout=dropout),
+        )
+    model = build_model(spec)
+    model.load_state_dict(torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"])
+    return model.train(train)
 
 
 def reference_tolerance(reference: np.ndarray, rel: float = REL, floor: float = FLOOR) -> float:

@@ -1,5 +1,6 @@
-"""ISA against dense self-attention on the same feature map: time and peak memory (paper §3,
-spec §7). Dense = one ``SelfAttentionBlock`` over all h*w tokens; ISA = the head's interlaced
+"""ISA against dense self-attention on the same feature map: time and peak memory (paper §3).
+
+Dense = one ``SelfAttentionBlock`` over all h*w tokens; ISA = the head's interlaced
 long-range + short-range relations (``ISAHead.interlaced_attention``), same widths."""
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from isaseg_cli.bench.benchmark import environment, measure
 from isaseg_cli.bench.memory import peak_tensor_bytes
+from isaseg_cli.bench.timing import environment, measure
 from isaseg_cli.engine.device import check_precision
-from isaseg_cli.engine.infer.fast import set_attention
+from isaseg_cli.engine.infer.fast import inference_execution
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.heads import ISAHead, SelfAttentionBlock
@@ -89,7 +90,7 @@ class AttentionBenchResult:
 
 
 def affinity_bytes(tokens_per_group: int, groups: int, element_bytes: int) -> int:
-    """Bytes of one similarity matrix per group (spec §7): groups * T^2 entries."""
+    """Bytes of the similarity matrices of ``groups`` groups of T tokens: groups * T^2 entries."""
     return groups * tokens_per_group**2 * element_bytes
 
 
@@ -122,11 +123,18 @@ def benchmark_attention(
     if any(h < 1 or w < 1 for h, w in feature_sizes):
         raise InputError("feature sizes must be positive (HxW)")
     torch.manual_seed(0)
-    isa = ISAHead(channels, channels, attn_channels, 1, group_size=group_size).eval()
-    # matmul keeps mmseg's regrouping; the fused kernel goes with the copy-saving interlace.
-    set_attention(isa, attention, fast_interlace=attention == "sdpa")
-    dense = SelfAttentionBlock(channels, attn_channels).eval()
-    dense.attention = attention
+    # ISA as the fast inference path runs it (with the copy-saving interlace).
+    execution = inference_execution(attention)
+    isa = ISAHead(
+        channels,
+        channels,
+        attn_channels,
+        1,
+        group_size=group_size,
+        attention=execution.attention,
+        fast_interlace=execution.fast_interlace,
+    ).eval()
+    dense = SelfAttentionBlock(channels, attn_channels, attention=attention).eval()
     isa.to(device=device, dtype=dtype)
     dense.to(device=device, dtype=dtype)
     budget = max_dense_bytes if max_dense_bytes is not None else _free_bytes(device) // 2

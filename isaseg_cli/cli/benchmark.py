@@ -110,84 +110,58 @@ def benchmark_cli(
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
     if train and attention:
         raise InputError("--train and --attention are separate benchmarks: pick one")
-    if not train and (cuda_graphs is not None or recompute is not None):
-        raise InputError("--cuda-graphs and --recompute apply to --train")
-    if attention and profile is not None:
-        raise InputError("--profile applies to the inference and --train benchmarks")
-    from isaseg_cli.bench import benchmark as bench
+    from isaseg_cli.bench.run import BenchmarkRequest, call_counts, check_request, run_benchmark
     from isaseg_cli.engine.device import resolve_device
+    from isaseg_cli.engine.infer.fast import FastOptions
     from isaseg_cli.zoo.catalog import resolve_entry
 
+    options = FastOptions(
+        precision=precision,
+        fuse_bn=fuse_bn,
+        fuse_relu=fuse_relu,
+        channels_last=channels_last,
+        attention=None if kernel == "auto" else kernel,
+        compile=compile,
+        compile_mode=compile_mode,
+    )
+    request = BenchmarkRequest(
+        kind="train" if train else "attention" if attention else "inference",
+        backend=backend,
+        options=options,
+        size=parse_size(size, "--size"),
+        batch_size=batch_size,
+        mode=mode,
+        plain=plain,
+        check_masks=check_masks,
+        feature_sizes=tuple(parse_size(s, "--feature-sizes") for s in feature_sizes.split(",")),
+        cuda_graphs=cuda_graphs,
+        recompute=recompute,
+        warmup=warmup,
+        iters=iters,
+        profile_to=profile,
+    )
     entry = None if attention else resolve_entry(model or default_model())
     target = resolve_device(device)
-    gpu = target.type == "cuda"
-    calls = {"warmup": warmup if warmup is not None else (5 if gpu else 1)}
-    calls["iters"] = iters if iters is not None else (20 if gpu else 3)
-    chosen_kernel = None if kernel == "auto" else kernel
+    check_request(request, target)
     with _render.progress_bars() as update:
         sink = _render.event_sink(update)
-        if attention:
-            from isaseg_cli.bench.attention import benchmark_attention
+        if backend != "torch":
+            from isaseg_cli.export.benchmark import benchmark_backend
 
-            sizes = tuple(parse_size(part, "--feature-sizes") for part in feature_sizes.split(","))
-            result: Any = benchmark_attention(
-                device=target,
-                feature_sizes=sizes,
-                precision=precision,
-                attention=chosen_kernel or ("sdpa" if gpu else "matmul"),
+            assert entry is not None
+
+            result: Any = benchmark_backend(
+                entry,
+                backend=backend,
+                size=request.size or (1024, 2048),
                 batch_size=batch_size or 1,
+                mode=mode,
+                check_masks=check_masks,
                 on_progress=sink,
-                **calls,
+                **call_counts(request, target),
             )
         else:
-            assert entry is not None
-            shape = parse_size(size, "--size")
-            common = {"device": target, "precision": precision, "plain": plain}
-            common |= {"attention": chosen_kernel, "on_progress": sink, **calls}
-            common["profile_to"] = profile
-            if backend != "torch":
-                from isaseg_cli.export.benchmark import benchmark_backend
-
-                if train or compile or plain or precision != "fp32" or target.type != "cpu":
-                    raise InputError(
-                        f"--backend {backend} times float32 inference on the CPU: "
-                        "no --train, --compile, --plain, --precision or --device"
-                    )
-                result = benchmark_backend(
-                    entry,
-                    backend=backend,
-                    size=shape or (1024, 2048),
-                    batch_size=batch_size or 1,
-                    mode=mode,
-                    check_masks=check_masks,
-                    warmup=calls["warmup"],
-                    iters=calls["iters"],
-                    on_progress=sink,
-                )
-            elif train:
-                result = bench.benchmark_train(
-                    entry,
-                    size=shape,
-                    batch_size=batch_size,
-                    compile=compile,
-                    cuda_graphs=cuda_graphs,
-                    recompute=recompute,
-                    **common,
-                )
-            else:
-                result = bench.benchmark_inference(
-                    entry,
-                    size=shape or (1024, 2048),
-                    batch_size=batch_size or 1,
-                    mode=mode,
-                    compile=compile,
-                    compile_mode=compile_mode,
-                    channels_last=channels_last,
-                    fuse_bn=fuse_bn,
-                    fuse_relu=fuse_relu,
-                    check_masks=check_masks,
-                    **common,
-                )
+            result = run_benchmark(entry, request, target, sink)
     record = result.to_dict()
     if attention:
         _render_attention(record)

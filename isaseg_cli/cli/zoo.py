@@ -74,10 +74,10 @@ def zoo_cli(
 
 
 def _cached(entry: ZooEntry) -> bool:
-    from isaseg_cli.hub.cache import cached_path
+    from isaseg_cli.hub.cache import is_cached
 
     assert entry.weights is not None  # every listed entry has weights: checked at load
-    return cached_path(entry.weights.url).is_file()
+    return is_cached(entry.weights.url)
 
 
 def _row(entry: ZooEntry, cached: bool) -> list[Any]:
@@ -95,7 +95,7 @@ def _row(entry: ZooEntry, cached: bool) -> list[Any]:
 
 def _show(name: str, json_out: Path | None) -> None:
     """Prints every field as ``dotted.path  value`` lines: never truncated, easy to grep or copy."""
-    from isaseg_cli.hub.cache import cached_path
+    from isaseg_cli.hub.cache import cached_path, is_cached
     from isaseg_cli.zoo.catalog import load_zoo
     from isaseg_cli.zoo.spec import to_dict
 
@@ -112,7 +112,7 @@ def _show(name: str, json_out: Path | None) -> None:
     path = cached_path(weights.url) if weights is not None else None
     # where the file is, or would be once downloaded: the place to drop a copy fetched elsewhere
     record["cached_path"] = str(path) if path is not None else None
-    record["cached"] = path is not None and path.is_file()
+    record["cached"] = weights is not None and is_cached(weights.url)
     lines = _flatten(record)
     width = max(len(key) for key, _ in lines)
     _render.info(f"[bold]{title}[/]")

@@ -1,4 +1,7 @@
-"""ADE20K (ADEChallengeData2016): images/<split>/*.jpg, annotations/<split>/*.png (spec §4.2)."""
+"""ADE20K (ADEChallengeData2016): images/<split>/*.jpg, annotations/<split>/*.png.
+
+See docs/FAITHFULNESS.md#datasets-and-labels.
+"""
 
 from __future__ import annotations
 

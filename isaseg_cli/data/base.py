@@ -1,4 +1,7 @@
-"""Sample lists and label decoding shared by the dataset layouts (docs/FAITHFULNESS.md#datasets-and-labels)."""
+"""Sample lists and label decoding shared by the dataset layouts.
+
+See docs/FAITHFULNESS.md#datasets-and-labels.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ def load_label(
 
     Args:
         path: the label file.
-        reduce_zero_label: ADE20K's rule (§4.2): 0 -> 255, k -> k - 1, and 255 stays 255.
+        reduce_zero_label: ADE20K's rule: 0 -> 255, k -> k - 1, and 255 stays 255
+            (docs/FAITHFULNESS.md#datasets-and-labels).
         num_classes: when given, every value must be below it or be 255.
 
     Raises:

@@ -1,4 +1,5 @@
-"""Cityscapes: the leftImg8bit/gtFine layout and the labelIds -> trainIds conversion (spec §4.1)."""
+"""Cityscapes: the leftImg8bit/gtFine layout and the labelIds -> trainIds conversion
+(docs/FAITHFULNESS.md#datasets-and-labels)."""
 
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def label_ids_lookup() -> np.ndarray:
 def convert_label_ids(root: Path, on_progress: Callable[[int, int], None] | None = None) -> int:
     """Writes ``*_gtFine_labelTrainIds.png`` beside every ``*_gtFine_labelIds.png`` under ``root``.
 
-    The lookup route of §4.1 (no cityscapesScripts needed). Each file is written to a temporary
-    name and then renamed, so an interrupted run leaves no half-written label; existing train-id
-    files are overwritten.
+    The lookup route of docs/FAITHFULNESS.md#datasets-and-labels (no cityscapesScripts needed).
+    Each file is written to a temporary name and then renamed, so an interrupted run leaves no
+    half-written label; existing train-id files are overwritten.
 
     Args:
         root: the Cityscapes root (its ``gtFine`` folder is scanned when present, else ``root``).

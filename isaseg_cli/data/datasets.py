@@ -91,7 +91,8 @@ def list_samples(spec: DataSpec, root: Path, split: str) -> list[Sample]:
             the file suffixes (empty means the layout's usual ones).
         root: the dataset root, e.g. ``data/cityscapes``.
         split: ``train`` or ``val`` (ADE20K maps them to ``training``/``validation``; VOC's
-            ``train``/``trainaug`` is train.txt + aug.txt, spec §4.3).
+            ``train``/``trainaug`` is train.txt + aug.txt,
+            docs/FAITHFULNESS.md#datasets-and-labels).
 
     Returns:
         Samples sorted by relative path (folder layouts) or in split-file order (VOC).

@@ -14,7 +14,8 @@ from isaseg_cli.errors import InputError
 # OpenCV refuses to decode more pixels than this (its CV_IO_MAX_IMAGE_PIXELS default, 2^30).
 OPENCV_MAX_PIXELS = 1 << 30
 
-# ImageNet statistics in RGB order, on 0..255 pixel values (spec §3.2).
+# ImageNet statistics in RGB order, on 0..255 pixel values
+# (docs/FAITHFULNESS.md#pre-processing).
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
 

@@ -1,4 +1,5 @@
-"""The torch Dataset over checked samples, and the iteration-based training loader (docs/FAITHFULNESS.md#training-schedule).
+"""The torch Dataset over checked samples, and the iteration-based training loader
+(docs/FAITHFULNESS.md#training-schedule).
 
 Reproducibility: the sampler hands every index out with its own seed, derived from (run seed,
 epoch, rank, position). A sample's augmentation therefore depends neither on the number of workers
@@ -127,7 +128,8 @@ def build_train_loader(
     distributed: bool,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A shuffled loader that drops the last incomplete batch, as mmseg 0.x (§5.1).
+    """A shuffled loader that drops the last incomplete batch, as mmseg 0.x
+    (docs/FAITHFULNESS.md#training-schedule).
 
     Args:
         dataset: a ``SegmentationDataset`` with a transform.

@@ -1,4 +1,5 @@
-"""The training pipeline of mmseg 0.x on paired numpy arrays (docs/FAITHFULNESS.md#training-pipeline), in its exact order.
+"""The training pipeline of mmseg 0.x on paired numpy arrays, in its exact order
+(docs/FAITHFULNESS.md#training-pipeline).
 
 Images are uint8 HxWx3 BGR, labels uint8 HxW. Every random draw comes from the ``rng`` passed in,
 so a sample's augmentation is reproducible from its seed alone.
@@ -30,7 +31,8 @@ def random_resize(
     ratio_range: tuple[float, float],
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scales ``scale`` (w, h) by r ~ U[low, high), then resizes with the keep-ratio rule (§3.3).
+    """Scales ``scale`` (w, h) by r ~ U[low, high), then resizes with the keep-ratio rule
+    (docs/FAITHFULNESS.md#keep-ratio-rounding).
 
     The image uses bilinear and the label nearest interpolation, both OpenCV, as mmcv does.
     """
@@ -144,7 +146,8 @@ def pad_to_size(
 
 
 class TrainTransform:
-    """The §5.3 pipeline for one ``DataSpec``: resize, crop, flip, photometric, normalise, pad.
+    """The training pipeline for one ``DataSpec``: resize, crop, flip, photometric, normalise, pad
+    (docs/FAITHFULNESS.md#training-pipeline).
 
     Called as ``transform(image, label, rng)``, it returns the image as float32 (3, h_c, w_c) RGB
     normalised and the label as int64 (h_c, w_c), where (h_c, w_c) is ``spec.crop_size``.

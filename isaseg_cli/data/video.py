@@ -76,7 +76,6 @@ class VideoWriter:
             ) from None
         self._tmp = temporary_sibling(self.path, suffix)  # OpenCV picks the container by suffix
         self._writer: cv2.VideoWriter | None = None
-        self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -85,7 +84,6 @@ class VideoWriter:
             if not self._writer.isOpened():
                 raise InputError(f"OpenCV cannot encode video {self.path}")
         self._writer.write(frame)
-        self.frames += 1
 
     def commit(self) -> Path:
         """Finishes the file and moves it to ``path``."""

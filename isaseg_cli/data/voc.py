@@ -1,4 +1,7 @@
-"""Pascal VOC 2012 with the SBD augmented labels, paired through split files (docs/FAITHFULNESS.md#datasets-and-labels)."""
+"""Pascal VOC 2012 with the SBD augmented labels, paired through split files.
+
+See docs/FAITHFULNESS.md#datasets-and-labels.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Device and precision choices shared by predict, eval, train and benchmark."""
+"""Device, precision and process-wide torch flags, shared by predict, eval, train and benchmark."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -63,3 +64,46 @@ def autocast(device: torch.device, precision: str, *, cache: bool = True) -> Ite
         return
     with torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache):
         yield
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessFlags:
+    """The process-wide torch switches isaseg sets; the defaults are torch's own.
+
+    Attributes:
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: cuDNN times its kernels on the
+            first call of each input shape and keeps the fastest (it pays when shapes repeat:
+            a training crop, inference at the test scale).
+    """
+
+    cudnn_benchmark: bool = False
+
+
+def inference_flags(device: torch.device) -> ProcessFlags:
+    """The flags of an inference command (predict, eval, serve, benchmark): cuDNN autotuning
+    on CUDA, where the fast path runs the same shapes again and again."""
+    return ProcessFlags(cudnn_benchmark=device.type == "cuda")
+
+
+def set_process_flags(flags: ProcessFlags) -> ProcessFlags:
+    """Sets the process-wide torch switches; returns the ones they replace.
+
+    The one place isaseg changes them: each command's engine entry calls it at its start
+    (``fit`` with ``--cudnn-benchmark``; ``Segmenter`` with ``inference_flags``), and
+    ``evaluate`` and the inference benchmark for their loop, putting the previous flags back
+    (so a training run's validation leaves them as the run set them). Model code never does.
+    docs/PERFORMANCE.md lists them.
+    """
+    previous = ProcessFlags(cudnn_benchmark=torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.benchmark = flags.cudnn_benchmark
+    return previous
+
+
+@contextlib.contextmanager
+def process_flags(flags: ProcessFlags) -> Iterator[None]:
+    """``set_process_flags`` for the duration of a block; the previous flags come back after."""
+    previous = set_process_flags(flags)
+    try:
+        yield
+    finally:
+        set_process_flags(previous)

@@ -1,5 +1,6 @@
 """Evaluation over a dataset split: the entry's test pipeline per image, one confusion matrix for
-the whole split (docs/FAITHFULNESS.md#test-pipeline, #metrics), summed across processes under torchrun."""
+the whole split, summed across processes under torchrun (docs/FAITHFULNESS.md#test-pipeline,
+#metrics)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ from isaseg_cli.data.base import Sample
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_records
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
-from isaseg_cli.engine.device import autocast, check_precision
+from isaseg_cli.engine.device import autocast, check_precision, inference_flags, set_process_flags
 from isaseg_cli.engine.failure import failure_for
-from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
+from isaseg_cli.engine.infer.fast import (
+    FastOptions,
+    optimize_for_inference,
+    recommended_window_batch,
+    resolve_fast_settings,
+)
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.engine.metrics import ConfusionMatrix, MetricsResult
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
@@ -156,7 +162,8 @@ def evaluate(
         entry: gives the test pipeline, the number of classes, reduce_zero_label and ignore index.
         samples: from ``isaseg_cli.data.datasets.list_samples``.
         device: where the model is.
-        ms_flip: multi-scale + flip views with averaged softmax (spec §3.7).
+        ms_flip: multi-scale + flip views with averaged softmax
+            (docs/FAITHFULNESS.md#multi-scale-and-flip-views).
         ratios: the ms+flip ratios (default: the entry's).
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast.
         workers: DataLoader processes decoding images (0 = in this process).
@@ -183,7 +190,8 @@ def evaluate(
     check_precision(precision, device)
     rank, world_size = _distributed()
     plain = getattr(model, "module", model).eval()
-    net = optimize_for_inference(plain, device=device, precision=precision)
+    fast = resolve_fast_settings(device, FastOptions(precision=precision))
+    net = optimize_for_inference(plain, entry.model, fast)
     window_batch = recommended_window_batch(device, entry.test)
     mine = shard(samples, rank, world_size)
     targets = (
@@ -209,6 +217,7 @@ def evaluate(
     if on_progress is not None and rank == 0:
         on_progress(ProgressEvent("eval", 0, len(mine)))
     start = time.perf_counter()
+    previous = set_process_flags(inference_flags(device))  # the caller's come back at the end
     try:
         for batch in loader:
             for record in batch:
@@ -241,6 +250,8 @@ def evaluate(
                     on_progress(ProgressEvent("eval", done, len(mine), figures))
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        set_process_flags(previous)
     seconds = time.perf_counter() - start
     images = done
     if world_size > 1 and not interrupted:

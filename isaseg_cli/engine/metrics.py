@@ -1,4 +1,7 @@
-"""mIoU, mAcc and aAcc from a confusion matrix accumulated over a whole split (docs/FAITHFULNESS.md#metrics)."""
+"""mIoU, mAcc and aAcc from a confusion matrix accumulated over a whole split.
+
+The rules are mmseg's (docs/FAITHFULNESS.md#metrics).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ class ConfusionMatrix:
     """An int64 count matrix of (label, prediction) pairs, kept on ``device``.
 
     Rows are ground-truth classes, columns predicted classes. Besides the K classes there is one
-    extra row and column for values outside 0..K-1 (other than the ignore index): §6 counts a
+    extra row and column for values outside 0..K-1 (other than the ignore index): mmseg counts a
     kept pixel in each histogram whose range its value falls in, so a pixel with an out-of-range
     label still adds to its prediction's area. They are zero with checked labels.
 
@@ -88,9 +91,6 @@ class ConfusionMatrix:
         """Sums the matrices of all processes when torch.distributed is initialised."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
-
-    def reset(self) -> None:
-        self.counts.zero_()
 
     def compute(self, classes: Sequence[str] = ()) -> MetricsResult:
         """Derives IoU, Acc, aAcc, mIoU and mAcc from the counts so far (in float64)."""

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import torch
 
-from isaseg_cli.bench.benchmark import (
-    BenchmarkResult,
-    environment,
-    inference_flops,
-    mask_agreement,
-    measure,
-    random_model,
-    slide_test,
-)
+from isaseg_cli.bench.flops import inference_flops
+from isaseg_cli.bench.inference import mask_agreement, slide_test
+from isaseg_cli.bench.result import BenchmarkResult
+from isaseg_cli.bench.timing import environment, measure
 from isaseg_cli.engine.infer.backends import check_backend_options, load_exported
 from isaseg_cli.engine.infer.pipeline import forward_logits
 from isaseg_cli.engine.loading import LoadedModel, entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
+from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import ExportError
 from isaseg_cli.export.cache import export_key
 from isaseg_cli.export.onnx import export_onnx

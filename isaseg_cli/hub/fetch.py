@@ -34,7 +34,8 @@ StatusFn = Callable[[str], None]
 
 OPENMMLAB_HOST = "https://download.openmmlab.com"
 CHUNK_BYTES = 1 << 16
-# torch hub convention (docs/FAITHFULNESS.md#zoo-and-checkpoint-names): "<stem>-<hex prefix of the SHA-256>.<ext>".
+# torch hub convention: "<stem>-<hex prefix of the SHA-256>.<ext>"
+# (docs/FAITHFULNESS.md#zoo-and-checkpoint-names).
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})(?:\.[A-Za-z0-9]+)+$")
 
 

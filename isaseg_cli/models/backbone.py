@@ -5,6 +5,9 @@ V1c: He et al., "Bag of Tricks for Image Classification with CNNs" (arXiv 1812.0
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -58,7 +61,14 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride and dilation here, "pytorch" style) -> 1x1, expansion 4."""
+    """1x1 -> 3x3 (stride and dilation here, "pytorch" style) -> 1x1, expansion 4.
+
+    ``recompute_tail`` trades compute for training memory: keep only conv2's output and the
+    block's output for the backward pass, and recompute bn2-ReLU-conv3 there
+    (``models/recompute.py``: the 1x1 conv3 is 8 % of the block's FLOPs; the tensors it spares
+    are 42 % of the block's). Off by default: the reference keeps everything. Not for
+    SyncBatchNorm.
+    """
 
     expansion = 4
 
@@ -70,8 +80,12 @@ class Bottleneck(nn.Module):
         dilation: int,
         downsample: nn.Module | None,
         sync_bn: bool,
+        *,
+        recompute_tail: bool = False,
     ) -> None:
         super().__init__()
+        if recompute_tail and sync_bn:  # its recomputation would all-reduce the statistics again
+            raise ValueError("the recomputed bottleneck tail does not support SyncBatchNorm")
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
         self.bn1 = norm_layer(planes, sync_bn)
         self.conv2 = _conv3x3(planes, planes, stride, dilation)
@@ -80,11 +94,7 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion, sync_bn)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        # Training memory: keep only conv2's output and the block's output for the backward
-        # pass, and recompute bn2-ReLU-conv3 there (models/recompute.py: the 1x1 conv3 is 8 %
-        # of the block's FLOPs; the tensors it spares are 42 % of the block's). Off by default:
-        # the reference keeps everything. Not for SyncBatchNorm.
-        self.recompute_tail = False
+        self.recompute_tail = recompute_tail
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -110,6 +120,8 @@ class ResNetV1c(nn.Module):
         dilations: dilation of each stage; with ``contract_dilation`` the first block of a
             dilated stage uses half of it (mmseg's ResLayer).
         sync_bn: use SyncBatchNorm (multi-GPU training).
+        recompute_tail: bottlenecks recompute their tail in the backward pass
+            (``Bottleneck``); basic blocks have no such tail and ignore it.
     """
 
     def __init__(
@@ -122,6 +134,7 @@ class ResNetV1c(nn.Module):
         dilations: tuple[int, ...] = (1, 1, 2, 4),
         contract_dilation: bool = True,
         sync_bn: bool = False,
+        recompute_tail: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _STAGE_BLOCKS:
@@ -129,7 +142,11 @@ class ResNetV1c(nn.Module):
         if len(strides) != 4 or len(dilations) != 4:
             raise ValueError("strides and dilations need one value per stage (4)")
         kind, blocks = _STAGE_BLOCKS[depth]
-        block = BasicBlock if kind == "basic" else Bottleneck
+        block: Callable[..., nn.Module] = BasicBlock
+        expansion = BasicBlock.expansion
+        if kind == "bottleneck":
+            block = functools.partial(Bottleneck, recompute_tail=recompute_tail)
+            expansion = Bottleneck.expansion
         half = stem_channels // 2
         self.stem = nn.Sequential(
             nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
@@ -151,15 +168,24 @@ class ResNetV1c(nn.Module):
             planes = base_channels * 2**index
             first_dilation = dilation // 2 if contract_dilation and dilation > 1 else dilation
             layer = self._make_stage(
-                block, in_channels, planes, num_blocks, stride, dilation, first_dilation, sync_bn
+                block,
+                expansion,
+                in_channels,
+                planes,
+                num_blocks,
+                stride,
+                dilation,
+                first_dilation,
+                sync_bn,
             )
             self.add_module(f"layer{index + 1}", layer)
-            in_channels = planes * block.expansion
+            in_channels = planes * expansion
             self.out_channels.append(in_channels)
 
     @staticmethod
     def _make_stage(
-        block: type[BasicBlock] | type[Bottleneck],
+        block: Callable[..., nn.Module],
+        expansion: int,
         in_channels: int,
         planes: int,
         num_blocks: int,
@@ -168,7 +194,7 @@ class ResNetV1c(nn.Module):
         first_dilation: int,
         sync_bn: bool,
     ) -> nn.Sequential:
-        out_channels = planes * block.expansion
+        out_channels = planes * expansion
         downsample = None
         if stride != 1 or in_channels != out_channels:
             downsample = nn.Sequential(

@@ -1,14 +1,22 @@
-"""One place that turns a ``ModelSpec`` into a ``Segmentor``."""
+"""One place that turns a ``ModelSpec`` (what the network is) and an ``ExecutionSpec`` (how it
+runs) into a ``Segmentor``."""
 
 from __future__ import annotations
 
 from isaseg_cli.models.backbone import ResNetV1c
+from isaseg_cli.models.execution import REFERENCE, ExecutionSpec
 from isaseg_cli.models.heads import FCNHead, ISAHead
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ModelSpec
 
 
-def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True) -> Segmentor:
+def build_model(
+    spec: ModelSpec,
+    *,
+    sync_bn: bool = False,
+    with_aux: bool = True,
+    execution: ExecutionSpec = REFERENCE,
+) -> Segmentor:
     """Builds the segmentor described by ``spec`` with freshly initialised weights.
 
     Args:
@@ -16,6 +24,11 @@ def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True
         sync_bn: SyncBatchNorm everywhere (multi-GPU training).
         with_aux: build the auxiliary head too (needed for training and for loading a
             checkpoint strictly; inference never runs it).
+        execution: kernels and memory trade-offs (default: the reference code path); they
+            change neither the state-dict keys nor the function computed.
+
+    Raises:
+        ValueError: ``execution.recompute_tail`` with ``sync_bn``.
     """
     backbone_spec = spec.backbone
     backbone = ResNetV1c(
@@ -26,6 +39,7 @@ def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True
         dilations=backbone_spec.dilations,
         contract_dilation=backbone_spec.contract_dilation,
         sync_bn=sync_bn,
+        recompute_tail=execution.recompute_tail,
     )
     head_spec = spec.head
     head = ISAHead(
@@ -37,6 +51,8 @@ def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True
         dropout=head_spec.dropout,
         feature_index=head_spec.feature_index,
         sync_bn=sync_bn,
+        attention=execution.attention,
+        fast_interlace=execution.fast_interlace,
     )
     aux = None
     if with_aux and spec.aux_head is not None:
@@ -50,4 +66,10 @@ def build_model(spec: ModelSpec, *, sync_bn: bool = False, with_aux: bool = True
             feature_index=aux_spec.feature_index,
             sync_bn=sync_bn,
         )
-    return Segmentor(backbone, head, aux, align_corners=spec.align_corners)
+    return Segmentor(
+        backbone,
+        head,
+        aux,
+        align_corners=spec.align_corners,
+        matmul_resize=execution.matmul_resize,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -132,9 +133,9 @@ class SpaceToDepthConvReLU(nn.Module):
     """The stem's first conv-ReLU (3x3, stride 2, padding 1 on the 3-channel image) as a
     2x2 stride-1 conv over 2x2 pixel blocks.
 
-    cuDNN has no tensor-core kernel for a 3-channel NHWC input: it runs a generic one, 0.1 ms
-    at 1024x2048 on an H200 (``benchmarks/op_probe.py``), after its own padding and layout
-    passes over the image. Stacking each 2x2 block's 3x4 values as channels (zero-padded to
+    cuDNN has no tensor-core kernel for a 3-channel NHWC input: it runs a generic one, after
+    its own padding and layout passes over the image (``benchmarks/op_probe.py``; the figures
+    are in docs/PERFORMANCE.md). Stacking each 2x2 block's 3x4 values as channels (zero-padded to
     16) gives a half-size map on which the stride-2 window of every output pixel spans 2x2
     blocks: the same conv, its weight rearranged, zeros where the blocks overhang the 3x3
     window. One copy builds the block map from the image as it comes (float32 NCHW, cast on
@@ -198,7 +199,8 @@ class ConcatConvReLU(nn.Module):
     matching slices of its weight: ``b``'s bare convolution is added by ``a``'s in its fused
     epilogue (``ConvReLU`` with a residual). For ISA's ``out_conv`` on a 128x256 map this
     spares writing and reading a 1024-channel tensor. ``forward_parts((a, b))`` is what
-    ``ISAHead`` calls; ``forward`` takes the concatenated input too.
+    ``ISAHead`` calls (as on the ``ConvModule`` it replaces); ``forward`` takes the
+    concatenated input too.
     """
 
     def __init__(self, conv: nn.Conv2d, first_width: int) -> None:
@@ -209,7 +211,7 @@ class ConcatConvReLU(nn.Module):
         self.first = ConvReLU(_conv_slice(conv, 0, first_width, with_bias=True))
         self.second = _conv_slice(conv, first_width, conv.in_channels, with_bias=False)
 
-    def forward_parts(self, parts: tuple[Tensor, Tensor]) -> Tensor:
+    def forward_parts(self, parts: Sequence[Tensor]) -> Tensor:
         first, second = parts
         return self.first(first, self.second(second))
 

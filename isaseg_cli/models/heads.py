@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from isaseg_cli.models.execution import ATTENTION_KINDS
 from isaseg_cli.models.layers import ConvModule
 from isaseg_cli.models.regroup import regroup
-
-ATTENTION_KINDS = ("matmul", "sdpa")
 
 
 class SelfAttentionBlock(nn.Module):
@@ -26,10 +25,19 @@ class SelfAttentionBlock(nn.Module):
     ``F.scaled_dot_product_attention`` (see ``_fused_attention``).
     """
 
-    def __init__(self, channels: int, attn_channels: int, *, sync_bn: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        attn_channels: int,
+        *,
+        sync_bn: bool = False,
+        attention: str = "matmul",
+    ) -> None:
         super().__init__()
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {attention!r}")
         self.attn_channels = attn_channels
-        self.attention = "matmul"
+        self.attention = attention
         self.key_project = nn.Sequential(
             ConvModule(channels, attn_channels, sync_bn=sync_bn),
             ConvModule(attn_channels, attn_channels, sync_bn=sync_bn),
@@ -88,7 +96,7 @@ def _fused_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) ->
     Those kernels take 4-d (batch, heads, tokens, width) inputs only (3-d ones go to the
     math kernel), and the flash and cuDNN kernels want the value as wide as the key: ISA's
     value (512) is twice its key (256), which only the memory-efficient kernel accepts (probed
-    on an H200, docs/PERFORMANCE.md). So each group is one head, and the value is attended in
+    on a GPU: docs/PERFORMANCE.md). So each group is one head, and the value is attended in
     key-wide slices (the scores are recomputed per slice, cheap next to the 1x1 projections
     around them).
     """
@@ -114,11 +122,11 @@ class ISAHead(nn.Module):
         group_size: (h, w) of the local blocks, i.e. the stride of the long-range lattice.
         dropout: channel dropout before the classifier.
         feature_index: which backbone stage output the head reads.
-
-    ``fast_interlace`` (default False, the reference code path) keeps the groups token-major,
-    channels last, from one relation to the next and runs the per-pixel projections on them
-    as they lie (the same maths, fewer copies; equal to float rounding). State-dict keys do
-    not depend on it.
+        attention: the kernel of both relations (``SelfAttentionBlock``).
+        fast_interlace: keep the groups token-major, channels last, from one relation to the
+            next and run the per-pixel projections on them as they lie (the same maths, fewer
+            copies; equal to float rounding). False is the reference code path. State-dict
+            keys depend on neither choice.
     """
 
     def __init__(
@@ -132,25 +140,26 @@ class ISAHead(nn.Module):
         dropout: float = 0.1,
         feature_index: int = 3,
         sync_bn: bool = False,
+        attention: str = "matmul",
+        fast_interlace: bool = False,
     ) -> None:
         super().__init__()
         self.feature_index = feature_index
         self.group_size = tuple(group_size)
-        self.fast_interlace = False
+        self.fast_interlace = fast_interlace
         # Registration order fixes the state-dict order: conv_seg first, as mmseg's base class.
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.in_conv = ConvModule(in_channels, channels, 3, padding=1, sync_bn=sync_bn)
-        self.global_relation = SelfAttentionBlock(channels, attn_channels, sync_bn=sync_bn)
-        self.local_relation = SelfAttentionBlock(channels, attn_channels, sync_bn=sync_bn)
+        relation = {"sync_bn": sync_bn, "attention": attention}
+        self.global_relation = SelfAttentionBlock(channels, attn_channels, **relation)
+        self.local_relation = SelfAttentionBlock(channels, attn_channels, **relation)
         self.out_conv = ConvModule(channels * 2, channels, sync_bn=sync_bn)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         x = self.in_conv(features[self.feature_index])
-        parts = (self.interlaced_attention(x), x)
-        # A fused out_conv (models/fuse.ConcatConvReLU) takes the parts unconcatenated.
-        forward_parts = getattr(self.out_conv, "forward_parts", None)
-        x = forward_parts(parts) if forward_parts else self.out_conv(torch.cat(parts, dim=1))
+        # out_conv reads the attention output and the map concatenated along the channels.
+        x = self.out_conv.forward_parts((self.interlaced_attention(x), x))
         return self.conv_seg(self.dropout(x))
 
     def interlaced_attention(self, x: Tensor) -> Tensor:

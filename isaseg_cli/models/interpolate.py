@@ -2,9 +2,9 @@
 
 Resizing the logits to the label size is linear and separable: ``rows @ x @ cols.T`` with
 each output pixel's two interpolation weights per axis in ``rows`` and ``cols``. PyTorch's
-CUDA ``upsample_bilinear2d`` backward scatters every gradient with atomic additions: on an
-H200, 0.8 ms per call for ISANet's 19-class logits at 512x1024, twice a step (decode and
-auxiliary head), while the two products and their transposes take tens of microseconds.
+CUDA ``upsample_bilinear2d`` backward scatters every gradient with atomic additions, twice a
+step (decode and auxiliary head), and costs far more than the two products and their
+transposes (docs/PERFORMANCE.md has the figures).
 They compute in float32 (without TF32, PyTorch's default for matmul), so the loss sees the
 same values up to float rounding.
 """

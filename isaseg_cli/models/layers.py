@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
 
@@ -32,3 +35,8 @@ class ConvModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.activate(self.bn(self.conv(x)))
+
+    def forward_parts(self, parts: Sequence[Tensor]) -> Tensor:
+        """The module on ``parts`` concatenated along the channels (ISA's ``out_conv``); its
+        fused replacement, ``models.fuse.ConcatConvReLU``, spares the concatenation copy."""
+        return self(torch.cat(tuple(parts), dim=1))

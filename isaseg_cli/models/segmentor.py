@@ -15,6 +15,9 @@ class Segmentor(nn.Module):
     ``forward`` returns ``{"out": logits}`` resized bilinearly to the input size with the model's
     ``align_corners``, plus ``"aux"`` in training mode when there is an auxiliary head.
     Attribute names (``backbone``, ``decode_head``, ``auxiliary_head``) are the checkpoint prefixes.
+    With ``matmul_resize``, while autograd records, the logits are resized by matrix products
+    (models/interpolate.py: float32 logits, a fast backward on CUDA). Off by default: the
+    reference resizes with interpolate.
     """
 
     def __init__(
@@ -24,15 +27,14 @@ class Segmentor(nn.Module):
         auxiliary_head: nn.Module | None = None,
         *,
         align_corners: bool = False,
+        matmul_resize: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.decode_head = decode_head
         self.auxiliary_head = auxiliary_head
         self.align_corners = align_corners
-        # With autograd on, resize by matrix products (models/interpolate.py: float32 logits,
-        # a fast backward on CUDA). Off by default: the reference resizes with interpolate.
-        self.matmul_resize = False
+        self.matmul_resize = matmul_resize
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         size = images.shape[-2:]

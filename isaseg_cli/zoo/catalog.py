@@ -210,8 +210,3 @@ def _check_unique(entries: list[ZooEntry], where: str) -> None:
 def resolve_entry(name: str) -> ZooEntry:
     """Looks ``name`` up in the packaged zoo (see ``Zoo.resolve``)."""
     return load_zoo().resolve(name)
-
-
-def resolve_pretrained(name: str) -> WeightsSpec:
-    """Looks up an ImageNet-pretrained backbone in the packaged zoo (``Zoo.resolve_pretrained``)."""
-    return load_zoo().resolve_pretrained(name)

@@ -1,4 +1,5 @@
-"""Class names and RGB palettes of the three zoo datasets (docs/FAITHFULNESS.md#datasets-and-labels), stdlib only.
+"""Class names and RGB palettes of the three zoo datasets, stdlib only
+(docs/FAITHFULNESS.md#datasets-and-labels).
 
 Index = class id after label conversion (Cityscapes trainId, ADE20K reduced id with 0 = wall, VOC
 index). ADE20K's class 7 is ``'bed '`` with a trailing space, as in mmsegmentation's checkpoint
@@ -113,8 +114,8 @@ VOC12AUG = DatasetMeta(
 
 DATASETS: dict[str, DatasetMeta] = {meta.name: meta for meta in (CITYSCAPES, ADE20K, VOC12AUG)}
 
-# Cityscapes labelIds 0..33 -> trainIds (cityscapesScripts labels.py, docs/FAITHFULNESS.md#datasets-and-labels);
-# 255 = ignored.
+# Cityscapes labelIds 0..33 -> trainIds (cityscapesScripts labels.py,
+# docs/FAITHFULNESS.md#datasets-and-labels); 255 = ignored.
 # fmt: off
 CITYSCAPES_ID_TO_TRAIN_ID: dict[int, int] = {
     0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2,

@@ -386,10 +386,11 @@ def test_predict_offline_says_how_to_use_a_local_checkpoint(
 def test_train_offline_says_how_to_start_without_the_backbone(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, city_root: Path
 ) -> None:
-    from tests.e2e.test_cli_train import TINY
+    from tests.helpers import TINY_TRAIN_OPTIONS
 
     monkeypatch.setenv("ISASEG_MIRROR", f"http://127.0.0.1:{closed_port()}")
-    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w"), *TINY]
+    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w")]
+    args += TINY_TRAIN_OPTIONS
     result = runner.invoke(app, [*args, "--max-iters", "1", "--batch-size", "2"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     error = " ".join(result.output.split())

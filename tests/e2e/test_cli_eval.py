@@ -22,7 +22,7 @@ from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine import evaluate as evaluate_module
 from isaseg_cli.engine.checkpoint import build_meta, save_checkpoint
 from isaseg_cli.zoo.spec import PublishedSpec, WeightsSpec
-from tests.conftest import TINY, TINY_CLASSES, make_tiny_entry
+from tests.helpers import TINY, TINY_CLASSES, make_tiny_entry
 from tests.hostile import counting_server, tmpfs, write_png_bomb
 
 runner = CliRunner()

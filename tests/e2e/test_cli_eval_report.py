@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from isaseg_cli.cli import app
 from isaseg_cli.data.base import load_label
 from isaseg_cli.data.synthetic import write_synthetic_dataset
-from tests.conftest import TINY_CLASSES
+from tests.helpers import TINY_CLASSES
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

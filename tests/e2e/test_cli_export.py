@@ -14,7 +14,7 @@ from isaseg_cli.cli import app
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.export import cache
 from isaseg_cli.export.onnx import sha256_file
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()

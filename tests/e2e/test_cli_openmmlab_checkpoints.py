@@ -20,8 +20,7 @@ from isaseg_cli.cli import app
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.engine.checkpoint import read_checkpoint
 from isaseg_cli.zoo.spec import to_dict
-from tests.conftest import TINY, make_tiny_entry
-from tests.e2e.test_cli_train import TINY as TINY_TRAIN_OPTIONS
+from tests.helpers import TINY, TINY_TRAIN_OPTIONS, make_tiny_entry
 from tests.openmmlab_checkpoints import write_mmcv_checkpoint, write_mmengine_checkpoint
 
 runner = CliRunner()

@@ -7,11 +7,17 @@ now declare their flag explicitly.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
+import pytest
 import typer
+from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
+from isaseg_cli.cli._options import DEFAULT_MODEL, default_model
+from tests.helpers import COMMANDS
 
 
 def test_every_option_flag_is_lower_case_kebab() -> None:
@@ -36,19 +42,7 @@ def test_the_device_option_is_spelled_device() -> None:
 
 # --- One set of conventions across commands (issue 14.6) ----------------------------------------
 
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from isaseg_cli.cli._options import DEFAULT_MODEL, default_model  # noqa: E402
-
 runner = CliRunner()
-COMMANDS = (
-    "zoo", "download", "predict", "eval", "train", "benchmark", "convert-cityscapes",
-    "make-synthetic",
-)  # fmt: skip
 MODEL_COMMANDS = ("predict", "eval", "train", "benchmark")
 
 

@@ -22,7 +22,7 @@ from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.classes import CITYSCAPES
-from tests.conftest import TINY, make_tiny_entry, tiny_model_spec
+from tests.helpers import TINY, make_tiny_entry, tiny_model_spec
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from tests.hostile import write_png_bomb
 
 # Torch, the tiny model and small images need ~0.5 GB; decoding the 30,000 x 30,000 PNG alone

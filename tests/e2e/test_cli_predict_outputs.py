@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
 from isaseg_cli.engine.infer.segmenter import Segmenter
-from tests.conftest import TINY
+from tests.helpers import TINY
 from tests.hostile import counting_server, tmpfs
 
 runner = CliRunner()

@@ -18,8 +18,7 @@ from isaseg_cli.cli import app
 from isaseg_cli.engine.infer.confidence import IGNORE_GREY, IGNORE_INDEX
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import load_model
-from tests.conftest import TINY
-from tests.helpers import run_measured
+from tests.helpers import TINY, run_measured
 from tests.hostile import write_png_bomb
 
 runner = CliRunner()

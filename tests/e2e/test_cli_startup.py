@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.test_cli_options import COMMANDS
+from tests.helpers import COMMANDS
 
 ROOT = Path(__file__).parents[2]
 

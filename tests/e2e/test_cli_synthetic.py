@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
-from tests.conftest import make_tiny_cityscapes_entry
+from tests.helpers import make_tiny_cityscapes_entry
 
 runner = CliRunner()
 

@@ -19,23 +19,9 @@ from typer.testing import CliRunner
 from isaseg_cli.cli import app
 from isaseg_cli.engine.checkpoint import read_checkpoint
 from isaseg_cli.models.build import build_model
-from tests.conftest import tiny_model_spec
+from tests.helpers import TINY_TRAIN_OPTIONS, tiny_model_spec
 
 runner = CliRunner()
-# The zoo's R-50 Cityscapes recipe, shrunk to the tiny test architecture and 64x64 crops.
-TINY = [
-    "--crop-size", "64x64",
-    "--device", "cpu",
-    "--workers", "0",
-    "--set", "model.backbone.depth=18",
-    "--set", "model.backbone.stem_channels=16",
-    "--set", "model.backbone.base_channels=8",
-    "--set", "model.head.channels=32",
-    "--set", "model.head.attn_channels=16",
-    "--set", "model.aux_head.channels=16",
-    "--set", "data.train_scale=128,64",
-    "--set", "test.scale=128,64",
-]  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,7 +32,7 @@ def test_train_two_iterations_then_eval_the_checkpoint(city_root: Path, tmp_path
     summary = tmp_path / "train.json"
     args = ["train", "--data-root", str(city_root), "--work-dir", str(work), "--max-iters", "2"]
     args += ["--batch-size", "2", "--pretrained", "none", "--val-interval", "2"]
-    args += ["--checkpoint-interval", "1", "--json-out", str(summary), *TINY]
+    args += ["--checkpoint-interval", "1", "--json-out", str(summary), *TINY_TRAIN_OPTIONS]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "batch 2 = 1 process(es) x 2" in result.output
@@ -85,7 +71,7 @@ def test_a_second_run_into_a_used_work_dir_refuses_and_overwrite_replaces_it(
 ) -> None:
     work = tmp_path / "work"
     common = ["train", "--data-root", str(city_root), "--work-dir", str(work), "--batch-size", "2"]
-    common += ["--pretrained", "none", "--checkpoint-interval", "1", *TINY]
+    common += ["--pretrained", "none", "--checkpoint-interval", "1", *TINY_TRAIN_OPTIONS]
     first = runner.invoke(app, [*common, "--max-iters", "2", "--val-interval", "2"])
     assert first.exit_code == 0, first.output
     (work / "notes.txt").write_text("the user's own file")
@@ -123,7 +109,7 @@ def test_keep_checkpoints_deletes_the_oldest_and_logs_it(city_root: Path, tmp_pa
     work = tmp_path / "work"
     args = ["train", "--data-root", str(city_root), "--work-dir", str(work), "--batch-size", "2"]
     args += ["--pretrained", "none", "--max-iters", "4", "--checkpoint-interval", "1"]
-    args += ["--val-interval", "2", "--keep-checkpoints", "1", *TINY]
+    args += ["--val-interval", "2", "--keep-checkpoints", "1", *TINY_TRAIN_OPTIONS]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert {path.name for path in work.iterdir()} == {
@@ -145,7 +131,8 @@ def test_resume_continues_the_run_with_its_own_settings(city_root: Path, tmp_pat
     first = runner.invoke(
         app,
         [*common, "--data-root", str(city_root), "--max-iters", "2", "--batch-size", "2"]
-        + ["--pretrained", "none", "--precision", "bf16", "--val-interval", "0", *TINY],
+        + ["--pretrained", "none", "--precision", "bf16", "--val-interval", "0"]
+        + TINY_TRAIN_OPTIONS,
     )
     assert first.exit_code == 0, first.output
     summary = tmp_path / "resumed.json"
@@ -212,7 +199,8 @@ def test_the_imagenet_backbone_comes_from_the_mirror(
     city_root: Path, tmp_path: Path, mirror: CountingMirror
 ) -> None:
     """The control for the test below: valid options do reach the counting server."""
-    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w"), *TINY]
+    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w")]
+    args += TINY_TRAIN_OPTIONS
     result = runner.invoke(app, [*args, "--batch-size", "2"])
     assert result.exit_code == 2 and "HTTP 404" in result.output, result.output
     assert len(mirror.paths) == 1 and mirror.paths[0].endswith(".pth")
@@ -242,7 +230,8 @@ def test_bad_input_fails_at_once_before_any_download(
     (tmp_path / "file").write_text("a file, not a folder")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "log.jsonl").write_text("{}\n")
-    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w"), *TINY]
+    args = ["train", "--data-root", str(city_root), "--work-dir", str(tmp_path / "w")]
+    args += TINY_TRAIN_OPTIONS
     args += ["--batch-size", "2", *[item.format(tmp=tmp_path) for item in extra]]
     started = time.perf_counter()
     result = runner.invoke(app, args)
@@ -262,7 +251,7 @@ def test_torchrun_two_processes_train_to_identical_weights(city_root: Path, tmp_
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node", "2", "-m", "isaseg_cli", "train", "--data-root", str(city_root)]
     command += ["--work-dir", str(work), "--max-iters", "2", "--batch-size", "4"]
-    command += ["--pretrained", backbone.as_uri(), "--val-interval", "2", *TINY]
+    command += ["--pretrained", backbone.as_uri(), "--val-interval", "2", *TINY_TRAIN_OPTIONS]
     command += ["--json-out", str(summary)]
     env = {**os.environ, "ISASEG_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from isaseg_cli.cli import app
 from isaseg_cli.engine.checkpoint import read_checkpoint
-from tests.e2e.test_cli_train import TINY
+from tests.helpers import TINY_TRAIN_OPTIONS
 from tests.hostile import tmpfs
 
 runner = CliRunner()
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def train_command(city_root: Path, work: Path, *options: str) -> list[str]:
     return [
         *["train", "--data-root", str(city_root), "--work-dir", str(work), "--batch-size", "2"],
-        *["--pretrained", "none", *TINY, *options],
+        *["--pretrained", "none", *TINY_TRAIN_OPTIONS, *options],
     ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 DOC = Path(__file__).parents[2] / "docs" / "DEPLOY.md"
 

@@ -12,7 +12,7 @@ from isaseg_cli import api
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ZooLookupError
 from isaseg_cli.zoo.spec import WeightsSpec
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 
 def test_resolve_and_list() -> None:

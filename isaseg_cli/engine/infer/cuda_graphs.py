@@ -1,10 +1,10 @@
 """CUDA graphs: the training forward and backward, and inference per input shape.
 
-A training step of ISANet R-101 launches about two thousand kernels. On the H200 machine this
-project measured on, the CPU needed 58 ms to launch what the GPU ran in 31 ms
-(docs/PERFORMANCE.md), so the step was bound by Python and the launch overhead. Capturing the
-forward and the backward once and replaying them costs a few launches per step. The loss, the
-optimizer and everything else stay eager.
+A training step of ISANet R-101 launches about two thousand kernels; on a fast GPU the CPU
+needs longer to launch them than the GPU needs to run them (docs/PERFORMANCE.md has the
+figures), so the step is bound by Python and the launch overhead. Capturing the forward and
+the backward once and replaying them costs a few launches per step. The loss, the optimizer
+and everything else stay eager.
 """
 
 from __future__ import annotations
@@ -13,49 +13,90 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from isaseg_cli.engine.device import autocast
+from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 
 
-def graph_training_forward(model: Segmentor, sample_images: Tensor, precision: str) -> None:
-    """Makes ``model``'s training forward (and its backward) replay CUDA graphs, in place.
+def use_cuda_graphs(
+    asked: bool | None, device: torch.device, *, compile: bool = False, distributed: bool = False
+) -> bool:
+    """Whether to replay CUDA graphs: ``asked``, or when ``None`` wherever they can run (a
+    CUDA device, one process, no ``torch.compile``, which captures graphs its own way).
 
-    Built on ``torch.cuda.make_graphed_callables``: ``model(images)`` in training mode, for
-    images of ``sample_images``' shape and dtype, copies them into the captured input and
-    replays; in eval mode or for another shape it runs the eager forward, so validation and
-    an odd-sized batch still work. Call it with the first batch, after any weights are
-    loaded (the graphs read the parameters in place, so later in-place updates such as the
-    optimizer's and ``load_state_dict``'s are seen). Run it under no autocast of its own; the
-    forward is captured under ``autocast(precision, cache=False)``, so the caller's step must
-    use the same precision.
+    Raises:
+        InputError: graphs asked for where they cannot run.
+    """
+    possible = device.type == "cuda" and not compile and not distributed
+    if asked is None:
+        return possible
+    if asked and not possible:
+        needs = ["a CUDA device"]
+        if distributed:
+            needs.append("a single process")
+        if compile:
+            needs.append("no --compile")
+        listed = needs[0] if len(needs) == 1 else f"{', '.join(needs[:-1])} and {needs[-1]}"
+        raise InputError(f"CUDA graphs need {listed}")
+    return asked
+
+
+class GraphedTraining(nn.Module):
+    """``model``'s training forward (and its backward) replayed from CUDA graphs.
+
+    Built on ``torch.cuda.make_graphed_callables``: in training mode, images of
+    ``sample_images``' shape and dtype are copied into the captured input and the graphs
+    replay; in eval mode or for another shape the model's own forward runs, so validation and
+    an odd-sized batch still work. ``model`` itself is not changed: train with this module,
+    save and validate ``model``. Build it with the first batch, after any weights are loaded
+    (the graphs read the parameters in place, so later in-place updates such as the
+    optimizer's and ``load_state_dict``'s are seen). Build it under no autocast of its own;
+    the forward is captured under ``autocast(precision, cache=False)``, so the caller's step
+    must use the same precision.
 
     ``make_graphed_callables`` runs the model three times before capturing (so that cuDNN's
     autotuning and other lazy set-up stay out of the graphs); the BatchNorm statistics those
     runs record are put back, so the first real step updates them once, as it would eagerly.
 
     Not for distributed training (DDP's communication hooks are not captured here).
+
+    Raises:
+        ValueError: ``sample_images`` are not on a CUDA device.
     """
-    if sample_images.device.type != "cuda":
-        raise ValueError("CUDA graphs need a CUDA model and batch")
-    buffers = list(model.buffers())
-    saved = [buffer.clone() for buffer in buffers]
-    eager_forward = model.forward
-    with autocast(sample_images.device, precision, cache=False):
-        torch.cuda.make_graphed_callables(model, (sample_images,), num_warmup_iters=3)
-    with torch.no_grad():
-        for buffer, value in zip(buffers, saved, strict=True):
-            buffer.copy_(value)
-    graphed_forward = model.forward
-    shape, dtype = sample_images.shape, sample_images.dtype
 
-    def forward(images: Tensor) -> dict[str, Tensor]:
-        if model.training and images.shape == shape and images.dtype == dtype:
-            return graphed_forward(images)
-        return eager_forward(images)
+    def __init__(self, model: Segmentor, sample_images: Tensor, precision: str) -> None:
+        super().__init__()
+        if sample_images.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA model and batch")
+        self.model = model
+        self.shape, self.dtype = sample_images.shape, sample_images.dtype
+        buffers = list(model.buffers())
+        saved = [buffer.clone() for buffer in buffers]
+        # make_graphed_callables replaces the forward of the module it is given: give it a
+        # wrapper of our own (kept out of the module tree, so the state dict is model's).
+        capture = _Forward(model)
+        with autocast(sample_images.device, precision, cache=False):
+            torch.cuda.make_graphed_callables(capture, (sample_images,), num_warmup_iters=3)
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+        self._graphed: tuple[nn.Module] = (capture,)
 
-    model.forward = forward  # type: ignore[method-assign]
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        if self.model.training and images.shape == self.shape and images.dtype == self.dtype:
+            return self._graphed[0](images)
+        return self.model(images)
+
+
+class _Forward(nn.Module):
+    def __init__(self, model: Segmentor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.model(images)
 
 
 class GraphedInference:

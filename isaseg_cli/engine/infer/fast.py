@@ -1,46 +1,69 @@
-"""The fast inference path: a copy of a model prepared for speed, with the same masks.
+"""The fast inference path: a model rebuilt for speed from a plain one, with the same masks.
 
 BatchNorm folded into the convolutions, channels-last memory, bf16/fp16 weights and inputs,
 fused scaled-dot-product attention, the copy-saving ISA interlacing, optional ``torch.compile``.
 The plain float32 model stays untouched (and bit-faithful to mmsegmentation).
+
+The fast model is rebuilt, not copied and reconfigured: ``build_model`` makes a new network
+with the fast ``ExecutionSpec`` (an empty one, on the meta device, then materialised where the
+plain model lives), the plain model's state dict is loaded into it, and the inference-only
+rewrites (``models.fuse``: BN folding, fused conv+ReLU) then transform that private copy before
+anyone else holds it. So every execution choice is a constructor argument, and the plain model
+is never touched.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from isaseg_cli.engine.device import PRECISIONS, check_precision
-from isaseg_cli.engine.infer.cuda_graphs import GraphedInference
+from isaseg_cli.engine.infer.cuda_graphs import GraphedInference, use_cuda_graphs
 from isaseg_cli.engine.infer.pipeline import slide_windows
 from isaseg_cli.errors import InputError
-from isaseg_cli.models.backbone import Bottleneck
+from isaseg_cli.models.build import build_model
+from isaseg_cli.models.execution import ATTENTION_KINDS, ExecutionSpec
 from isaseg_cli.models.fuse import (
     SpaceToDepthConvReLU,
     fuse_batchnorm,
     fuse_conv_relu,
     to_channels_last,
 )
-from isaseg_cli.models.heads import ATTENTION_KINDS, ISAHead, SelfAttentionBlock
 from isaseg_cli.models.segmentor import Segmentor
-from isaseg_cli.zoo.spec import TestSpec
+from isaseg_cli.zoo.spec import ModelSpec, TestSpec
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FastOptions:
+    """What a command asks of the fast path; ``None`` leaves the choice to the device
+    (``resolve_fast_settings``)."""
+
+    precision: str = "fp32"
+    fuse_bn: bool | None = None
+    fuse_relu: bool | None = None
+    channels_last: bool | None = None
+    attention: str | None = None
+    compile: bool = False
+    compile_mode: str = "default"
+    cuda_graphs: bool | None = None
+
+
+AUTOMATIC = FastOptions()  # float32, every other choice left to the device
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FastSettings:
-    """What ``optimize_for_inference`` applied (resolved from its ``None`` = automatic choices)."""
+    """The fast path resolved for one device: what ``optimize_for_inference`` applies."""
 
     precision: str = "fp32"
     fuse_bn: bool = False
     fuse_relu: bool = False
     channels_last: bool = False
     attention: str = "matmul"
-    fast_interlace: bool = True
     compile: bool = False
     compile_mode: str = "default"
     cuda_graphs: bool = False
@@ -52,18 +75,36 @@ class FastSettings:
         changes += (self.attention != "matmul", self.cuda_graphs)
         return self.precision == "fp32" and not any(changes)
 
+    @property
+    def execution(self) -> ExecutionSpec:
+        """How the rebuilt network runs: ``inference_execution(attention)``."""
+        return inference_execution(self.attention)
+
+
+def check_attention(attention: str | None) -> None:
+    """Raises ``InputError`` for an attention kernel that is neither ``None`` (automatic) nor
+    one of ``ATTENTION_KINDS``."""
+    if attention is not None and attention not in ATTENTION_KINDS:
+        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
+
+
+def inference_execution(attention: str) -> ExecutionSpec:
+    """The fast path's ISA head: ``attention`` for both relations, and always the copy-saving
+    interlace (the same maths whatever the kernel, with fewer copies)."""
+    return ExecutionSpec(attention=attention, fast_interlace=True)
+
 
 class InferenceSegmentor(Segmentor):
     """A Segmentor for inference only: casts the input to its weights' dtype and memory
     format (unless its stem reads the image as it comes: ``SpaceToDepthConvReLU``), and
     returns float32 logits resized to the input size (in float32)."""
 
-    def __init__(self, source: Segmentor, settings: FastSettings, dtype: torch.dtype) -> None:
+    def __init__(self, source: Segmentor, settings: FastSettings) -> None:
         super().__init__(
             source.backbone, source.decode_head, None, align_corners=source.align_corners
         )
         self.settings = settings
-        self.dtype = dtype
+        self.dtype = PRECISIONS[settings.precision]
         self.memory_format = (
             torch.channels_last if settings.channels_last else torch.preserve_format
         )
@@ -85,189 +126,87 @@ class InferenceSegmentor(Segmentor):
 
 
 def resolve_fast_settings(
-    device: torch.device,
-    precision: str = "fp32",
-    *,
-    fuse_bn: bool | None = None,
-    fuse_relu: bool | None = None,
-    channels_last: bool | None = None,
-    attention: str | None = None,
-    compile: bool = False,
-    compile_mode: str = "default",
-    cuda_graphs: bool | None = None,
+    device: torch.device | str, options: FastOptions = AUTOMATIC
 ) -> FastSettings:
-    """Fills the automatic (``None``) choices for ``device`` and ``precision``.
+    """Fills the automatic (``None``) choices of ``options`` for ``device``.
 
     Automatic: on CUDA everything (fold BN, fused conv+ReLU and CUDA graphs unless compiling,
-    channels-last, SDPA attention, copy-saving interlace); on the CPU, float32 changes nothing
-    (the exact reference path) and bf16 folds BN and runs channels-last (1.36x faster than
-    NCHW there) but keeps matmul attention, which SDPA's CPU kernels do not beat
-    (docs/PERFORMANCE.md).
+    channels-last, SDPA attention); on the CPU, float32 changes nothing (the exact reference
+    path) and bf16 folds BN and runs channels-last but keeps matmul attention, which SDPA's
+    CPU kernels do not beat (docs/PERFORMANCE.md has the figures).
 
     Raises:
         InputError: unknown precision, attention or compile mode, fp16 on the CPU, or fused
             conv+ReLU without folded BN or with compile, CUDA graphs off CUDA or with compile.
     """
-    check_precision(precision, device)
-    if attention is not None and attention not in ATTENTION_KINDS:
-        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
-    if compile_mode not in COMPILE_MODES:
-        raise InputError(f"unknown compile mode {compile_mode!r}: use {', '.join(COMPILE_MODES)}")
+    device = torch.device(device)
+    check_precision(options.precision, device)
+    attention = options.attention
+    check_attention(attention)
+    compile = options.compile
+    if options.compile_mode not in COMPILE_MODES:
+        mode = options.compile_mode
+        raise InputError(f"unknown compile mode {mode!r}: use {', '.join(COMPILE_MODES)}")
     cuda = device.type == "cuda"
-    reduced = precision != "fp32"
-    fuse = (cuda or reduced or compile) if fuse_bn is None else fuse_bn
-    if fuse_relu and (not fuse or compile):
+    reduced = options.precision != "fp32"
+    fuse = (cuda or reduced or compile) if options.fuse_bn is None else options.fuse_bn
+    if options.fuse_relu and (not fuse or compile):
         raise InputError("fused conv+ReLU needs folded BatchNorm and no --compile")
-    if cuda_graphs and (not cuda or compile):
-        raise InputError("CUDA graphs need a CUDA device and no --compile")
-    attention = attention or ("sdpa" if cuda else "matmul")
+    fuse_relu = cuda and fuse and not compile if options.fuse_relu is None else options.fuse_relu
+    channels_last = options.channels_last
     return FastSettings(
-        precision=precision,
+        precision=options.precision,
         fuse_bn=fuse,
-        fuse_relu=(cuda and fuse and not compile) if fuse_relu is None else fuse_relu,
+        fuse_relu=fuse_relu,
         channels_last=(cuda or reduced) if channels_last is None else channels_last,
-        attention=attention,
+        attention=attention or ("sdpa" if cuda else "matmul"),
         compile=compile,
-        compile_mode=compile_mode,
-        cuda_graphs=(cuda and not compile) if cuda_graphs is None else cuda_graphs,
+        compile_mode=options.compile_mode,
+        cuda_graphs=use_cuda_graphs(options.cuda_graphs, device, compile=compile),
     )
 
 
-def optimize_for_inference(
-    model: Segmentor,
-    *,
-    device: torch.device | str,
-    precision: str = "fp32",
-    fuse_bn: bool | None = None,
-    fuse_relu: bool | None = None,
-    channels_last: bool | None = None,
-    attention: str | None = None,
-    compile: bool = False,
-    compile_mode: str = "default",
-    cuda_graphs: bool | None = None,
-) -> Segmentor:
-    """A copy of ``model`` prepared for fast inference on ``device`` (or ``model`` itself when
-    nothing applies: float32 on the CPU with every option left automatic).
+def optimize_for_inference(model: Segmentor, spec: ModelSpec, settings: FastSettings) -> Segmentor:
+    """A model rebuilt from ``model`` for fast inference as ``settings`` say (or ``model``
+    itself when they change nothing: float32 on the CPU with every option automatic).
 
     Run the result under ``torch.no_grad()`` / ``torch.inference_mode()``; it returns
     ``{"out": float32 logits}`` at the input size, like ``Segmentor`` in eval mode, whatever
-    ``precision`` is, so ``forward_logits``/``infer_scores`` take it as they are. It must not be
-    trained or saved (folded BN changes its state-dict keys). On CUDA this also turns on
-    ``torch.backends.cudnn.benchmark`` (process-wide).
+    the precision, so ``forward_logits``/``infer_scores`` take it as they are. It must not be
+    trained or saved (folded BN changes its state-dict keys). Process-wide torch flags are
+    the command's business (``engine.device.set_process_flags``), not this function's.
 
     Args:
-        model: an eval-mode model already on ``device``.
-        device: where it runs.
-        precision: ``fp32``, ``bf16`` or ``fp16`` (weights and activations cast; logits float32).
-        fuse_bn: fold BatchNorm into the convolutions (``None``: automatic, see
-            ``resolve_fast_settings``).
-        fuse_relu: run each conv with its bias, residual addition and ReLU as one cuDNN call
-            (``models.fuse.ConvReLU``; ``None``: on CUDA with folded BN, without compile).
-        channels_last: NHWC memory format (``None``: on CUDA, or with bf16/fp16).
-        attention: ``matmul`` or ``sdpa`` for both ISA relations (``None``: sdpa on CUDA).
-        compile: ``torch.compile`` the model (inductor, with freezing, so BN folding and
-            weight casts become constants); the first call per input shape pays the compile.
-        compile_mode: inductor mode; ``default`` compiles fastest.
-        cuda_graphs: replay a CUDA graph per input shape once the shape repeats
-            (``engine.cuda_graphs.GraphedInference``; ``None``: on CUDA without compile).
-
-    Raises:
-        InputError: an unknown or unsupported option value.
+        model: an eval-mode model of ``spec``, already on the device ``settings`` are for.
+        spec: ``model``'s architecture (the rebuild's).
+        settings: from ``resolve_fast_settings``.
     """
-    device = torch.device(device)
-    settings = resolve_fast_settings(
-        device,
-        precision,
-        fuse_bn=fuse_bn,
-        fuse_relu=fuse_relu,
-        channels_last=channels_last,
-        attention=attention,
-        compile=compile,
-        compile_mode=compile_mode,
-        cuda_graphs=cuda_graphs,
-    )
     if settings.is_noop:
         return model
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return apply_fast_settings(model, settings)
-
-
-def apply_fast_settings(model: Segmentor, settings: FastSettings) -> InferenceSegmentor:
-    """Builds the ``InferenceSegmentor`` for already-resolved ``settings`` (no device policy:
-    tests use it to check fp16 numerics on the CPU)."""
-    fast = copy.deepcopy(model).eval()
+    fast = _rebuilt(model, spec, settings.execution)
     if settings.fuse_bn:
         fuse_batchnorm(fast)
     if settings.fuse_relu:
         fuse_conv_relu(fast)
-    set_attention(fast, settings.attention, fast_interlace=settings.fast_interlace)
-    dtype = PRECISIONS[settings.precision]
-    fast = fast.to(dtype=dtype)
+    fast = fast.to(dtype=PRECISIONS[settings.precision])
     if settings.channels_last:
         to_channels_last(fast)
-    result = InferenceSegmentor(fast, settings, dtype)
+    result = InferenceSegmentor(fast, settings)
     if settings.compile:
         result.compile(dynamic=False, options=compile_options(settings.compile_mode))
     return result
 
 
-def set_attention(model: torch.nn.Module, attention: str, *, fast_interlace: bool) -> None:
-    """Selects the attention kernel and the interlacing of every ISA head in ``model`` (in place;
-    valid for training too: the projections' BN statistics cover the same pixels)."""
-    if attention not in ATTENTION_KINDS:
-        raise InputError(f"unknown attention {attention!r}: use {', '.join(ATTENTION_KINDS)}")
-    for module in model.modules():
-        if isinstance(module, SelfAttentionBlock):
-            module.attention = attention
-        elif isinstance(module, ISAHead):
-            module.fast_interlace = fast_interlace
-
-
-def prepare_for_training(
-    model: torch.nn.Module, device: torch.device, *, recompute: bool | None = None
-) -> dict[str, object]:
-    """Sets up ``model`` (in place) for fast training on ``device``; returns what it applied.
-
-    On CUDA: channels-last parameters, SDPA for both ISA relations, the copy-saving interlace
-    and the logits resized for the loss by matrix products (``Segmentor.matmul_resize``),
-    which keep the maths and the state dict (keys and values) of the reference model; and
-    ``recompute`` (``None``: on CUDA without SyncBatchNorm) has every bottleneck recompute
-    its tail in the backward pass instead of keeping it (``Bottleneck.recompute_tail``: the
-    same gradients; R-101 bf16 on an H200: 5.65 to 4.21 GiB per step, for 1.5 ms). Elsewhere,
-    unless ``recompute`` asks for it, nothing changes: CPU training stays the reference code
-    path.
-
-    Raises:
-        InputError: ``recompute`` with SyncBatchNorm.
-    """
-    cuda = device.type == "cuda"
-    sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
-    if recompute is None:
-        recompute = cuda and not sync_bn
-    elif recompute and sync_bn:  # its recomputation would all-reduce the statistics again
-        raise InputError("--recompute does not combine with SyncBatchNorm (multi-GPU training)")
-    for module in model.modules():
-        if isinstance(module, Bottleneck):
-            module.recompute_tail = recompute
-    applied: dict[str, object] = {"recompute": recompute}
-    if not cuda:
-        return applied | {
-            "channels_last": False,
-            "attention": "matmul",
-            "fast_interlace": False,
-            "matmul_resize": False,
-        }
-    set_attention(model, "sdpa", fast_interlace=True)
-    to_channels_last(model)
-    if isinstance(model, Segmentor):
-        model.matmul_resize = True
-    return applied | {
-        "channels_last": True,
-        "attention": "sdpa",
-        "fast_interlace": True,
-        "matmul_resize": isinstance(model, Segmentor),
-    }
+def _rebuilt(model: Segmentor, spec: ModelSpec, execution: ExecutionSpec) -> Segmentor:
+    """A new eval-mode network of ``spec`` run as ``execution`` says, holding a copy of
+    ``model``'s weights on ``model``'s device (the auxiliary head left out)."""
+    device = next(model.parameters()).device
+    with torch.device("meta"):  # no initialisation: every tensor is overwritten below
+        fresh = build_model(spec, with_aux=False, execution=execution)
+    fresh = fresh.to_empty(device=device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("auxiliary_head.")}
+    fresh.load_state_dict(state)
+    return fresh.eval()
 
 
 def compile_options(mode: str) -> dict[str, object]:

@@ -19,24 +19,29 @@ import torch
 from torch import Tensor
 
 from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
-from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.device import (
+    autocast,
+    inference_flags,
+    resolve_device,
+    set_process_flags,
+)
 from isaseg_cli.engine.infer.confidence import ConfidenceSpec, SegmentationResult, collect
-from isaseg_cli.engine.infer.fast import optimize_for_inference, recommended_window_batch
-from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
+from isaseg_cli.engine.infer.fast import (
+    FastOptions,
+    optimize_for_inference,
+    recommended_window_batch,
+    resolve_fast_settings,
+)
+from isaseg_cli.engine.infer.pipeline import default_slide_stride, forward_logits, infer_scores
 from isaseg_cli.engine.infer.tiles import check_tile_options, resolve_scale, segment_tiled
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.catalog import resolve_entry
-from isaseg_cli.zoo.spec import TestSpec, ZooEntry
+from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
 
 ImageInput = np.ndarray | str | Path
 WarningCallback = Callable[[str], None]
-
-
-def _two_thirds(crop: tuple[int, int]) -> tuple[int, int]:
-    """Default stride: 2/3 of the crop, rounded up (mmseg's 769 -> 513)."""
-    return (-(-2 * crop[0] // 3), -(-2 * crop[1] // 3))
 
 
 def _check_size(value: tuple[int, int] | None, what: str) -> None:
@@ -72,25 +77,31 @@ def resolve_test_spec(
         return dataclasses.replace(test, mode="whole", crop_size=None, stride=None)
     crop = tuple(crop or test.crop_size or entry.data.crop_size)  # type: ignore[assignment]
     if stride is None:
-        stride = test.stride if test.stride and crop == test.crop_size else _two_thirds(crop)
+        stride = test.stride if test.stride and crop == test.crop_size else None
+        stride = stride or default_slide_stride(crop)
     if stride[0] > crop[0] or stride[1] > crop[1]:
         raise InputError(f"stride {stride} must not exceed crop {crop}: windows would leave gaps")
     return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
 def prepare_model(
-    model: Segmentor, device: torch.device, precision: str, *, compile: bool = False
+    model: Segmentor,
+    spec: ModelSpec,
+    device: torch.device,
+    precision: str,
+    *,
+    compile: bool = False,
 ) -> Segmentor:
-    """Readies a loaded model for inference on ``device`` at ``precision``.
+    """Readies a loaded model of ``spec`` for inference on ``device`` at ``precision``, and
+    sets the inference commands' process flags (``engine.device.inference_flags``).
 
     The one place where device- or precision-specific model changes belong: the fast path of
-    ``engine.fast`` (folded BN, channels-last, fused attention on CUDA, optional compile); float32
-    on the CPU keeps the plain model, bit-faithful to mmsegmentation.
+    ``engine.infer.fast`` (folded BN, channels-last, fused attention on CUDA, optional
+    compile); float32 on the CPU keeps the plain model, bit-faithful to mmsegmentation.
     """
-    check_precision(precision, device)
-    return optimize_for_inference(
-        model.eval().to(device), device=device, precision=precision, compile=compile
-    )
+    settings = resolve_fast_settings(device, FastOptions(precision=precision, compile=compile))
+    set_process_flags(inference_flags(device))
+    return optimize_for_inference(model.eval().to(device), spec, settings)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -197,13 +208,15 @@ class Segmenter:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.precision = precision
         self.loaded = loaded
-        self.model = prepare_model(loaded.model, self.device, precision, compile=compile)
+        self.model = prepare_model(
+            loaded.model, loaded.entry.model, self.device, precision, compile=compile
+        )
         self.test = resolve_test_spec(loaded.entry, mode=mode, crop=crop, stride=stride)
         self.test = dataclasses.replace(
             self.test, scale=resolve_scale(loaded.entry, scale, tiled=tile is not None)
         )
         self.tile = tuple(tile) if tile is not None else None
-        self.tile_stride = tile_stride or (_two_thirds(tile) if tile is not None else None)
+        self.tile_stride = tile_stride or (default_slide_stride(tile) if tile is not None else None)
         self.tile_accumulate = tile_accumulate
         self.confidence = ConfidenceSpec(measure=uncertainty, min_confidence=min_confidence)
         self.ms_flip = ms_flip

@@ -1,4 +1,7 @@
-"""``fit``: the iteration-based recipe of docs/FAITHFULNESS.md#training-schedule, on one process or many (torchrun + DDP)."""
+"""``fit``: the iteration-based training recipe, on one process or many (torchrun + DDP).
+
+See docs/FAITHFULNESS.md#training-schedule.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,13 @@ from torch.optim import Optimizer
 from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.data.loader import iterate_forever
 from isaseg_cli.engine.checkpoint import apply_weights
-from isaseg_cli.engine.device import autocast, check_precision, resolve_device
+from isaseg_cli.engine.device import (
+    ProcessFlags,
+    autocast,
+    check_precision,
+    resolve_device,
+    set_process_flags,
+)
 from isaseg_cli.engine.distributed import (
     DistInfo,
     broadcast_buffers,
@@ -26,10 +35,11 @@ from isaseg_cli.engine.distributed import (
     init_process_group,
     ranks_identical,
 )
-from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
+from isaseg_cli.engine.infer.cuda_graphs import GraphedTraining, use_cuda_graphs
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
+from isaseg_cli.engine.train.fast_path import resolve_training_path
 from isaseg_cli.engine.train.log import LOG_NAME, TrainLog
 from isaseg_cli.engine.train.loss import segmentation_losses
 from isaseg_cli.engine.train.pretrained import WeightsReport, WeightsSource, initialise
@@ -154,9 +164,9 @@ def fit(
             ``best.pth`` and ``latest.pth`` always stay. Deletions go to the log.
         cudnn_benchmark: let cuDNN pick the fastest kernels (fixed crop sizes make it pay).
         cuda_graphs: replay the forward and backward as CUDA graphs (``None``: on CUDA in a
-            single process); ``engine.cuda_graphs`` says why.
+            single process); ``engine.infer.cuda_graphs`` says why.
         recompute: recompute the bottleneck tails in the backward pass to save activation
-            memory (``None``: on CUDA without SyncBatchNorm); ``prepare_for_training``.
+            memory (``None``: on CUDA without SyncBatchNorm); ``resolve_training_path``.
         log_interval: iterations per ``log.jsonl`` line (losses averaged over them and ranks).
         on_progress: ``ProgressEvent("train", iteration, max_iters, {...})`` after each
             iteration, and validation's ``"eval"`` events (rank 0 only).
@@ -207,7 +217,7 @@ def fit(
     if torch_device.type == "cuda" and info.distributed:
         torch_device = torch.device("cuda", info.local_rank)
     check_precision(settings.precision, torch_device)
-    use_graphs = _use_cuda_graphs(settings.cuda_graphs, torch_device, info)
+    use_graphs = use_cuda_graphs(settings.cuda_graphs, torch_device, distributed=info.distributed)
     if spec.batch_size % info.world_size:
         raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
     if len(dataset_classes(entry.data)) != entry.model.num_classes:
@@ -236,9 +246,10 @@ def fit(
         for note in notes:
             say(f"resume: {note}")
         torch.manual_seed(seed)
-        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        set_process_flags(ProcessFlags(cudnn_benchmark=settings.cudnn_benchmark))
         sync_bn = info.distributed and torch_device.type == "cuda"
-        model = build_model(entry.model, sync_bn=sync_bn)
+        path = resolve_training_path(torch_device, sync_bn=sync_bn, recompute=settings.recompute)
+        model = build_model(entry.model, sync_bn=sync_bn, execution=path.execution)
         report = None
         if payload is None:
             report = initialise(
@@ -264,7 +275,7 @@ def fit(
             settings.precision,
             seed,
             info,
-            recompute=settings.recompute,
+            channels_last=path.channels_last,
         )
         run.cuda_graphs, run.settings = use_graphs, settings
         start_iter = 0
@@ -332,7 +343,7 @@ def train_one_iter(
 ) -> dict[str, Tensor]:
     """One SGD step on a batch; returns the detached ``decode``/``aux``/``total`` losses.
 
-    The forward runs under autocast; the losses are computed in float32 (spec §5.4).
+    The forward runs under autocast; the losses are computed in float32 (docs/FAITHFULNESS.md#loss).
     """
     with autocast(device, precision, cache=False):
         outputs = net(images)
@@ -345,14 +356,6 @@ def train_one_iter(
     scaler.step(optimizer)
     scaler.update()
     return {name: value.detach() for name, value in losses.items()}
-
-
-def _use_cuda_graphs(asked: bool | None, device: torch.device, info: DistInfo) -> bool:
-    if asked is None:
-        return device.type == "cuda" and not info.distributed
-    if asked and (device.type != "cuda" or info.distributed):
-        raise InputError("CUDA graphs need a CUDA device and a single process")
-    return asked
 
 
 def _train(
@@ -369,17 +372,16 @@ def _train(
     checkpoint, rate = None, None
     window_start, window_iters = time.perf_counter(), 0
     run.net.train()
-    graphed = False
+    net = run.net
     for iteration in range(start_iter + 1, spec.iters + 1):
         images, labels = next(batches)
         images = images.to(run.device, non_blocking=True)  # (N, 3, h, w)
-        if run.cuda_graphs and not graphed:  # captured with the first batch's shape
-            graph_training_forward(run.model, images, run.precision)
-            graphed = True
+        if run.cuda_graphs and net is run.net:  # captured with the first batch's shape
+            net = GraphedTraining(run.model, images, run.precision)
         labels = labels.to(run.device, non_blocking=True)  # (N, h, w)
         lr = run.optimizer.param_groups[0]["lr"]
         losses = train_one_iter(
-            run.net,
+            net,
             images,
             labels,
             run.optimizer,

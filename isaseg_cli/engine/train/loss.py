@@ -10,8 +10,8 @@ from torch import Tensor
 def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
     """Per-pixel cross-entropy summed over non-ignored pixels and divided by ALL pixels.
 
-    This is mmseg's default (``avg_non_ignore=False``, spec §5.4), not the mean over valid pixels:
-    crops with much ignored area weigh less.
+    This is mmseg's default (``avg_non_ignore=False``, docs/FAITHFULNESS.md#loss), not the mean
+    over valid pixels: crops with much ignored area weigh less.
     """
     return F.cross_entropy(
         logits.float(), labels, ignore_index=ignore_index, reduction="none"

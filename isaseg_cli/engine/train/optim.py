@@ -1,4 +1,7 @@
-"""SGD and the iteration-based poly learning rate of mmseg 0.x (docs/FAITHFULNESS.md#training-schedule)."""
+"""SGD and the iteration-based poly learning rate of mmseg 0.x.
+
+See docs/FAITHFULNESS.md#training-schedule.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Starting weights for training: mmseg's initialisation, the ImageNet backbone and a
-segmentation checkpoint to fine-tune from (docs/FAITHFULNESS.md#pretrained-weights-and-initialisation)."""
+segmentation checkpoint to fine-tune from.
+
+See docs/FAITHFULNESS.md#pretrained-weights-and-initialisation.
+"""
 
 from __future__ import annotations
 

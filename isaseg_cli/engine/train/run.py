@@ -21,7 +21,6 @@ from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
 from isaseg_cli.engine.checkpoint import model_state_dict, save_checkpoint
 from isaseg_cli.engine.distributed import DistInfo
-from isaseg_cli.engine.infer.fast import prepare_for_training
 from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.engine.train import state as train_state
@@ -71,14 +70,13 @@ def build_run(
     seed: int,
     info: DistInfo,
     *,
-    recompute: bool | None = None,
+    channels_last: bool = False,
 ) -> TrainRun:
-    """Moves ``model`` to ``device`` and prepares it for speed there (``prepare_for_training``;
-    DDP-wrapped when distributed), and builds the optimizer,
+    """Moves ``model`` to ``device`` (NHWC parameters with ``channels_last``, as the training
+    fast path says; DDP-wrapped when distributed), and builds the optimizer,
     the poly schedule, the gradient scaler (enabled for fp16) and the seeded train loader."""
     spec = entry.train
-    model.to(device)
-    prepare_for_training(model, device, recompute=recompute)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(

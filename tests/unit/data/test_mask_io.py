@@ -119,7 +119,8 @@ def test_overlay_rejects_bad_opacity_and_mismatched_sizes(mask) -> None:
         overlay(image[:-1], mask, PALETTE)
 
 
-# Cityscapes labels.py: the labelId of each of the 19 evaluated classes (docs/FAITHFULNESS.md#datasets-and-labels).
+# Cityscapes labels.py: the labelId of each of the 19 evaluated classes
+# (docs/FAITHFULNESS.md#datasets-and-labels).
 LABEL_IDS = {
     "road": 7, "sidewalk": 8, "building": 11, "wall": 12, "fence": 13, "pole": 17,
     "traffic light": 19, "traffic sign": 20, "vegetation": 21, "terrain": 22, "sky": 23,

@@ -1,4 +1,5 @@
-"""The §5.3 training pipeline step by step, and image/label alignment through all of it."""
+"""The training pipeline (docs/FAITHFULNESS.md#training-pipeline) step by step, and image/label
+alignment through all of it."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from isaseg_cli.engine.checkpoint import (
 )
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.models.build import build_model
-from tests.conftest import TINY, TINY_CLASSES, make_tiny_entry, tiny_model_spec
+from tests.helpers import TINY, TINY_CLASSES, make_tiny_entry, tiny_model_spec
 
 
 def _reference_state() -> OrderedDict:

@@ -24,8 +24,13 @@ from isaseg_cli.engine.loading import load_model
 from isaseg_cli.errors import DatasetNotFoundError, InputError
 from isaseg_cli.zoo.classes import CITYSCAPES_TRAIN_ID_TO_ID
 from isaseg_cli.zoo.spec import DataSpec, TestSpec, ZooEntry
-from tests.conftest import TINY, make_tiny_entry
-from tests.helpers import assert_masks_match_except_ties, reference_tolerance, top2_margin
+from tests.helpers import (
+    TINY,
+    assert_masks_match_except_ties,
+    make_tiny_entry,
+    reference_tolerance,
+    top2_margin,
+)
 
 CPU = torch.device("cpu")
 # dataset -> the number of classes the model predicts (synthetic labels use the first 5 or 6)
@@ -77,7 +82,8 @@ def oracle(table: dict[str, np.ndarray], num_classes: int, noise: float = 0.0):
 
 
 def reference_miou(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> float:
-    """Spec §6 computed directly with numpy: dataset-level intersections and unions."""
+    """FAITHFULNESS.md#metrics computed directly with numpy: dataset-level intersections and
+    unions."""
     intersect = np.zeros(num_classes)
     union = np.zeros(num_classes)
     for pred, label in pairs:

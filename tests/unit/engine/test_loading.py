@@ -10,7 +10,7 @@ from isaseg_cli.engine.loading import default_palette, entry_classes, load_model
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import to_dict
-from tests.conftest import TINY, TINY_CLASSES, make_tiny_entry
+from tests.helpers import TINY, TINY_CLASSES, make_tiny_entry
 from tests.openmmlab_checkpoints import write_mmcv_checkpoint, write_mmengine_checkpoint
 
 

@@ -1,4 +1,5 @@
-"""The confusion-matrix metric against an independent numpy transcription of spec §6."""
+"""The confusion-matrix metric against an independent numpy transcription of the rules of
+docs/FAITHFULNESS.md#metrics."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from isaseg_cli.engine.infer.segmenter import resolve_test_spec
 from isaseg_cli.engine.published import compare_with_published
 from isaseg_cli.zoo.spec import PublishedSpec, WeightsSpec
-from tests.conftest import make_tiny_cityscapes_entry
+from tests.helpers import make_tiny_cityscapes_entry
 
 FIGURES = PublishedSpec(miou=70.0, miou_ms_flip=72.5, train_mem_gb=1.0, inference_ms=1.0, fps=1.0)
 

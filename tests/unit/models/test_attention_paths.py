@@ -7,8 +7,6 @@ against the regrouping reference, at sizes that need padding, in eval and in tra
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -29,16 +27,26 @@ def _head(dropout: float = 0.1) -> ISAHead:
 
 
 def _configure(head: ISAHead, attention: str, fast_interlace: bool) -> ISAHead:
-    head.fast_interlace = fast_interlace
-    head.global_relation.attention = attention
-    head.local_relation.attention = attention
-    return head
+    """``head``'s weights in a head built with the given execution choices."""
+    dropout = head.dropout.p if isinstance(head.dropout, nn.Dropout2d) else 0.0
+    options = {"attention": attention, "fast_interlace": fast_interlace}
+    built = ISAHead(16, 24, 8, 3, feature_index=0, dropout=dropout, **options)
+    built.load_state_dict(head.state_dict())
+    return built.train(head.training)
 
 
 def test_defaults_are_the_reference_path() -> None:
     head = _head()
     assert head.fast_interlace is False
     assert head.global_relation.attention == head.local_relation.attention == "matmul"
+    fast = _configure(head, "sdpa", fast_interlace=True)
+    assert fast.fast_interlace is True
+    assert fast.global_relation.attention == fast.local_relation.attention == "sdpa"
+
+
+def test_an_unknown_attention_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="attention"):
+        SelfAttentionBlock(12, 4, attention="flash")
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 64])
@@ -48,8 +56,8 @@ def test_sdpa_matches_matmul_with_a_wider_value(tokens: int) -> None:
     query, key = torch.randn(3, tokens, 4), torch.randn(3, tokens, 4)
     value = torch.randn(3, tokens, 12)  # value width 12 != key width 4, as 512 vs 256 in ISA
     reference = block.attend(query, key, value)
-    block.attention = "sdpa"
-    assert torch.allclose(block.attend(query, key, value), reference, atol=1e-6)
+    fused = SelfAttentionBlock(12, 4, attention="sdpa").eval()
+    assert torch.allclose(fused.attend(query, key, value), reference, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -60,12 +68,12 @@ def test_fast_paths_match_the_reference_in_eval(size, attention, channels_last) 
     feature = torch.randn(2, 16, *size)
     with torch.no_grad():
         reference = head([feature])
-        fast = _configure(copy.deepcopy(head), attention, fast_interlace=True)
+        fast = _configure(head, attention, fast_interlace=True)
         if channels_last:
             fast = fast.to(memory_format=torch.channels_last)
             feature = feature.contiguous(memory_format=torch.channels_last)
         ours = fast([feature])
-        regrouped_sdpa = _configure(copy.deepcopy(head), attention, fast_interlace=False)([feature])
+        regrouped_sdpa = _configure(head, attention, fast_interlace=False)([feature])
     assert ours.shape == reference.shape
     assert torch.allclose(ours, reference, atol=1e-5)
     assert torch.allclose(regrouped_sdpa, reference, atol=1e-5)
@@ -74,7 +82,7 @@ def test_fast_paths_match_the_reference_in_eval(size, attention, channels_last) 
 def test_fast_interlace_matches_in_training_mode() -> None:
     """The projections' BN statistics cover the same pixels (padding included) in both layouts."""
     reference = _head(dropout=0.0).train()
-    fast = _configure(copy.deepcopy(reference), "sdpa", fast_interlace=True)
+    fast = _configure(reference, "sdpa", fast_interlace=True)
     feature = torch.randn(2, 16, 21, 19)
     ours, theirs = fast([feature]), reference([feature])
     assert torch.allclose(ours, theirs, atol=1e-5)
@@ -94,5 +102,5 @@ def test_fast_interlace_matches_in_training_mode() -> None:
 
 def test_state_dict_keys_do_not_depend_on_the_path() -> None:
     head = _head()
-    fast = _configure(copy.deepcopy(head), "sdpa", fast_interlace=True)
+    fast = _configure(head, "sdpa", fast_interlace=True)
     assert list(fast.state_dict()) == list(head.state_dict())

@@ -21,8 +21,12 @@ from isaseg_cli.models.fuse import (
     fuse_conv_relu,
     to_channels_last,
 )
-from tests.conftest import TINY, tiny_model_spec
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+    tiny_model_spec,
+)
 
 
 def _fixture_model() -> nn.Module:

@@ -45,16 +45,16 @@ def test_bilinear_resize_computes_in_float32_under_autocast() -> None:
 
 
 def test_a_segmentor_trains_the_same_with_the_matmul_resize() -> None:
-    import copy
-
     from isaseg_cli.engine.train.loss import segmentation_losses
     from isaseg_cli.models.build import build_model
-    from tests.conftest import tiny_model_spec
+    from isaseg_cli.models.execution import ExecutionSpec
+    from tests.helpers import tiny_model_spec
 
     torch.manual_seed(0)
     reference = build_model(tiny_model_spec()).train()
-    ours = copy.deepcopy(reference)
-    ours.matmul_resize = True
+    ours = build_model(tiny_model_spec(), execution=ExecutionSpec(matmul_resize=True)).train()
+    ours.load_state_dict(reference.state_dict())
+    assert ours.matmul_resize and not reference.matmul_resize
     images, labels = torch.randn(2, 3, 40, 56), torch.randint(0, 5, (2, 40, 56))
     losses = []
     for model in (reference, ours):

@@ -9,7 +9,7 @@ import torch
 
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import BackboneSpec, ModelSpec
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 KEYS = FIXTURES / "keys"
 
@@ -36,7 +36,7 @@ def test_published_architecture_keys(depth: int, num_classes: int) -> None:
 
 
 def test_tiny_fixture_keys_and_order() -> None:
-    from tests.conftest import TINY, tiny_model_spec
+    from tests.helpers import TINY, tiny_model_spec
 
     reference = torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"]
     model = build_model(tiny_model_spec())

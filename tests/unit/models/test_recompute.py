@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
@@ -12,15 +11,17 @@ from torch import nn
 from isaseg_cli.engine.train.loss import segmentation_losses
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
+from isaseg_cli.models.execution import ExecutionSpec
 from isaseg_cli.models.recompute import recomputed_tail
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 
-def _bottleneck_model() -> nn.Module:
+def _bottleneck_model(recompute: bool = False) -> nn.Module:
+    """The same seeded weights with and without recomputed tails (built with the choice)."""
     spec = tiny_model_spec()
     spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=50))
     torch.manual_seed(0)
-    return build_model(spec).train()
+    return build_model(spec, execution=ExecutionSpec(recompute_tail=recompute)).train()
 
 
 def _step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -31,12 +32,10 @@ def _step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch
 
 
 def test_recomputed_tails_give_identical_gradients_and_statistics() -> None:
-    plain = _bottleneck_model()
-    lean = copy.deepcopy(plain)
+    plain, lean = _bottleneck_model(), _bottleneck_model(recompute=True)
     blocks = [m for m in lean.modules() if isinstance(m, Bottleneck)]
-    assert len(blocks) == 16
-    for block in blocks:
-        block.recompute_tail = True
+    assert len(blocks) == 16 and all(block.recompute_tail for block in blocks)
+    assert not any(m.recompute_tail for m in plain.modules() if isinstance(m, Bottleneck))
     images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     labels = torch.randint(0, 5, (2, 64, 96), generator=torch.Generator().manual_seed(3))
     for _ in range(2):  # the second step starts from statistics the first one updated
@@ -51,10 +50,7 @@ def test_recomputed_tails_give_identical_gradients_and_statistics() -> None:
 
 
 def test_tails_are_not_recomputed_in_eval_or_without_gradients() -> None:
-    model = _bottleneck_model()
-    for block in model.modules():
-        if isinstance(block, Bottleneck):
-            block.recompute_tail = True
+    model = _bottleneck_model(recompute=True)
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         model.eval()
@@ -80,11 +76,7 @@ def _saved_bytes(model: nn.Module, images: torch.Tensor) -> int:
 
 
 def test_recomputed_tails_keep_fewer_activations() -> None:
-    plain = _bottleneck_model()
-    lean = copy.deepcopy(plain)
-    for block in lean.modules():
-        if isinstance(block, Bottleneck):
-            block.recompute_tail = True
+    plain, lean = _bottleneck_model(), _bottleneck_model(recompute=True)
     images = torch.randn(2, 3, 64, 96)
     ours, theirs = _saved_bytes(lean, images), _saved_bytes(plain, images)
     assert ours < 0.8 * theirs, (ours, theirs)
@@ -95,3 +87,10 @@ def test_the_recomputed_tail_refuses_sync_batchnorm() -> None:
     block.bn2 = nn.SyncBatchNorm(block.bn2.num_features)
     with pytest.raises(ValueError, match="SyncBatchNorm"):
         recomputed_tail(block, torch.randn(1, 4, 8, 8), torch.randn(1, 16, 8, 8))
+
+
+def test_build_model_refuses_recomputed_tails_with_sync_batchnorm() -> None:
+    spec = tiny_model_spec()
+    spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=50))
+    with pytest.raises(ValueError, match="SyncBatchNorm"):
+        build_model(spec, sync_bn=True, execution=ExecutionSpec(recompute_tail=True))

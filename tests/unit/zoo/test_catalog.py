@@ -15,7 +15,6 @@ from isaseg_cli.zoo.catalog import (
     load_zoo,
     parse_zoo,
     resolve_entry,
-    resolve_pretrained,
     zoo_path,
 )
 from isaseg_cli.zoo.classes import dataset_meta
@@ -132,10 +131,10 @@ def test_unknown_name_suggests_close_ones() -> None:
 
 
 def test_pretrained_backbones_resolve() -> None:
-    weights = resolve_pretrained("resnet101_v1c")
+    weights = ZOO.resolve_pretrained("resnet101_v1c")
     assert weights.filename == "resnet101_v1c-e67eebb6.pth" and weights.sha256 == "e67eebb6"
     with pytest.raises(ZooLookupError, match="closest: resnet50_v1c"):
-        resolve_pretrained("resnet50")
+        ZOO.resolve_pretrained("resnet50")
 
 
 def _first(data: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from isaseg_cli.engine.infer.backends import check_backend_options, load_exporte
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ExportError, InputError, MissingExtraError
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import TINY
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import TINY, assert_close_to_reference, assert_masks_match_except_ties
 
 pytest.importorskip("onnxruntime")
 SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))

@@ -9,13 +9,14 @@ import dataclasses
 import pytest
 import torch
 
-from isaseg_cli.engine.infer.cuda_graphs import graph_training_forward
-from isaseg_cli.engine.infer.fast import prepare_for_training
+from isaseg_cli.engine.infer.cuda_graphs import GraphedTraining
+from isaseg_cli.engine.infer.fast import FastOptions, optimize_for_inference, resolve_fast_settings
+from isaseg_cli.engine.train.fast_path import resolve_training_path
 from isaseg_cli.engine.train.fit import train_one_iter
 from isaseg_cli.engine.train.optim import build_optimizer
 from isaseg_cli.models.backbone import Bottleneck
 from isaseg_cli.models.build import build_model
-from tests.conftest import make_tiny_entry, tiny_model_spec
+from tests.helpers import make_tiny_entry, tiny_model_spec
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,14 +37,15 @@ def _fast_model(entry, recompute: bool) -> torch.nn.Module:
     are chaotic (channels-last alone moved them by 5 % on the CPU, and other kernels' rounding
     by 0.2 to 4 % on the H200), so the last BN of each block starts at 0.1, as in a trained
     network (then channels-last moves them by 1e-5 on the CPU)."""
+    path = resolve_training_path(CUDA, recompute=recompute)
+    assert path.execution.recompute_tail == recompute and path.channels_last
     torch.manual_seed(0)
-    model = build_model(entry.model).to(CUDA).train()
+    model = build_model(entry.model, execution=path.execution)
+    model = model.to(CUDA, memory_format=torch.channels_last).train()
     with torch.no_grad():
         for block in model.modules():
             if isinstance(block, Bottleneck):
                 block.bn3.weight.fill_(0.1)
-    applied = prepare_for_training(model, CUDA, recompute=recompute)
-    assert applied["recompute"] == recompute and applied["channels_last"]
     for module in model.modules():  # dropout draws would differ between the two runs
         if isinstance(module, torch.nn.Dropout2d):
             module.p = 0.0
@@ -61,11 +63,13 @@ def _batches():
     ]
 
 
-def _step(model, entry, images, labels, precision: str) -> tuple[float, dict]:
-    """One SGD step; the loss and the gradients it applied (lr 0: weights stay put)."""
+def _step(net, entry, images, labels, precision: str) -> tuple[float, dict]:
+    """One SGD step of ``net`` (a model, or a ``GraphedTraining`` of one); the loss and the
+    gradients it applied to the model (lr 0: weights stay put)."""
+    model = net.model if isinstance(net, GraphedTraining) else net
     optimizer = build_optimizer(model, dataclasses.replace(entry.train, lr=0.0))
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loss = train_one_iter(model, images, labels, optimizer, scaler, entry, CUDA, precision)
+    loss = train_one_iter(net, images, labels, optimizer, scaler, entry, CUDA, precision)
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()}
     return loss["total"].item(), grads
 
@@ -81,9 +85,10 @@ def test_graphed_step_equals_the_eager_step(precision: str) -> None:
     two different batches (the second replays the graph on new data), and the BatchNorm
     statistics recorded once per step, not during the graphs' warm-up runs."""
     entry = _bottleneck_entry()
-    eager, graphed = _fast_model(entry, True), _fast_model(entry, True)
+    eager, model = _fast_model(entry, True), _fast_model(entry, True)
     batches = _batches()
-    graph_training_forward(graphed, batches[0][0].clone(), precision)
+    graphed = GraphedTraining(model, batches[0][0].clone(), precision)
+    assert list(graphed.state_dict()) == ["model." + k for k in model.state_dict()]
     # The same kernels on both sides, up to cuDNN's choices (TF32 convolutions in fp32).
     tolerance = 2e-3 if precision == "fp32" else 2e-2
     for images, labels in batches:
@@ -91,7 +96,7 @@ def test_graphed_step_equals_the_eager_step(precision: str) -> None:
         reference_loss, reference_grads = _step(eager, entry, images, labels, precision)
         assert loss == pytest.approx(reference_loss, rel=tolerance)
         assert _relative(grads, reference_grads) <= tolerance
-    pairs = zip(graphed.named_buffers(), eager.buffers(), strict=True)
+    pairs = zip(model.named_buffers(), eager.buffers(), strict=True)
     for (name, ours), theirs in pairs:
         if name.endswith("num_batches_tracked"):
             assert ours.item() == theirs.item() == 2, name
@@ -115,13 +120,18 @@ def test_recomputed_tails_give_the_same_gradients_on_the_gpu(monkeypatch) -> Non
     assert _relative(grads, reference_grads) <= 1e-3
 
 
+def _fast_inference(spec, model, **options) -> torch.nn.Module:
+    settings = resolve_fast_settings(CUDA, FastOptions(precision="bf16", **options))
+    return optimize_for_inference(model, spec, settings)
+
+
 def test_every_conv_runs_fused_on_the_gpu() -> None:
-    from isaseg_cli.engine.infer.fast import optimize_for_inference
     from isaseg_cli.models.fuse import ConvReLU
 
     torch.manual_seed(0)
-    model = build_model(_bottleneck_entry().model, with_aux=False).to(CUDA).eval()
-    fast = optimize_for_inference(model, device=CUDA, precision="bf16")
+    spec = _bottleneck_entry().model
+    model = build_model(spec, with_aux=False).to(CUDA).eval()
+    fast = _fast_inference(spec, model)
     images = torch.randn(1, 3, 96, 160, device=CUDA)
     with torch.no_grad():
         fast(images)
@@ -130,12 +140,11 @@ def test_every_conv_runs_fused_on_the_gpu() -> None:
 
 
 def test_graphed_inference_returns_what_the_eager_fast_path_returns() -> None:
-    from isaseg_cli.engine.infer.fast import optimize_for_inference
-
     torch.manual_seed(0)
-    model = build_model(_bottleneck_entry().model, with_aux=False).to(CUDA).eval()
-    graphed = optimize_for_inference(model, device=CUDA, precision="bf16")
-    eager = optimize_for_inference(model, device=CUDA, precision="bf16", cuda_graphs=False)
+    spec = _bottleneck_entry().model
+    model = build_model(spec, with_aux=False).to(CUDA).eval()
+    graphed = _fast_inference(spec, model)
+    eager = _fast_inference(spec, model, cuda_graphs=False)
     assert graphed.graphed is not None and eager.graphed is None
     generator = torch.Generator().manual_seed(3)
     shapes = [(1, 3, 96, 160)] * 4 + [(2, 3, 64, 64)] * 3  # capture at the 2nd call of each

@@ -9,31 +9,50 @@ import numpy as np
 import pytest
 import torch
 
-from isaseg_cli.bench.benchmark import mask_agreement, random_model
+from isaseg_cli.bench.inference import mask_agreement
 from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.engine.infer.fast import (
+    FastOptions,
     FastSettings,
     InferenceSegmentor,
-    apply_fast_settings,
     optimize_for_inference,
     recommended_window_batch,
     resolve_fast_settings,
 )
 from isaseg_cli.engine.infer.pipeline import infer_scores
+from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.build import build_model
+from isaseg_cli.models.fuse import ConvReLU
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import TINY, tiny_model_spec
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+    tiny_model_spec,
+)
 
 CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
 SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
+SPEC = tiny_model_spec()
+
+
+def _fast(model, spec=SPEC, device=CPU, **options) -> torch.nn.Module:
+    """``optimize_for_inference`` with ``options`` resolved for ``device``."""
+    return optimize_for_inference(
+        model, spec, resolve_fast_settings(device, FastOptions(**options))
+    )
+
+
+def _resolve(device: torch.device, precision: str = "fp32", **options) -> FastSettings:
+    return resolve_fast_settings(device, FastOptions(precision=precision, **options))
 
 
 @pytest.fixture(scope="module")
 def fixture_model() -> torch.nn.Module:
-    model = build_model(tiny_model_spec())
+    model = build_model(SPEC)
     model.load_state_dict(torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"])
     return model.eval()
 
@@ -44,7 +63,7 @@ def image() -> np.ndarray:
 
 
 def test_cpu_float32_default_is_the_model_itself(fixture_model) -> None:
-    assert optimize_for_inference(fixture_model, device="cpu") is fixture_model
+    assert _fast(fixture_model) is fixture_model
 
 
 # Mask agreement with float32 depends on how well-conditioned the network is, not only on the
@@ -69,9 +88,9 @@ def _autocast_scores(model, image, test, precision) -> torch.Tensor:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_masks_agree_on_the_fixture(fixture_model, image, test, precision):
     reference = infer_scores(fixture_model, image, test)
-    # Through apply_fast_settings: the CLI refuses fp16 on a CPU (it is slow there), not its maths.
-    settings = _with_precision(resolve_fast_settings(CPU, "bf16"), precision)
-    fast = apply_fast_settings(fixture_model, settings)
+    # Resolved for bf16: the CLI refuses fp16 on a CPU (it is slow there), not its maths.
+    settings = _with_precision(_resolve(CPU, "bf16"), precision)
+    fast = optimize_for_inference(fixture_model, SPEC, settings)
     assert fast.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     scores = infer_scores(fast, image, test)
     assert scores.dtype == torch.float32 and scores.shape == reference.shape
@@ -86,9 +105,7 @@ def _with_precision(settings: FastSettings, precision: str) -> FastSettings:
 
 
 def test_explicit_float32_fast_path_keeps_masks(fixture_model, image, expected) -> None:
-    fast = optimize_for_inference(
-        fixture_model, device="cpu", fuse_bn=True, channels_last=True, attention="sdpa"
-    )
+    fast = _fast(fixture_model, fuse_bn=True, channels_last=True, attention="sdpa")
     assert isinstance(fast, InferenceSegmentor) and fast.settings.fuse_bn
     scores = infer_scores(fast, image, TestSpec())
     # Reordered float32 rounding (folded BN, channels-last, SDPA) on the fixture's sensitive
@@ -99,9 +116,11 @@ def test_explicit_float32_fast_path_keeps_masks(fixture_model, image, expected) 
     )
 
 
+R50 = resolve_entry("isanet_r50-d8_4xb2-80k_cityscapes-512x1024").model
+
+
 def _r50_and_images(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
-    entry = resolve_entry("isanet_r50-d8_4xb2-80k_cityscapes-512x1024")
-    model = random_model(entry.model, device)  # calibrated BN, trained-like residual gains
+    model = random_model(R50, device)  # calibrated BN, trained-like residual gains
     images = torch.randn(1, 3, 128, 256, generator=torch.Generator().manual_seed(5))
     return model, images.to(device)
 
@@ -114,7 +133,7 @@ def test_random_weight_full_size_r50_masks_agree_in_bf16() -> None:
     with torch.no_grad():
         reference = model(images)["out"]
         assert reference.argmax(1).unique().numel() > 3  # the logits are not degenerate
-        bf16 = optimize_for_inference(model, device="cpu", precision="bf16")
+        bf16 = _fast(model, R50, precision="bf16")
         ours = mask_agreement(bf16(images)["out"], reference)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = mask_agreement(model(images)["out"].float(), reference)
@@ -125,11 +144,10 @@ def test_random_weight_full_size_r50_masks_agree_in_bf16() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_random_weight_full_size_r50_masks_agree_on_gpu(precision: str) -> None:
-    cuda = torch.device("cuda")
-    model, images = _r50_and_images(cuda)
+    model, images = _r50_and_images(CUDA)
     with torch.no_grad():
         reference = model(images)["out"]
-        fast = optimize_for_inference(model, device=cuda, precision=precision)
+        fast = _fast(model, R50, CUDA, precision=precision)
         ours = mask_agreement(fast(images)["out"], reference)
         with torch.autocast("cuda", dtype=fast.dtype):
             autocast = mask_agreement(model(images)["out"].float(), reference)
@@ -137,7 +155,7 @@ def test_random_weight_full_size_r50_masks_agree_on_gpu(precision: str) -> None:
 
 
 def test_automatic_settings_per_device() -> None:
-    cuda = resolve_fast_settings(torch.device("cuda"), "bf16")
+    cuda = _resolve(CUDA, "bf16")
     assert (cuda.fuse_bn, cuda.fuse_relu, cuda.channels_last, cuda.attention) == (
         True,
         True,
@@ -145,8 +163,8 @@ def test_automatic_settings_per_device() -> None:
         "sdpa",
     )
     # Inductor fuses the epilogues itself and cannot trace cuDNN's fused operators.
-    assert not resolve_fast_settings(torch.device("cuda"), "bf16", compile=True).fuse_relu
-    cpu = resolve_fast_settings(CPU, "bf16")
+    assert not _resolve(CUDA, "bf16", compile=True).fuse_relu
+    cpu = _resolve(CPU, "bf16")
     assert (cpu.fuse_bn, cpu.fuse_relu, cpu.channels_last, cpu.attention) == (
         True,
         False,
@@ -154,17 +172,24 @@ def test_automatic_settings_per_device() -> None:
         "matmul",
     )
     with pytest.raises(InputError, match="fused conv"):
-        resolve_fast_settings(CPU, "bf16", fuse_relu=True, compile=True)
+        _resolve(CPU, "bf16", fuse_relu=True, compile=True)
     with pytest.raises(InputError, match="fused conv"):
-        resolve_fast_settings(CPU, "fp32", fuse_bn=False, fuse_relu=True)
-    assert resolve_fast_settings(CPU, "fp32").is_noop
-    assert not resolve_fast_settings(CPU, "fp32", fuse_bn=True).is_noop
+        _resolve(CPU, "fp32", fuse_bn=False, fuse_relu=True)
+    assert _resolve(CPU, "fp32").is_noop
+    assert not _resolve(CPU, "fp32", fuse_bn=True).is_noop
     with pytest.raises(InputError, match="fp16"):
-        resolve_fast_settings(CPU, "fp16")
+        _resolve(CPU, "fp16")
     with pytest.raises(InputError, match="attention"):
-        resolve_fast_settings(CPU, "bf16", attention="flash")
+        _resolve(CPU, "bf16", attention="flash")
     with pytest.raises(InputError, match="compile mode"):
-        resolve_fast_settings(CPU, "bf16", compile=True, compile_mode="fastest")
+        _resolve(CPU, "bf16", compile=True, compile_mode="fastest")
+    # CUDA graphs: automatic on CUDA unless compiling, refused where they cannot run.
+    assert cuda.cuda_graphs and not _resolve(CUDA, "bf16", compile=True).cuda_graphs
+    assert not cpu.cuda_graphs
+    with pytest.raises(InputError, match="CUDA graphs need a CUDA device"):
+        _resolve(CPU, "bf16", cuda_graphs=True)
+    with pytest.raises(InputError, match="no --compile"):
+        _resolve(CUDA, "bf16", cuda_graphs=True, compile=True)
 
 
 def test_window_batch_recommendation() -> None:
@@ -176,10 +201,41 @@ def test_window_batch_recommendation() -> None:
 
 
 def test_inference_segmentor_returns_float32_at_input_size(fixture_model) -> None:
-    fast = optimize_for_inference(fixture_model, device="cpu", precision="bf16")
+    fast = _fast(fixture_model, precision="bf16")
     with torch.no_grad():
         outputs = fast(torch.randn(2, 3, 45, 61))
     assert list(outputs) == ["out"]
     assert outputs["out"].dtype == torch.float32 and outputs["out"].shape == (2, 5, 45, 61)
     # The source model is untouched (a copy was prepared).
     assert next(fixture_model.parameters()).dtype == torch.float32
+
+
+def test_the_fast_model_is_rebuilt_with_its_execution_choices(fixture_model) -> None:
+    """Built with the fast ExecutionSpec (not the plain model reconfigured), holding the plain
+    model's weights (before folding), while the plain model keeps the reference path."""
+    before = {k: v.clone() for k, v in fixture_model.state_dict().items()}
+    fast = _fast(fixture_model, fuse_bn=False, channels_last=False, attention="sdpa")
+    assert isinstance(fast, InferenceSegmentor) and fast.auxiliary_head is None
+    head = fast.decode_head
+    assert head.fast_interlace and head.global_relation.attention == "sdpa"
+    assert fast.decode_head is not fixture_model.decode_head
+    plain_head = fixture_model.decode_head
+    assert not plain_head.fast_interlace and plain_head.global_relation.attention == "matmul"
+    weights = fast.state_dict()
+    for name, value in before.items():
+        if not name.startswith("auxiliary_head."):
+            assert torch.equal(weights[name], value), name
+        assert torch.equal(fixture_model.state_dict()[name], value), name
+
+
+def test_fused_conv_relu_rewrites_the_rebuilt_copy_only(fixture_model) -> None:
+    fast = _fast(fixture_model, precision="fp32", fuse_bn=True, fuse_relu=True)
+    assert any(isinstance(m, ConvReLU) for m in fast.modules())
+    assert not any(isinstance(m, ConvReLU) for m in fixture_model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fixture_model.modules())
+
+
+def test_optimizing_leaves_the_process_flags_alone(fixture_model, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    _fast(fixture_model, precision="bf16")
+    assert torch.backends.cudnn.benchmark is False

@@ -14,8 +14,6 @@ the same on every CPU for one OpenCV version), and the integer window and view g
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -33,25 +31,15 @@ from isaseg_cli.engine.infer.pipeline import (
     ms_flip_views,
     slide_windows,
 )
-from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import TINY, tiny_model_spec
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+    tiny_reference_model,
+)
 
 SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
-
-
-def _model(align_corners: bool = False, dropout: float | None = None, train: bool = False):
-    spec = tiny_model_spec(align_corners=align_corners)
-    if dropout is not None:
-        spec = dataclasses.replace(
-            spec,
-            head=dataclasses.replace(spec.head, dropout=dropout),
-            aux_head=dataclasses.replace(spec.aux_head, dropout=dropout),
-        )
-    model = build_model(spec)
-    model.load_state_dict(torch.load(TINY / "checkpoint.pth", weights_only=True)["state_dict"])
-    return model.train(train)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +52,7 @@ def test_normalised_input_is_identical(image, expected) -> None:
 
 
 def test_backbone_and_head_outputs(expected) -> None:
-    model = _model().eval()
+    model = tiny_reference_model().eval()
     with torch.no_grad():
         features = model.backbone(torch.from_numpy(expected["input"]))
         for index, feature in enumerate(features):
@@ -78,7 +66,7 @@ def test_backbone_and_head_outputs(expected) -> None:
 def test_whole_and_slide_logits_and_masks(image, expected, mode, align_corners) -> None:
     test = SLIDE if mode == "slide" else TestSpec()
     suffix = "_align_corners" if align_corners else ""
-    scores = infer_scores(_model(align_corners).eval(), image, test)
+    scores = infer_scores(tiny_reference_model(align_corners).eval(), image, test)
     assert_close_to_reference(scores, expected[f"{mode}_logits{suffix}"])
     assert_masks_match_except_ties(
         scores.argmax(1), expected[f"{mode}_pred{suffix}"], expected[f"{mode}_logits{suffix}"]
@@ -100,13 +88,16 @@ def test_ms_flip_views_follow_the_1x_rule_for_the_fixture(image, expected) -> No
 
 
 def test_ms_flip_merge_matches_reference(image, expected) -> None:
-    probs = infer_scores(_model().eval(), image, TestSpec(ms_rule="image"), ms_flip=True)
+    probs = infer_scores(
+        tiny_reference_model().eval(), image, TestSpec(ms_rule="image"), ms_flip=True
+    )
     assert_close_to_reference(probs, expected["tta_prob"])
     assert_masks_match_except_ties(probs.argmax(1), expected["tta_pred"], expected["tta_prob"])
 
 
 def test_ms_flip_views_published_0x_rule() -> None:
-    """Spec §3.7: ratios scale the test scale, then the image is fitted keep-ratio."""
+    """Ratios scale the test scale, then the image is fitted keep-ratio
+    (FAITHFULNESS.md#multi-scale-and-flip-views)."""
     voc = TestSpec(scale=(2048, 512))
     sizes = [size for size, flip in ms_flip_views(500, 375, voc) if not flip]
     assert sizes == [(341, 256), (512, 384), (683, 512), (853, 640), (1024, 768), (1195, 896)]
@@ -116,7 +107,7 @@ def test_ms_flip_views_published_0x_rule() -> None:
 
 
 def test_cityscapes_test_pipeline(image, expected) -> None:
-    scores = infer_scores(_model().eval(), image, TestSpec(scale=(2048, 1024)))
+    scores = infer_scores(tiny_reference_model().eval(), image, TestSpec(scale=(2048, 1024)))
     assert_close_to_reference(scores, expected["pipeline_cityscapes_logits"])
     assert_masks_match_except_ties(
         scores.argmax(1),
@@ -130,7 +121,7 @@ def test_cityscapes_test_pipeline(image, expected) -> None:
 def test_odd_sizes_run_in_every_mode(size, mode) -> None:
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     test = SLIDE if mode == "slide" else TestSpec(ms_rule="image")
-    scores = infer_scores(_model().eval(), image, test, ms_flip=mode == "ms_flip")
+    scores = infer_scores(tiny_reference_model().eval(), image, test, ms_flip=mode == "ms_flip")
     assert scores.shape == (1, 5, *size)
     assert torch.isfinite(scores).all()
 
@@ -138,7 +129,7 @@ def test_odd_sizes_run_in_every_mode(size, mode) -> None:
 def test_each_ms_flip_view_matches_reference(image, expected) -> None:
     """Each view's logits after flipping back and resizing to the image (mmseg's post-process),
     compared as one array, as the fixture measures them."""
-    model = _model().eval()
+    model = tiny_reference_model().eval()
     views = ms_flip_views(141, 97, TestSpec(ms_rule="image"))
     logits_per_view = []
     with torch.no_grad():

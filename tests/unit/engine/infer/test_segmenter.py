@@ -18,7 +18,7 @@ from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo import spec
-from tests.conftest import make_tiny_entry
+from tests.helpers import make_tiny_entry
 
 SLIDE_64 = spec.TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
 

@@ -17,7 +17,7 @@ from isaseg_cli.errors import DatasetNotFoundError, InputError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.classes import DATASETS
 from isaseg_cli.zoo.spec import DataSpec, TestSpec, TrainSpec, ZooEntry
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,10 +4,14 @@ shared tolerance rule of tests.helpers."""
 from __future__ import annotations
 
 import torch
-from tests.unit.engine.infer.test_pipeline_parity import _model
 
 from isaseg_cli.engine.train.loss import cross_entropy, pixel_accuracy, segmentation_losses
-from tests.helpers import assert_close_to_reference, reference_tolerance, top2_margin
+from tests.helpers import (
+    assert_close_to_reference,
+    reference_tolerance,
+    tiny_reference_model,
+    top2_margin,
+)
 
 
 def _accuracy_slack(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -19,7 +23,7 @@ def _accuracy_slack(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def test_fixture_training_step(expected) -> None:
-    model = _model(dropout=0.0, train=True)
+    model = tiny_reference_model(dropout=0.0, train=True)
     images = torch.from_numpy(expected["input"])
     labels = torch.from_numpy(expected["train_label"])[None]
     outputs = model(images)

@@ -17,7 +17,7 @@ from isaseg_cli.engine.train.pretrained import (
 from isaseg_cli.errors import CheckpointError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.zoo.spec import HeadSpec
-from tests.conftest import tiny_model_spec
+from tests.helpers import tiny_model_spec
 
 
 def imagenet_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
