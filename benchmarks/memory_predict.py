@@ -7,6 +7,9 @@ the same segmentation in-process (--cuda-inprocess).
 
     python benchmarks/memory_predict.py --work /tmp/mem --runs tile:10000x10000 slide:1025x2049
 
+With --cheap, the tiny test architecture with the same 19 classes stands in for R-50-D8 (the band
+of logits is the same, the compute a fraction), to measure how memory grows with the image.
+
 A run is MODE:HxW with MODE whole, slide (the full-canvas slide, 769x769 windows every 513) or
 tile (--tile 769x769, stride 513x513). All runs use R-50-D8 Cityscapes with random weights at
 native scale. Results are appended as JSON lines to WORK/results.jsonl and printed as a table.
@@ -53,6 +56,25 @@ def write_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, {"meta": meta, "state_dict": model_state_dict(model)})
 
 
+def write_cheap_checkpoint(path: Path) -> Path:
+    """The test suite's tiny architecture with the 19 Cityscapes classes and random weights: the
+    same band of K logits as R-50 at a fraction of the compute, to measure how memory grows with
+    the image's height (run from the repository root: it uses tests/helpers.py)."""
+    import torch
+
+    from isaseg_cli.engine.checkpoint import build_meta, model_state_dict, save_checkpoint
+    from isaseg_cli.engine.random_weights import random_model
+    from isaseg_cli.zoo.classes import CITYSCAPES
+    from tests.helpers import make_tiny_entry
+
+    if path.is_file():
+        return path
+    entry = make_tiny_entry(num_classes=19, classes=CITYSCAPES.classes)
+    model = random_model(entry.model, torch.device("cpu"), with_aux=True)
+    meta = build_meta(entry, CITYSCAPES.classes, CITYSCAPES.palette)
+    return save_checkpoint(path, {"meta": meta, "state_dict": model_state_dict(model)})
+
+
 def write_image(path: Path, height: int, width: int) -> Path:
     """A smooth gradient with mild noise (compresses well, so the PNG bytes stay small), built
     row band by row band."""
@@ -71,9 +93,11 @@ def write_image(path: Path, height: int, width: int) -> Path:
     return path
 
 
-def measure(mode: str, height: int, width: int, work: Path, device: str) -> dict:
+def measure(
+    mode: str, height: int, width: int, work: Path, device: str, checkpoint: Path | None = None
+) -> dict:
     """One `isaseg predict` process: its peak RSS (kernel rusage) and wall time."""
-    checkpoint = write_checkpoint(work / "r50-random.pth")
+    checkpoint = checkpoint or write_checkpoint(work / "r50-random.pth")
     image = write_image(work / f"image_{height}x{width}.png", height, width)
     out = work / f"mask_{mode}_{height}x{width}.png"
     argv = [sys.executable, "-m", "isaseg_cli", "predict", str(image), "--out", str(out)]
@@ -88,6 +112,7 @@ def measure(mode: str, height: int, width: int, work: Path, device: str) -> dict
         "height": height,
         "width": width,
         "device": device,
+        "checkpoint": checkpoint.name,
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
         "seconds": round(time.perf_counter() - start, 1),
         "exit": os.waitstatus_to_exitcode(status),
@@ -135,15 +160,22 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", required=True, metavar="MODE:HxW")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cuda-inprocess", action="store_true")
+    parser.add_argument(
+        "--cheap",
+        action="store_true",
+        help="the tiny test architecture with 19 classes instead of R-50-D8 (how memory grows "
+        "with the image, where R-50 would take hours on a CPU)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    checkpoint = write_cheap_checkpoint(args.work / "tiny19.pth") if args.cheap else None
     for run in args.runs:
         mode, size = run.split(":")
         height, width = (int(side) for side in size.lower().split("x"))
         if args.cuda_inprocess:
             record = cuda_peak(mode, height, width, args.work)
         else:
-            record = measure(mode, height, width, args.work, args.device)
+            record = measure(mode, height, width, args.work, args.device, checkpoint)
         with open(args.work / "results.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
