@@ -50,8 +50,15 @@ def status(message: str) -> None:
 
 
 def is_main_process() -> bool:
-    """Only rank 0 of a torchrun job draws bars and tables."""
-    return os.environ.get("RANK", "0") == "0"
+    """Only rank 0 of a torchrun job draws bars and tables.
+
+    Commands ask before (or without) importing torch, so this reads ``RANK`` itself, by the rule
+    of ``engine.distributed.dist_info``; a malformed value is that function's error to report.
+    """
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
 
 
 def table(
@@ -212,3 +219,19 @@ def _figure(value: Any) -> str:
 def event_sink(update: Callable[..., None]) -> Callable[[Any], None]:
     """Adapts ``progress_bars``' update function to the engine's ``ProgressEvent`` callback."""
     return lambda event: update(event.task, event.completed, event.total, **event.info)
+
+
+def download_sink(
+    update: Callable[..., None], *, label: str = "download weights", megabytes: bool = False
+) -> Callable[[int, int | None], None]:
+    """Adapts ``progress_bars``' update function to a download's byte callback.
+
+    A bar appears only once bytes arrive (``progress_bars`` starts on first use), so a cached
+    file draws nothing. ``megabytes`` counts in MB, for bars without the transfer columns.
+    """
+    shift = 20 if megabytes else 0
+
+    def on_download(done: int, total: int | None) -> None:
+        update(label, done >> shift, None if total is None else total >> shift)
+
+    return on_download

@@ -46,11 +46,7 @@ def download_cli(
     jobs = list(dict.fromkeys(_resolve(target, pretrained_only) for target in targets))
     with _render.progress_bars(transfer=True) as update:
         for url, sha256_prefix in jobs:
-            label = url_filename(url)
-
-            def on_progress(done: int, total: int | None, label: str = label) -> None:
-                update(label, done, total)
-
+            on_progress = _render.download_sink(update, label=url_filename(url))
             if _is_local(url):
                 _import(Path(url).expanduser(), force, on_progress)
                 continue

@@ -214,15 +214,11 @@ def _resolve(
     """The zoo entry (or the one stored in the checkpoint) with --set and test overrides."""
     from isaseg_cli.engine.infer.segmenter import resolve_test_spec
     from isaseg_cli.zoo.catalog import resolve_entry
-    from isaseg_cli.zoo.spec import override
+    from isaseg_cli.zoo.spec import override_all
 
     name = model or (None if checkpoint else default_model())
     entry = resolve_entry(name) if name is not None else _entry_in(checkpoint, trust)
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set takes KEY=VALUE, e.g. test.mode=slide, not {item!r}")
-        entry = override(entry, key.strip(), value)
+    entry = override_all(entry, settings, example="test.mode=slide")
     test = resolve_test_spec(
         entry,
         mode=mode,
@@ -269,20 +265,13 @@ def _load(
         check_backend_options(backend, device.type, precision, False)
         return load_backend(backend, entry, checkpoint, trust=trust)
 
-    with contextlib.ExitStack() as stack:
-        bars: list[Any] = []
-
-        def on_download(done: int, total: int | None) -> None:
-            if not bars:
-                bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
-            bars[0]("download weights", done, total)
-
+    with _render.progress_bars(transfer=True) as update:
         return load_model(
             entry,
             checkpoint,
             device=device,
             trust=trust,
-            on_download=on_download,
+            on_download=_render.download_sink(update),
             on_status=_render.status,
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -176,8 +175,17 @@ def predict_cli(
         "scales": parse_ratios(scales),
         "compile": compile_model,
         "on_warning": _render.warn,
-        **_tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence),
     }
+    extra = _tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence)
+    exported = uses_export(backend, checkpoint)
+    if exported and (
+        confidence is not None or any(v not in (None, "top1") for v in extra.values())
+    ):
+        raise InputError(
+            "--tile, --scale, --confidence, --uncertainty and --min-confidence need the PyTorch "
+            "backend (drop --backend or the .onnx file)"
+        )
+    options.update({} if exported else extra)
     if tile is not None and probs is not None:
         raise InputError("--probs holds K x H x W, what --tile avoids: use --confidence")
     plan = plan_predict(
@@ -194,7 +202,7 @@ def predict_cli(
     if json_out is not None:
         check_writable(json_out, "--json-out")
     name = model or (None if checkpoint else default_model())
-    if uses_export(backend, checkpoint):
+    if exported:
         check_exported_options(backend, name, checkpoint, options)
     else:
         _check_model_options(name, fmt, options)
@@ -271,22 +279,16 @@ def _load(
     options: dict[str, Any],
 ) -> Segmenter:
     """The segmenter; a download bar appears only if the weights are really downloaded."""
-    from isaseg_cli.engine.infer.segmenter import Segmenter
-
-    with contextlib.ExitStack() as stack:
-        bars: list[Any] = []
-
-        def on_download(done: int, total: int | None) -> None:
-            if not bars:
-                bars.append(stack.enter_context(_render.progress_bars(transfer=True)))
-            bars[0]("download weights", done, total)
-
+    with _render.progress_bars(transfer=True) as update:
+        on_download = _render.download_sink(update)
         if uses_export(backend, checkpoint):
             from isaseg_cli.export.cache import exported_segmenter
 
             return exported_segmenter(
                 backend, name, checkpoint, trust=trust, on_download=on_download, options=options
             )
+        from isaseg_cli.engine.infer.segmenter import Segmenter  # imports torch: not on that path
+
         if checkpoint is not None:
             return Segmenter.from_checkpoint(checkpoint, name, trust=trust, **options)
         assert name is not None

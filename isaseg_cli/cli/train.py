@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shlex
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +28,6 @@ from isaseg_cli.errors import InputError
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.train.fit import TrainResult
-    from isaseg_cli.zoo.spec import WeightsSpec, ZooEntry
 
 
 def train_cli(
@@ -151,46 +148,45 @@ def train_cli(
     one (--resume or --overwrite). Ctrl-C or SIGTERM loses at most the work since the last
     checkpoint (exit 130, or 143 after SIGTERM); --resume continues bit for bit from there.
     """
-    from isaseg_cli.data.datasets import default_data_root
     from isaseg_cli.engine.train.fit import fit
-    from isaseg_cli.engine.train.state import read_resume_point
+    from isaseg_cli.engine.train.recipe import RecipeChanges, resolve_recipe
+    from isaseg_cli.engine.train.workdir import stop_hint
     from isaseg_cli.report.dataset_check import check_before_run
-    from isaseg_cli.zoo.catalog import resolve_entry
 
     _check_json_out(json_out)
-    if resume:
-        recipe = {"--dataset": dataset, "--classes": classes, "--num-classes": num_classes}
-        recipe |= {"--crop-size": crop_size, "--lr": lr, "--set": settings}
-        recipe |= {"--pretrained": pretrained, "--from": init_from, "--overwrite": overwrite}
-        _refuse_with_resume(recipe)
-        work = work_dir or Path("work_dirs") / resolve_entry(model or default_model()).name
-        point = read_resume_point(work)
-        if model is not None and resolve_entry(model).name != point.entry.name:
-            raise InputError(f"{work} holds a run of {point.entry.name}, not of {model}")
-        entry, start, resume_from = point.entry, {}, point
-    else:
-        zoo_entry = resolve_entry(model or default_model())
-        work = work_dir or Path("work_dirs") / zoo_entry.name
-        entry = _entry(zoo_entry, dataset, classes, num_classes, crop_size, lr, settings or [])
-        start, resume_from = _starting_weights(entry, pretrained, init_from), None
-    saved_root = resume_from.settings.get("data_root") if resume_from is not None else None
-    root = data_root or (Path(saved_root) if saved_root else default_data_root(entry.data.dataset))
-    check_before_run(entry.data, root, "train")
+    changes = RecipeChanges(
+        dataset=dataset,
+        classes=classes,
+        num_classes=num_classes,
+        crop_size=parse_size(crop_size, "--crop-size"),
+        lr=lr,
+        settings=tuple(settings or ()),
+        pretrained=pretrained,
+        init_from=init_from,
+    )
+    recipe = resolve_recipe(
+        model,
+        default_model=default_model,
+        work_dir=work_dir,
+        data_root=data_root,
+        changes=changes,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    check_before_run(recipe.entry.data, recipe.data_root, "train")
     with _sigterm_as_interrupt() as terminated, _render.progress_bars() as update:
-
-        def on_download(done: int, total: int | None) -> None:
-            update("download (MB)", done >> 20, None if total is None else total >> 20)
-
         try:
             result = fit(
-                entry,
+                recipe.entry,
                 data_root=data_root,
-                work_dir=work,
+                work_dir=recipe.work_dir,
                 device=device,
                 precision=precision,
                 seed=seed,
-                resume=resume_from or False,
+                resume=recipe.resume or False,
                 overwrite=overwrite,
+                pretrained=recipe.pretrained,
+                init_from=recipe.init_from,
                 trust=trust_checkpoint,
                 max_iters=max_iters,
                 batch_size=batch_size,
@@ -203,12 +199,11 @@ def train_cli(
                 recompute=recompute,
                 on_progress=_render.event_sink(update),
                 on_message=_render.info,
-                on_download=on_download,
-                **start,
+                on_download=_render.download_sink(update, label="download (MB)", megabytes=True),
             )
         except KeyboardInterrupt:
             if _render.is_main_process():
-                _render.warn(_stopped(work))
+                _render.warn(stop_hint(recipe.work_dir))
             if terminated():
                 _render.error("terminated (SIGTERM)")
                 raise typer.Exit(143) from None
@@ -244,32 +239,6 @@ def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stopped(work: Path) -> str:
-    """Where the stopped run left its files, and how to go on."""
-    from isaseg_cli.engine.train.workdir import run_files
-
-    latest, log = work / "latest.pth", work / "log.jsonl"
-    if not latest.is_file():
-        if not run_files(work):
-            return "stopped before training began; nothing was written"
-        return f"stopped before the first checkpoint (log: {log}); start again with --overwrite"
-    command = f"isaseg train --resume --work-dir {shlex.quote(str(work))}"
-    return (
-        f"stopped; checkpoints in {work} (latest.pth -> {latest.resolve().name}), log {log}; "
-        f"continue with: {command}"
-    )
-
-
-def _refuse_with_resume(recipe: dict[str, object]) -> None:
-    """The options that would change a resumed run's recipe or weights are refused."""
-    given = [flag for flag, value in recipe.items() if value not in (None, False, [])]
-    if given:
-        raise InputError(
-            f"--resume continues the run's own recipe and weights, so {', '.join(given)} "
-            "cannot be given with it (to change them, start a new run: --from WORK_DIR/latest.pth)"
-        )
-
-
 def _check_json_out(path: Path | None) -> None:
     """Fails now, not after hours of training, when the summary could not be written."""
     if path is None:
@@ -281,105 +250,6 @@ def _check_json_out(path: Path | None) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise InputError(f"--json-out {path}: cannot write into {folder}")
-
-
-def _entry(
-    base: ZooEntry,
-    dataset: str | None,
-    classes: str | None,
-    num_classes: int | None,
-    crop_size: str | None,
-    lr: float | None,
-    settings: list[str],
-) -> ZooEntry:
-    """``base`` with the data, class, crop and lr options, then the --set overrides."""
-    from isaseg_cli.zoo.spec import override
-
-    entry = _with_classes(base, dataset, classes, num_classes)
-    size = parse_size(crop_size, "--crop-size")
-    if size is not None:
-        entry = dataclasses.replace(entry, data=dataclasses.replace(entry.data, crop_size=size))
-    if lr is not None:
-        entry = override(entry, "train.lr", str(lr))
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set takes KEY=VALUE, e.g. train.lr=0.02, not {item!r}")
-        entry = override(entry, key.strip(), value)
-    if (entry.model, entry.data, entry.test) != (base.model, base.data, base.test):
-        entry = dataclasses.replace(entry, published=None)  # its published figures do not apply
-    return entry
-
-
-def _with_classes(
-    entry: ZooEntry, dataset: str | None, classes: str | None, num_classes: int | None
-) -> ZooEntry:
-    """Another dataset resets the file suffixes to its layout's; classes set the class count."""
-    from isaseg_cli.zoo.classes import DATASETS
-
-    data, names = entry.data, None
-    if dataset is not None and dataset != data.dataset:
-        if dataset not in (*DATASETS, "custom"):
-            raise InputError(f"unknown dataset {dataset!r}: use {', '.join(DATASETS)} or custom")
-        data = dataclasses.replace(
-            data,
-            dataset=dataset,
-            img_suffix="",
-            seg_map_suffix="",
-            classes=(),
-            reduce_zero_label=dataset == "ade20k",
-        )
-        names = DATASETS[dataset].classes if dataset in DATASETS else None
-    if classes is not None:
-        names = tuple(name.strip() for name in classes.split(",") if name.strip())
-        if num_classes is not None and num_classes != len(names):
-            raise InputError(f"--num-classes {num_classes} but --classes names {len(names)}")
-    elif num_classes is not None:
-        names = tuple(f"class{i}" for i in range(num_classes))
-    if names is None and data.dataset == "custom" and not data.classes:
-        raise InputError("a custom dataset needs --classes a,b,c or --num-classes N")
-    if names is not None:
-        known = DATASETS.get(data.dataset)
-        data = dataclasses.replace(data, classes=() if known and known.classes == names else names)
-        model = dataclasses.replace(entry.model, num_classes=len(names))
-        entry = dataclasses.replace(entry, model=model)
-    return dataclasses.replace(entry, data=data)
-
-
-def _starting_weights(
-    entry: ZooEntry, pretrained: str | None, init_from: str | None
-) -> dict[str, Path | WeightsSpec | None]:
-    """``pretrained``/``init_from`` for fit: the entry's backbone by default."""
-    if init_from is not None and pretrained is not None:
-        raise InputError("--from and --pretrained exclude each other (--from sets every weight)")
-    if init_from is not None:
-        return {"init_from": _source(init_from, "--from", checkpoint=True)}
-    if pretrained is None:
-        pretrained = entry.train.pretrained or "none"
-    return {"pretrained": None if pretrained == "none" else _source(pretrained, "--pretrained")}
-
-
-def _source(text: str, flag: str, *, checkpoint: bool = False) -> Path | WeightsSpec:
-    """A local file, a URL, or a name: a zoo model (``checkpoint``) or a pretrained backbone."""
-    from isaseg_cli.hub.cache import url_filename
-    from isaseg_cli.hub.fetch import expected_sha256_prefix
-    from isaseg_cli.zoo.catalog import load_zoo
-    from isaseg_cli.zoo.spec import WeightsSpec
-
-    if "://" in text:
-        return WeightsSpec(url=text, sha256=expected_sha256_prefix(url_filename(text)) or "")
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path
-    if os.sep in text or path.suffix == ".pth":
-        raise InputError(f"{flag}: file {text} not found")
-    zoo = load_zoo()
-    if not checkpoint:
-        return zoo.resolve_pretrained(text)
-    weights = zoo.resolve(text).weights
-    if weights is None:
-        raise InputError(f"{flag}: {text} has no published checkpoint")
-    return weights
 
 
 def _show(result: TrainResult) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size, read_image_size
 from isaseg_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 # OpenCV refuses to decode more pixels than this (its CV_IO_MAX_IMAGE_PIXELS default, 2^30).
 OPENCV_MAX_PIXELS = 1 << 30
@@ -98,12 +101,20 @@ def scale_by_ratio(width: int, height: int, ratio: float) -> tuple[int, int]:
     return max(int(width * ratio + 0.5), 1), max(int(height * ratio + 0.5), 1)
 
 
-def normalize_bgr(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 BGR -> float32 (1, 3, H, W) RGB tensor, (pixel - mean) / std in float32.
+def normalize_bgr_array(image: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 BGR -> float32 (1, 3, H, W) RGB array, (pixel - mean) / std in float32.
 
     Matches mmseg 1.x's data preprocessor bit for bit: channel flip, cast, subtract, divide.
     """
-    rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float()
-    mean = torch.tensor(MEAN_RGB).view(-1, 1, 1)
-    std = torch.tensor(STD_RGB).view(-1, 1, 1)
-    return ((rgb - mean) / std).unsqueeze(0)
+    rgb = image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)  # (3, H, W), contiguous
+    mean = np.array(MEAN_RGB, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.array(STD_RGB, dtype=np.float32).reshape(-1, 1, 1)
+    return ((rgb - mean) / std)[None]
+
+
+def normalize_bgr(image: np.ndarray) -> torch.Tensor:
+    """``normalize_bgr_array`` as a tensor. torch is imported here, not at the top: the exported
+    networks' path (``engine.infer.exported``) reads and resizes images without it."""
+    import torch
+
+    return torch.from_numpy(normalize_bgr_array(image))

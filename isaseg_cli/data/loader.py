@@ -16,7 +16,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from isaseg_cli.data.base import Sample, load_label
@@ -125,7 +124,9 @@ def build_train_loader(
     batch_size: int,
     workers: int,
     seed: int,
-    distributed: bool,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
     pin_memory: bool = False,
 ) -> DataLoader:
     """A shuffled loader that drops the last incomplete batch, as mmseg 0.x
@@ -136,13 +137,12 @@ def build_train_loader(
         batch_size: images per process (not the total over all processes).
         workers: loader worker processes per process (0 = load in the main process).
         seed: the run seed; samples get their augmentation seeds from it.
-        distributed: shard by ``torch.distributed`` rank (needs an initialised process group).
+        rank, world_size: this process's shard of the samples (``DistInfo`` under torchrun).
         pin_memory: pin batches for faster host-to-GPU copies.
 
     Raises:
         InputError: the split has fewer images per process than ``batch_size``.
     """
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     sampler = SeededSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
     if sampler.num_samples < batch_size:
         raise InputError(

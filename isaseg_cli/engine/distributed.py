@@ -58,6 +58,14 @@ def dist_info(environ: Mapping[str, str] | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+def joined_info() -> DistInfo:
+    """``dist_info()`` once this process has joined the process group, else a single process:
+    work is sharded only among processes that can all-reduce their results."""
+    if dist.is_available() and dist.is_initialized():
+        return dist_info()
+    return DistInfo()
+
+
 def init_process_group(info: DistInfo, device: torch.device, timeout_s: float = 1800) -> bool:
     """Joins torchrun's process group (NCCL for CUDA, Gloo for the CPU) if there is one to join.
 

@@ -23,6 +23,7 @@ from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.loader import EvalRecord, SegmentationDataset, collate_records
 from isaseg_cli.data.mask_io import save_index_png, to_cityscapes_label_ids
 from isaseg_cli.engine.device import autocast, check_precision, inference_flags, set_process_flags
+from isaseg_cli.engine.distributed import joined_info
 from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.infer.fast import (
     FastOptions,
@@ -126,12 +127,6 @@ def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(0)
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def evaluate(
     model: Segmentor,
     entry: ZooEntry,
@@ -188,7 +183,8 @@ def evaluate(
     """
     check_save_format(save_format, entry)
     check_precision(precision, device)
-    rank, world_size = _distributed()
+    info = joined_info()
+    rank, world_size = info.rank, info.world_size
     plain = getattr(model, "module", model).eval()
     fast = resolve_fast_settings(device, FastOptions(precision=precision))
     net = optimize_for_inference(plain, entry.model, fast)

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from isaseg_cli.engine.infer.backends import load_exported
-from isaseg_cli.engine.infer.segmenter import Segmenter
-from isaseg_cli.engine.loading import LoadedModel, load_model
+from isaseg_cli.engine.infer.backends import ExportedModel, open_exported
+from isaseg_cli.engine.infer.exported import ExportedSegmenter
 from isaseg_cli.errors import CheckpointError, ExportError
-from isaseg_cli.export.onnx import DEFAULT_OPSET, export_onnx, sha256_file
-from isaseg_cli.export.verify import verification_sizes
 from isaseg_cli.hub.cache import cache_dir
+from isaseg_cli.hub.record import DigestRecord, current_digest
 from isaseg_cli.zoo.spec import ZooEntry
+
+# Nothing here imports torch: on a cache hit, `predict --backend onnxruntime` runs without it.
+# The PyTorch side (loading the weights, exporting, verifying) is imported on a miss only.
+EXPORT_OPSET = 18
+
+if TYPE_CHECKING:
+    from isaseg_cli.engine.loading import LoadedModel
 
 
 def is_exported_file(path: str | Path | None) -> bool:
@@ -27,7 +31,7 @@ def is_exported_file(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() == ".onnx"
 
 
-def export_key(weights_sha256: str, model: str | None, opset: int = DEFAULT_OPSET) -> str:
+def export_key(weights_sha256: str, model: str | None, opset: int = EXPORT_OPSET) -> str:
     """What an exported file depends on: the weights, the model named for them (a checkpoint
     without meta needs one), the export options and the versions of the exporting code."""
     from isaseg_cli import __version__
@@ -37,10 +41,34 @@ def export_key(weights_sha256: str, model: str | None, opset: int = DEFAULT_OPSE
         "model": model,
         "export": {"dynamic": True, "output": "logits", "precision": "fp32", "opset": opset},
         "isaseg": __version__,
-        "torch": torch.__version__,
+        "torch": package_metadata.version("torch"),
         "onnxscript": package_metadata.version("onnxscript"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """The checkpoint's SHA-256, remembered under ``<cache>/onnx/digests/`` by path, size and
+    mtime: hashing a 150 MB checkpoint at every start would cost a few tenths of a second."""
+    resolved = checkpoint.resolve()
+    name = hashlib.sha256(str(resolved).encode()).hexdigest()[:24]
+    memo = cache_dir() / "onnx" / "digests" / name
+    try:
+        text, size, mtime_ns = memo.read_text().split()
+        known: DigestRecord | None = DigestRecord(text, int(size), int(mtime_ns))
+    except (OSError, ValueError):
+        known = None
+    digest = current_digest(resolved, known)
+    stat = resolved.stat()
+    if known != DigestRecord(digest, stat.st_size, stat.st_mtime_ns):
+        tmp = memo.with_name(f"{name}.{os.getpid()}.tmp")
+        try:  # a read-only cache only loses the memo
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(f"{digest} {stat.st_size} {stat.st_mtime_ns}\n")
+            os.replace(tmp, memo)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return digest
 
 
 def cached_export(
@@ -66,18 +94,23 @@ def cached_export(
         from isaseg_cli.engine.distributed import ensure_weights_once
 
         checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
-    weights_sha256 = sha256_file(Path(checkpoint))
+    weights_sha256 = weights_digest(Path(checkpoint))
     key = export_key(weights_sha256, entry.name if entry else None)
     path = cache_dir() / "onnx" / f"{key[:24]}.onnx"
     if path.is_file():
         return path
+    from isaseg_cli.engine.loading import load_model
+    from isaseg_cli.export import onnx as onnx_export
+    from isaseg_cli.export.verify import verification_sizes
+
     loaded = load_model(entry, checkpoint, trust=trust)
     size = loaded.entry.data.crop_size
     sizes = verification_sizes(size, True, loaded.entry.model)[1:3]
-    result = export_onnx(
+    result = onnx_export.export_onnx(
         loaded,
         path,
         size=size,
+        opset=EXPORT_OPSET,
         verify_sizes=sizes,
         weights_sha256=weights_sha256,
         on_stage=on_stage,
@@ -89,6 +122,21 @@ def cached_export(
     return path
 
 
+def _exported_file(
+    backend: str,
+    entry: ZooEntry | None,
+    checkpoint: str | Path | None,
+    **export: Any,
+) -> tuple[Path, str]:
+    """The file and backend that ``--backend`` and ``--checkpoint`` mean: an exported
+    ``checkpoint`` as it is (on onnxruntime when ``backend`` is torch), else the cached export
+    of the weights (``export``: the keyword arguments of ``cached_export``)."""
+    if is_exported_file(checkpoint):
+        assert checkpoint is not None
+        return Path(checkpoint), "onnxruntime" if backend == "torch" else backend
+    return cached_export(entry, checkpoint, **export), backend
+
+
 def load_backend(
     backend: str,
     entry: ZooEntry | None,
@@ -98,13 +146,30 @@ def load_backend(
     on_download: Callable[[int, int | None], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> LoadedModel:
-    """The model on ``backend`` (onnxruntime or openvino): an exported ``checkpoint`` as it is
-    (on onnxruntime when ``backend`` is torch), else the cached export of the weights."""
-    if is_exported_file(checkpoint):
-        assert checkpoint is not None
-        return load_exported(checkpoint, "onnxruntime" if backend == "torch" else backend)
-    path = cached_export(entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage)
+    """The model on ``backend`` (see ``_exported_file``) behind ``Segmentor``'s call contract,
+    for the PyTorch code paths (eval)."""
+    from isaseg_cli.engine.infer.backends import load_exported
+
+    path, backend = _exported_file(
+        backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
+    )
     return load_exported(path, backend)
+
+
+def open_backend(
+    backend: str,
+    entry: ZooEntry | None,
+    checkpoint: str | Path | None,
+    *,
+    trust: bool = False,
+    on_download: Callable[[int, int | None], None] | None = None,
+) -> ExportedModel:
+    """The exported network on ``backend`` (see ``_exported_file``), without torch when the
+    export is cached; ONNX Runtime's optimised graph of a cached export is kept beside it."""
+    path, backend = _exported_file(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    if is_exported_file(checkpoint):  # the user's file may change under the same name
+        return open_exported(path, backend)
+    return open_exported(path, backend, optimized_dir=cache_dir() / "onnx" / "optimized")
 
 
 def exported_segmenter(
@@ -115,12 +180,12 @@ def exported_segmenter(
     trust: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
     options: dict[str, Any],
-) -> Segmenter:
-    """A Segmenter whose network runs on ``backend`` (as ``load_backend`` picks it), on the CPU
-    where the backends run. ``name`` is the zoo entry of ``checkpoint``'s weights, if any;
-    ``options`` are the other Segmenter keyword arguments."""
+) -> ExportedSegmenter:
+    """The segmenter of ``predict`` and ``serve`` whose network runs on ``backend``, on the CPU
+    where the backends run (torch-free: ``ExportedSegmenter``). ``name`` is the zoo entry of
+    ``checkpoint``'s weights, if any; ``options`` are the other Segmenter keyword arguments."""
     from isaseg_cli.zoo.catalog import resolve_entry
 
     entry = resolve_entry(name) if name is not None else None
-    loaded = load_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
-    return Segmenter(loaded, **{**options, "device": "cpu"})
+    exported = open_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    return ExportedSegmenter(exported, **{**options, "device": "cpu"})

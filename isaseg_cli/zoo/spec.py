@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from isaseg_cli.errors import SpecError
+from isaseg_cli.errors import InputError, SpecError
 
 T = TypeVar("T")
 
@@ -212,6 +213,21 @@ def override(obj: T, dotted: str, raw: str) -> T:
         hint = typing.get_type_hints(type(obj))[head]
         value = _coerce(hint, _parse_scalar_or_list(raw), head)
     return dataclasses.replace(obj, **{head: value})  # type: ignore[type-var]
+
+
+def override_all(obj: T, assignments: Iterable[str], *, example: str) -> T:
+    """``obj`` with each ``KEY=VALUE`` of ``assignments`` (the ``--set`` options) applied in turn.
+
+    Raises:
+        InputError: an assignment is not ``KEY=VALUE``; the message shows ``example``.
+        SpecError: a key names no setting, or a value does not fit its field.
+    """
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes KEY=VALUE, e.g. {example}, not {item!r}")
+        obj = override(obj, key.strip(), value)
+    return obj
 
 
 def _parse_scalar_or_list(raw: str) -> Any:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from typer.testing import CliRunner
 from isaseg_cli.cli import app
 from isaseg_cli.data.synthetic import write_synthetic_dataset
 from isaseg_cli.export import cache
+from isaseg_cli.export import onnx as onnx_export
 from isaseg_cli.export.onnx import sha256_file
 from tests.helpers import TINY
 
@@ -85,7 +90,7 @@ def test_backend_onnxruntime_exports_once_into_the_cache(
         shutil.copyfile(tiny_onnx["path"], path)
         return type("Result", (), {"passed": True})()
 
-    monkeypatch.setattr(cache, "export_onnx", fake_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
     image = str(TINY / "image.png")
     for index in range(2):
         out = tmp_path / f"mask{index}.png"
@@ -97,6 +102,43 @@ def test_backend_onnxruntime_exports_once_into_the_cache(
     assert [label for label, _, _ in exports[0]["verify_sizes"]] == ["other head padding", "tall"]
     assert np.array_equal(_mask(tmp_path / "mask0.png"), _mask(tmp_path / "mask1.png"))
     assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
+
+
+@pytest.mark.parametrize("source", ["onnx file", "cached export"])
+def test_predict_on_onnxruntime_never_imports_torch(
+    source, tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """Start-up is most of a short run: the exported path must not pay torch's import."""
+    home = tmp_path / "home"
+    checkpoint = tiny_onnx["path"] if source == "onnx file" else tiny_checkpoint
+    if source == "cached export":  # the cache as a first run leaves it
+        monkeypatch.setenv("ISASEG_HOME", str(home))
+        key = cache.export_key(cache.weights_digest(checkpoint), None)
+        (home / "onnx").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_onnx["path"], home / "onnx" / f"{key[:24]}.onnx")
+    out = tmp_path / "mask.png"
+    argv = ["isaseg", "predict", str(TINY / "image.png"), "--checkpoint", str(checkpoint)]
+    argv += ["--backend", "onnxruntime", "--out", str(out)]
+    code = (
+        f"import sys; sys.argv = {argv!r}; from isaseg_cli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('torch' in sys.modules)"
+    )
+    output = _python(code, {**os.environ, "ISASEG_HOME": str(home)})
+    assert output.strip().splitlines()[-1] == "False", output
+    assert out.is_file()
+    if source == "cached export":  # a hit: nothing exported beside the file put there
+        assert len(list((home / "onnx").glob("*.onnx"))) == 1
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**env, "PYTHONPATH": os.pathsep.join([root, env.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_eval_on_the_onnx_file_gives_the_torch_metrics(tiny_onnx, tiny_checkpoint, tmp_path):
@@ -119,8 +161,6 @@ def test_a_file_that_disagrees_exits_1_and_is_not_written(
     """The fixture's file (exported from the original weights) stands in for the export of a
     changed checkpoint: the real verification must reject it and leave nothing behind."""
     import torch
-
-    from isaseg_cli.export import onnx as onnx_export
 
     payload = torch.load(tiny_checkpoint, weights_only=False)
     payload["state_dict"]["decode_head.conv_seg.bias"] += 0.5

@@ -180,3 +180,34 @@ def test_png_bomb_is_refused_through_tile(tmp_path, tiny_checkpoint, max_pixels)
     assert limit in errors[0] and "--tile" in errors[0], errors
     assert not (tmp_path / "m.png").exists()
     assert peak_mb < PEAK_BOUND_MB, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_exported_networks_report_stats_and_refuse_torch_only_options(
+    tmp_path, tiny_onnx, tiny_checkpoint
+) -> None:
+    source = _image(tmp_path / "a.png")
+    onnx = tiny_onnx["path"]
+    args = [
+        "--out",
+        tmp_path / "m.png",
+        "--probs",
+        tmp_path / "p.npy",
+        "--json-out",
+        tmp_path / "r.json",
+    ]
+    result = _predict(onnx, source, *args)
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "r.json").read_text())["per_image"]
+    probs = np.load(tmp_path / "p.npy")
+    counts = np.bincount(_indices(tmp_path / "m.png").ravel(), minlength=5)
+    assert entry["class_pixels"] == {f"c{i}": int(n) for i, n in enumerate(counts) if n}
+    assert entry["mean_confidence"] == pytest.approx(float(probs.max(0).mean()), abs=1e-6)
+    for extra in (
+        ["--tile", "64x64"],
+        ["--confidence", tmp_path / "c.png"],
+        ["--min-confidence", "0.5"],
+    ):
+        refused = _predict(onnx, source, "--out", tmp_path / "n.png", *extra)
+        assert refused.exit_code == 2 and "need the PyTorch backend" in refused.output, (
+            refused.output
+        )

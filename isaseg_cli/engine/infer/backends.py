@@ -1,25 +1,48 @@
-"""Exported networks (ONNX files) run by ONNX Runtime or OpenVINO behind the call contract of
-``Segmentor`` in eval mode, so ``engine.inference`` (whole, slide, ms+flip) runs on them as is."""
+"""Exported networks (ONNX files) on ONNX Runtime or OpenVINO. ``open_exported`` opens a file
+with its metadata without importing torch (``engine.infer.exported`` segments with it);
+``load_exported`` puts the same network behind the call contract of ``Segmentor`` in eval mode,
+so the PyTorch code (``engine.infer.pipeline``, evaluation, benchmarks) runs on it as is."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from isaseg_cli.engine.extras import require
-from isaseg_cli.engine.loading import LoadedModel
 from isaseg_cli.errors import ExportError, InputError
 from isaseg_cli.zoo.spec import ZooEntry, from_dict
 
+if TYPE_CHECKING:  # torch is imported where it is used: open_exported must not load it
+    import torch
+    from torch import Tensor
+
+    from isaseg_cli.engine.loading import LoadedModel
+
 BACKENDS = ("torch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedModel:
+    """An opened exported file: ``run`` maps images (N, 3, H, W) float32 to logits (N, K, H, W)
+    float32 at the input size; the rest comes from the file's metadata."""
+
+    run: Runner
+    entry: ZooEntry
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    checkpoint: Path
+    backend: str
 
 
 class ExportedNetwork:
@@ -30,19 +53,21 @@ class ExportedNetwork:
     ``Segmentor`` can treat it as one.
     """
 
-    def __init__(
-        self, run: Callable[[np.ndarray], np.ndarray], *, align_corners: bool, backend: str
-    ) -> None:
+    def __init__(self, run: Runner, *, align_corners: bool, backend: str) -> None:
         self._run = run
         self.align_corners = align_corners
         self.backend = backend
 
     def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        import torch
+
         array = np.ascontiguousarray(images.detach().float().cpu().numpy())
         return {"out": torch.from_numpy(self._run(array))}
 
     def resize(self, logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
         """Bilinear resize with the exported model's ``align_corners`` (``Segmentor.resize``)."""
+        import torch.nn.functional as F
+
         return F.interpolate(
             logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=self.align_corners
         )
@@ -51,6 +76,8 @@ class ExportedNetwork:
         return self
 
     def to(self, device: torch.device | str) -> ExportedNetwork:
+        import torch
+
         if torch.device(device).type != "cpu":
             raise InputError(f"the {self.backend} backend runs on the CPU, not on {device}")
         return self
@@ -68,34 +95,102 @@ def check_backend_options(backend: str, device: str, precision: str, compile: bo
         raise InputError("--compile applies to the torch backend only")
 
 
-def onnxruntime_session(path: Path, threads: int | None = None) -> Any:
-    """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
-    torch's, which follows OMP_NUM_THREADS)."""
-    ort = require("onnxruntime", EXTRAS["onnxruntime"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+def default_threads() -> int | None:
+    """OMP_NUM_THREADS when set, as torch reads it; None leaves the choice to the backend (one
+    thread per physical core, as torch's own default)."""
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads > 0 else None
+
+
+def onnxruntime_session(
+    path: Path, threads: int | None = None, *, optimized_dir: Path | None = None
+) -> Any:
+    """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
+    ``default_threads``).
+
+    With ``optimized_dir``, ONNX Runtime's optimised graph of ``path`` is kept there, per ONNX
+    Runtime version and CPU (its layout transforms depend on the vector width), and later
+    sessions load it as is instead of optimising again. ``path`` must then be immutable: the
+    kept graph is found by ``path``'s name, as the export cache's files are.
+    """
+    ort = require("onnxruntime", EXTRAS["onnxruntime"])
+    kept = None
+    if optimized_dir is not None:
+        kept = optimized_dir / f"{path.stem}-{_machine_key(ort.__version__)}.onnx"
+    if kept is not None and kept.is_file():
+        options = _session_options(ort, threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
+        except Exception:  # a damaged copy: optimise the original again, and keep that
+            kept.unlink(missing_ok=True)
+    options = _session_options(ort, threads)
+    tmp = None
+    if kept is not None and _writable(kept.parent):
+        tmp = kept.with_name(f"{kept.stem}.{os.getpid()}.tmp")
+        options.optimized_model_filepath = str(tmp)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
+    if tmp is not None and kept is not None:
+        try:
+            os.replace(tmp, kept)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return session
 
 
-def _onnxruntime(path: Path, threads: int | None) -> tuple[Callable, dict[str, str]]:
-    session = onnxruntime_session(path, threads)
+def _session_options(ort: Any, threads: int | None) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads() or 0  # 0: ORT's default
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    return options
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _machine_key(ort_version: str) -> str:
+    """ONNX Runtime's version and this CPU (model and instruction-set flags), hashed."""
+    cpu = platform.machine() + platform.processor()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        described = [line for line in lines if line.startswith(("model name", "flags"))]
+        cpu += "".join(described[:2])  # the first processor's
+    return hashlib.sha256(f"{ort_version} {cpu}".encode()).hexdigest()[:16]
+
+
+def _onnxruntime(
+    path: Path, threads: int | None, optimized_dir: Path | None = None
+) -> tuple[Runner, dict[str, str]]:
+    session = onnxruntime_session(path, threads, optimized_dir=optimized_dir)
     name = session.get_inputs()[0].name
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     return (lambda images: session.run(None, {name: images})[0]), metadata
 
 
-def _openvino(path: Path, threads: int | None) -> tuple[Callable, dict[str, str]]:
+def _openvino(
+    path: Path, threads: int | None, optimized_dir: Path | None = None
+) -> tuple[Runner, dict[str, str]]:
     ov = require("openvino", EXTRAS["openvino"])
     core = ov.Core()
     try:
         model = core.read_model(str(path))
         # f32 asked for: on CPUs with bf16 units OpenVINO would otherwise run bf16.
-        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-        config["INFERENCE_PRECISION_HINT"] = "f32"
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads or default_threads():
+            config["INFERENCE_NUM_THREADS"] = threads or default_threads()
         compiled = core.compile_model(model, "CPU", config)
     except Exception as exc:
         raise ExportError(f"openvino cannot load {path}: {_first_line(exc)}") from None
@@ -114,11 +209,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_exported(
-    path: str | Path, backend: str = "onnxruntime", *, threads: int | None = None
-) -> LoadedModel:
-    """An exported file (``isaseg export``) ready to segment: the network on ``backend`` and
-    the entry, classes and palette from the file's metadata.
+def open_exported(
+    path: str | Path,
+    backend: str = "onnxruntime",
+    *,
+    threads: int | None = None,
+    optimized_dir: Path | None = None,
+) -> ExportedModel:
+    """An exported file (``isaseg export``) opened on ``backend``, with the entry, classes and
+    palette from its metadata. Imports no torch. ``optimized_dir``: see ``onnxruntime_session``
+    (OpenVINO ignores it).
 
     Raises:
         ExportError: the file is not a readable ONNX model, was not written by isaseg, or does
@@ -129,7 +229,7 @@ def load_exported(
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
     open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run, metadata = open_backend(path, threads)
+    run, metadata = open_backend(path, threads, optimized_dir)
     try:
         entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
         classes = tuple(json.loads(metadata["classes"]))
@@ -141,11 +241,34 @@ def load_exported(
         raise ExportError(
             f"{path} outputs {output}; isaseg's backends need logits (export with --output logits)"
         )
-    network = ExportedNetwork(run, align_corners=entry.model.align_corners, backend=backend)
-    return LoadedModel(
-        model=network,  # type: ignore[arg-type]  # the Segmentor call contract, duck-typed
+    return ExportedModel(
+        run=run,
         entry=entry,
         classes=classes,
-        palette=palette,  # type: ignore[arg-type]
+        palette=palette,  # type: ignore[arg-type]  # three ints per colour, as exported
         checkpoint=path,
+        backend=backend,
+    )
+
+
+def load_exported(
+    path: str | Path, backend: str = "onnxruntime", *, threads: int | None = None
+) -> LoadedModel:
+    """``open_exported``, as a ``LoadedModel`` whose model is an ``ExportedNetwork``.
+
+    Raises:
+        ExportError, MissingExtraError: as ``open_exported``.
+    """
+    from isaseg_cli.engine.loading import LoadedModel
+
+    exported = open_exported(path, backend, threads=threads)
+    network = ExportedNetwork(
+        exported.run, align_corners=exported.entry.model.align_corners, backend=backend
+    )
+    return LoadedModel(
+        model=network,  # type: ignore[arg-type]  # the Segmentor call contract, duck-typed
+        entry=exported.entry,
+        classes=exported.classes,
+        palette=exported.palette,
+        checkpoint=exported.checkpoint,
     )

@@ -13,14 +13,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from isaseg_cli.data.mask_io import atomic_write_bytes, encode_index_png, to_cityscapes_label_ids
 from isaseg_cli.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where scores are taken: exported networks run without it
+    from torch import Tensor
 
 MEASURES = ("top1", "margin", "entropy")
 IGNORE_INDEX = 255
@@ -58,14 +59,15 @@ class ImageStats:
     """Per-image figures for ``--json-out``: the mean top-1 probability and pixels per class
     (after ``--min-confidence``, whose pixels are counted apart as ``low_confidence``)."""
 
-    mean_confidence: float
+    mean_confidence: float | None
     class_pixels: tuple[int, ...]
     low_confidence: int = 0
 
     def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
         counts = {classes[i]: n for i, n in enumerate(self.class_pixels) if n and i < len(classes)}
+        mean = self.mean_confidence
         return {
-            "mean_confidence": round(self.mean_confidence, 6),
+            "mean_confidence": None if mean is None else round(mean, 6),
             "class_pixels": counts,
             "low_confidence_pixels": self.low_confidence,
         }
@@ -88,7 +90,7 @@ def band_measures(scores: Tensor, *, are_probs: bool) -> tuple[Tensor, Tensor, T
     The index is the argmax of the scores themselves (logits, or ms+flip's mean probabilities),
     as the mask has always been; the probabilities are their softmax unless ``are_probs``.
     """
-    probs = scores.float() if are_probs else scores.float().softmax(dim=0)
+    probs = scores.float() if are_probs else scores.float().softmax(dim=0)  # (K, h, w)
     return scores.argmax(dim=0), probs.amax(dim=0), probs
 
 
@@ -100,6 +102,8 @@ def measure_map(probs: Tensor, top1: Tensor, measure: str) -> Tensor:
         top2 = probs.topk(2, dim=0).values if probs.shape[0] > 1 else None
         return top1 if top2 is None else top2[0] - top2[1]
     num_classes = probs.shape[0]
+    import torch
+
     if num_classes < 2:
         return torch.zeros_like(top1)
     entropy = -torch.special.xlogy(probs, probs).sum(dim=0)  # 0 log 0 = 0
@@ -138,12 +142,14 @@ class BandCollector:
             np.zeros((height, width), confidence_dtype) if spec.measure is not None else None
         )
         self.probs = np.zeros((num_classes, height, width), np.float32) if spec.probs else None
-        self._counts = torch.zeros(num_classes + 1, dtype=torch.int64)
+        self._counts = np.zeros(num_classes + 1, dtype=np.int64)
         self._top1_sum = 0.0
         self._rows = 0
 
     def add(self, top: int, scores: Tensor) -> None:
         """Finishes rows ``top .. top + h`` from their scores (K, h, W)."""
+        import torch
+
         index, top1, probs = band_measures(scores, are_probs=self.are_probs)
         rows = slice(top, top + scores.shape[1])
         self._top1_sum += float(top1.double().sum())
@@ -152,7 +158,7 @@ class BandCollector:
         flat = index.reshape(-1)
         if self.spec.min_confidence is not None:
             flat = torch.where(flat == IGNORE_INDEX, self.num_classes, flat)
-        self._counts += torch.bincount(flat.cpu(), minlength=self.num_classes + 1)
+        self._counts += torch.bincount(flat.cpu(), minlength=self.num_classes + 1).numpy()
         self.mask[rows] = index.cpu().numpy()
         if self.confidence is not None:
             assert self.spec.measure is not None
@@ -165,7 +171,7 @@ class BandCollector:
     def result(self) -> SegmentationResult:
         height, width = self.mask.shape
         assert self._rows == height, f"{self._rows} of {height} rows were finished"
-        counts = self._counts.tolist()
+        counts = [int(n) for n in self._counts]
         stats = ImageStats(
             mean_confidence=self._top1_sum / max(height * width, 1),
             class_pixels=tuple(counts[: self.num_classes]),
@@ -184,6 +190,19 @@ def collect(
     for top in range(0, height, rows):
         collector.add(top, scores[0, :, top : top + rows])
     return collector.result()
+
+
+def from_prediction(
+    prediction: np.ndarray | tuple[np.ndarray, np.ndarray], num_classes: int
+) -> SegmentationResult:
+    """A ``SegmentationResult`` of a plain ``predict_batch`` result, a mask or (mask,
+    probabilities), for segmenters without ``segment_batch`` (exported networks): pixel counts,
+    and the mean confidence when the probabilities are there."""
+    mask, probs = prediction if isinstance(prediction, tuple) else (prediction, None)
+    counts = np.bincount(mask.reshape(-1), minlength=num_classes)[:num_classes]
+    mean = None if probs is None else float(probs.max(axis=0).mean(dtype=np.float64))
+    stats = ImageStats(mean_confidence=mean, class_pixels=tuple(int(n) for n in counts))
+    return SegmentationResult(mask, stats, None, probs)
 
 
 def palette_with_ignore(palette: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:

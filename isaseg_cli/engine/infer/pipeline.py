@@ -9,41 +9,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.data.image import (
-    keep_ratio_size,
-    normalize_bgr,
-    resize_keep_ratio,
-    resize_to,
-    scale_by_ratio,
-)
+from isaseg_cli.data.image import normalize_bgr, resize_keep_ratio, resize_to
+from isaseg_cli.engine.infer.protocol import default_slide_stride, ms_flip_views, slide_windows
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
 
-
-def slide_windows(
-    height: int, width: int, crop_size: tuple[int, int], stride: tuple[int, int]
-) -> list[tuple[int, int, int, int]]:
-    """Window boxes (y1, y2, x1, x2) in mmseg's order; edge windows are shifted back inside.
-
-    Every window has the same size, ``min(crop, image)`` per side, so they can run as one batch.
-    """
-    crop_h, crop_w = crop_size
-    stride_h, stride_w = stride
-    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
-    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-    boxes = []
-    for row in range(rows):
-        for col in range(cols):
-            y2 = min(row * stride_h + crop_h, height)
-            x2 = min(col * stride_w + crop_w, width)
-            boxes.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
-    return boxes
-
-
-def default_slide_stride(crop_size: tuple[int, int]) -> tuple[int, int]:
-    """The stride of a slide crop that has none: 2/3 of it, rounded up (mmseg's 769 -> 513,
-    docs/FAITHFULNESS.md#test-pipeline)."""
-    return (-(-2 * crop_size[0] // 3), -(-2 * crop_size[1] // 3))
+__all__ = [
+    "default_slide_stride",
+    "forward_logits",
+    "infer_scores",
+    "ms_flip_views",
+    "slide_windows",
+]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -82,27 +59,6 @@ def forward_logits(
             count[:, :, y1:y2, x1:x2] += 1
     assert canvas is not None
     return canvas / count
-
-
-def ms_flip_views(
-    width: int, height: int, test: TestSpec, ratios: tuple[float, ...] | None = None
-) -> list[tuple[tuple[int, int], bool]]:
-    """The (size (w, h), flip) of each multi-scale + flip view, ratio-major, unflipped first.
-
-    Rule "scale" (mmseg 0.x, the published protocol): each ratio scales the test scale, and the
-    image is fitted into it keep-ratio. Rule "image" (mmseg 1.x), or no test scale: each ratio
-    scales the image itself, then the keep-ratio rule is applied again. Either way the image is
-    then resized once to exactly this size (mmcv's ``imrescale``), never fitted a second time.
-    """
-    views = []
-    for ratio in ratios or test.ms_ratios:
-        if test.ms_rule == "scale" and test.scale is not None:
-            bound = (int(test.scale[0] * ratio), int(test.scale[1] * ratio))
-        else:
-            bound = scale_by_ratio(width, height, ratio)
-        size = keep_ratio_size(width, height, bound)
-        views += [(size, False), (size, True)]
-    return views
 
 
 @torch.no_grad()

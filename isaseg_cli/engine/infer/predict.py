@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -31,10 +31,12 @@ from isaseg_cli.engine.infer.predict_plan import (
     expand_inputs,
     plan_predict,
 )
-from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
+
+if TYPE_CHECKING:  # not imported at run time: an exported network segments without torch
+    from isaseg_cli.engine.infer.segmenter import Segmenter
 
 __all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
@@ -119,10 +121,10 @@ def _write_image(
     opacity: float,
     source: Path | None = None,
 ) -> Path:
-    palette = confidence.output_palette(segmenter.palette, segmenter.confidence)
+    palette = confidence.output_palette(segmenter.palette, _confidence(segmenter))
     geo_tags = read_geo_tags(source) if source is not None and is_tiff(path) else ()
     if fmt in ("index", "labelids"):
-        indices = mask if fmt == "index" else confidence.label_ids(mask, segmenter.confidence)
+        indices = mask if fmt == "index" else confidence.label_ids(mask, _confidence(segmenter))
         colors = palette if fmt == "index" else None
         if is_tiff(path):
             return save_tiff(path, indices, palette=colors, geo_tags=geo_tags)
@@ -262,7 +264,7 @@ class _Run:
             "confidence": [],
         }
         self.per_image: list[dict[str, Any]] = []
-        self.spec = confidence.spec_for(segmenter.confidence, plan)
+        self.spec = confidence.spec_for(_confidence(segmenter), plan)
         self.failures: list[tuple[str, str]] = []
         self.count = 0
 
@@ -300,7 +302,13 @@ class _Run:
         by image, so one bad image does not take the others of its batch with it."""
         arrays = [image for image, _ in readable]
         try:
-            results = self.segmenter.segment_batch(arrays, spec=self.spec)
+            segment_batch = getattr(self.segmenter, "segment_batch", None)
+            if segment_batch is not None:
+                results = segment_batch(arrays, spec=self.spec)
+            else:  # an exported network: masks, and probabilities when asked
+                predictions = self.segmenter.predict_batch(arrays, return_probs=self.spec.probs)
+                num_classes = self.segmenter.num_classes
+                results = [confidence.from_prediction(p, num_classes) for p in predictions]
         except Exception as exc:
             if len(readable) == 1:
                 self._fail(readable[0][1].source, exc)
@@ -324,7 +332,7 @@ class _Run:
         self.per_image.append(confidence.image_record(job.source.path, result, segmenter.classes))
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        palette = confidence.output_palette(self.segmenter.palette, self.segmenter.confidence)
+        palette = confidence.output_palette(self.segmenter.palette, _confidence(self.segmenter))
         if fmt == "overlay":
             return overlay(frame, mask, palette, self.plan.opacity)
         return np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
@@ -357,6 +365,11 @@ class _Run:
             self._fail(source, exc)
             return
         self.count += frames
+
+
+def _confidence(segmenter: Any) -> confidence.ConfidenceSpec:
+    """The segmenter's confidence settings; exported networks have none (plain masks)."""
+    return getattr(segmenter, "confidence", None) or confidence.ConfidenceSpec()
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

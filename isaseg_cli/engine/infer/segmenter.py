@@ -13,12 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, overload
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, read_image_bgr, resize_keep_ratio
+from isaseg_cli.data.image import keep_ratio_size, normalize_bgr, resize_keep_ratio
 from isaseg_cli.engine.device import (
     autocast,
     inference_flags,
@@ -33,6 +32,7 @@ from isaseg_cli.engine.infer.fast import (
     resolve_fast_settings,
 )
 from isaseg_cli.engine.infer.pipeline import default_slide_stride, forward_logits, infer_scores
+from isaseg_cli.engine.infer.protocol import ImageInput, as_bgr, resolve_test_spec
 from isaseg_cli.engine.infer.tiles import check_tile_options, resolve_scale, segment_tiled
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
@@ -40,48 +40,9 @@ from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
 
-ImageInput = np.ndarray | str | Path
+__all__ = ["ImageInput", "Segmenter", "as_bgr", "prepare_model", "resolve_test_spec"]
+
 WarningCallback = Callable[[str], None]
-
-
-def _check_size(value: tuple[int, int] | None, what: str) -> None:
-    if value is not None and (len(value) != 2 or min(value) < 1):
-        raise InputError(f"{what} must be two positive integers (height, width), got {value}")
-
-
-def resolve_test_spec(
-    entry: ZooEntry,
-    *,
-    mode: str | None = None,
-    crop: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-) -> TestSpec:
-    """The entry's test settings with the user's overrides applied.
-
-    A crop or stride without a mode means ``slide``. In ``slide`` the crop defaults to the entry's
-    test crop, else its training crop; the stride to the entry's, else 2/3 of the crop.
-
-    Raises:
-        InputError: unknown mode, crop/stride given for ``whole``, or a stride larger than the crop
-            (which would leave pixels that no window covers).
-    """
-    _check_size(crop, "crop")
-    _check_size(stride, "stride")
-    test = entry.test
-    mode = mode or ("slide" if crop or stride else test.mode)
-    if mode not in ("whole", "slide"):
-        raise InputError(f"mode must be 'whole' or 'slide', not {mode!r}")
-    if mode == "whole":
-        if crop or stride:
-            raise InputError("crop and stride apply to slide mode only")
-        return dataclasses.replace(test, mode="whole", crop_size=None, stride=None)
-    crop = tuple(crop or test.crop_size or entry.data.crop_size)  # type: ignore[assignment]
-    if stride is None:
-        stride = test.stride if test.stride and crop == test.crop_size else None
-        stride = stride or default_slide_stride(crop)
-    if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise InputError(f"stride {stride} must not exceed crop {crop}: windows would leave gaps")
-    return dataclasses.replace(test, mode="slide", crop_size=crop, stride=tuple(stride))
 
 
 def prepare_model(
@@ -113,29 +74,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _free_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def as_bgr(image: ImageInput, *, rgb: bool = False) -> np.ndarray:
-    """A file path or an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) BGR.
-
-    Arrays are taken as BGR(A), OpenCV's order, unless ``rgb``. Files are decoded as mmseg does.
-
-    Raises:
-        InputError: the file cannot be decoded, or the array is not uint8 with 1, 3 or 4 channels.
-    """
-    if isinstance(image, str | Path):
-        return read_image_bgr(image)
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(f"expected a uint8 image array or a path, got {kind}")
-    channels = 1 if image.ndim == 2 else image.shape[-1] if image.ndim == 3 else 0
-    if channels == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if channels == 3:
-        return np.ascontiguousarray(image[..., ::-1]) if rgb else image
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
-    raise InputError(f"expected an (H, W) or (H, W, 1|3|4) image, got shape {image.shape}")
 
 
 class Segmenter:

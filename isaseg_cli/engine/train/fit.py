@@ -1,4 +1,5 @@
-"""``fit``: the iteration-based training recipe, on one process or many (torchrun + DDP).
+"""``fit``: the iteration-based training recipe, on one process or many (torchrun + DDP). It
+reads top to bottom: plan (every check), start, loop, result.
 
 See docs/FAITHFULNESS.md#training-schedule.
 """
@@ -17,16 +18,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.data.loader import iterate_forever
-from isaseg_cli.engine.checkpoint import apply_weights
-from isaseg_cli.engine.device import (
-    ProcessFlags,
-    autocast,
-    check_precision,
-    resolve_device,
-    set_process_flags,
-)
+from isaseg_cli.engine.device import autocast
 from isaseg_cli.engine.distributed import (
     DistInfo,
     broadcast_buffers,
@@ -35,26 +28,23 @@ from isaseg_cli.engine.distributed import (
     init_process_group,
     ranks_identical,
 )
-from isaseg_cli.engine.infer.cuda_graphs import GraphedTraining, use_cuda_graphs
+from isaseg_cli.engine.infer.cuda_graphs import GraphedTraining
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
-from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
-from isaseg_cli.engine.train.fast_path import resolve_training_path
-from isaseg_cli.engine.train.log import LOG_NAME, TrainLog
+from isaseg_cli.engine.train.log import LOG_NAME
 from isaseg_cli.engine.train.loss import segmentation_losses
-from isaseg_cli.engine.train.pretrained import WeightsReport, WeightsSource, initialise
+from isaseg_cli.engine.train.plan import TrainOverrides, TrainPlan, plan_run
+from isaseg_cli.engine.train.pretrained import WeightsReport, WeightsSource
 from isaseg_cli.engine.train.run import (
     TrainRun,
-    build_run,
     prune,
     save,
     save_errors_hint,
+    start_run,
     validate,
 )
 from isaseg_cli.engine.train.state import ResumePoint
-from isaseg_cli.engine.train.workdir import BEST, LATEST
-from isaseg_cli.errors import DatasetNotFoundError, InputError, SpecError
-from isaseg_cli.models.build import build_model
+from isaseg_cli.engine.train.workdir import BEST
 from isaseg_cli.zoo.spec import ZooEntry
 
 LOG_INTERVAL = 10
@@ -179,23 +169,13 @@ def fit(
             device, a full disk while saving.
         CheckpointError: unfitting or unreadable starting weights or resume checkpoint.
     """
-    info = dist_info()
-    say = on_message if on_message is not None and info.is_main else _ignore
-    point: ResumePoint | None = None
-    if isinstance(resume, ResumePoint):
-        point = resume
-    elif resume:
-        point = train_state.read_resume_point(work_dir)
-    if point is not None:
-        if pretrained is not None or init_from is not None:
-            raise InputError("a resumed run continues from its own weights, not new ones")
-        if entry.name != point.entry.name:
-            raise InputError(f"{work_dir} holds a run of {point.entry.name}, not of {entry.name}")
-        entry = point.entry
-    given_train = (max_iters, batch_size, workers, val_interval, checkpoint_interval)
-    notes = train_state.train_overrides(entry, given_train) if point is not None else []
-    entry = _override(entry, *given_train)
-    spec = entry.train
+    overrides = TrainOverrides(
+        iters=max_iters,
+        batch_size=batch_size,
+        workers=workers,
+        eval_interval=val_interval,
+        checkpoint_interval=checkpoint_interval,
+    )
     given = {
         "data_root": data_root,
         "device": device,
@@ -205,120 +185,64 @@ def fit(
         "recompute": recompute,
         "keep_checkpoints": keep_checkpoints,
     }
-    settings, more_notes = train_state.resolve_settings(
-        given, point.settings if point else {}, default_data_root(entry.data.dataset)
+    plan = plan_run(
+        entry,
+        work_dir=work_dir,
+        info=dist_info(),
+        overrides=overrides,
+        given=given,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        pretrained=pretrained,
+        init_from=init_from,
+        trust=trust,
     )
-    notes += more_notes
-    if settings.keep_checkpoints < 0:
-        raise InputError(f"--keep-checkpoints must be 0 (keep all) or more, not {keep_checkpoints}")
-    if pretrained is not None and init_from is not None:
-        raise InputError("start from a pretrained backbone or from a checkpoint, not both")
-    torch_device = resolve_device(settings.device)
-    if torch_device.type == "cuda" and info.distributed:
-        torch_device = torch.device("cuda", info.local_rank)
-    check_precision(settings.precision, torch_device)
-    use_graphs = use_cuda_graphs(settings.cuda_graphs, torch_device, distributed=info.distributed)
-    if spec.batch_size % info.world_size:
-        raise InputError(f"batch size {spec.batch_size} does not split over {info.world_size}")
-    if len(dataset_classes(entry.data)) != entry.model.num_classes:
-        raise SpecError(f"{entry.name}: model.num_classes does not match the dataset's classes")
-    root = Path(settings.data_root)
-    train_samples = list_samples(entry.data, root, "train")
-    if -(-len(train_samples) // info.world_size) < spec.batch_size // info.world_size:
-        raise InputError(
-            f"the train split has {len(train_samples)} images, too few for a batch of "
-            f"{spec.batch_size} on {info.world_size} process(es) (--batch-size)"
-        )
-    val_samples = _val_samples(entry, root) if spec.eval_interval > 0 else []
-    if info.is_main:
-        train_workdir.check_writable(work_dir)
-    if point is None:
-        train_workdir.check_unused(work_dir, overwrite=overwrite)
-    payload = point.payload if point is not None else None
-    if seed is None:
-        seed = int(payload["run"]["seed"]) if payload else 0
-
-    created = init_process_group(info, torch_device)
+    say = on_message if on_message is not None and plan.info.is_main else _ignore
+    created = init_process_group(plan.info, plan.device)
     run: TrainRun | None = None
     try:
-        if info.is_main:
-            _prepare(work_dir, overwrite and point is None, say)
-        for note in notes:
-            say(f"resume: {note}")
-        torch.manual_seed(seed)
-        set_process_flags(ProcessFlags(cudnn_benchmark=settings.cudnn_benchmark))
-        sync_bn = info.distributed and torch_device.type == "cuda"
-        path = resolve_training_path(torch_device, sync_bn=sync_bn, recompute=settings.recompute)
-        model = build_model(entry.model, sync_bn=sync_bn, execution=path.execution)
-        report = None
-        if payload is None:
-            report = initialise(
-                model,
-                pretrained=pretrained,
-                init_from=init_from,
-                info=info,
-                trust=trust,
-                on_download=on_download,
-                on_status=say,
-            )
-            if report is not None:
-                say(f"weights: {report.summary()}")
-        else:
-            apply_weights(model, payload, str(work_dir / LATEST))
-        run = build_run(
-            entry,
-            model,
-            train_samples,
-            val_samples,
-            work_dir,
-            torch_device,
-            settings.precision,
-            seed,
-            info,
-            channels_last=path.channels_last,
-        )
-        run.cuda_graphs, run.settings = use_graphs, settings
-        start_iter = 0
-        if payload is not None:
-            start_iter = train_state.restore(
-                payload, run.optimizer, run.scheduler, run.scaler, torch_device, spec.iters
-            )
-            run.best_miou, run.best_iter = payload["run"]["best_mIoU"], payload["run"]["best_iter"]
-            _note_resume(payload, run, say)
-        norm = "SyncBatchNorm" if sync_bn else "BatchNorm per process"
-        say(
-            f"batch {spec.batch_size} = {info.world_size} process(es) x "
-            f"{spec.batch_size // info.world_size} ({norm}), lr {spec.lr}, "
-            f"iterations {start_iter}..{spec.iters}, on {torch_device}"
-        )
-        if info.is_main:
-            run.log = TrainLog(work_dir, append=payload is not None)
-        start = time.perf_counter()
+        run, report = start_run(plan, say, on_download)
+        started = time.perf_counter()
         losses, checkpoint = _train(
-            run, start_iter, log_interval, on_progress if info.is_main else None, say
+            run, log_interval, on_progress if plan.info.is_main else None, say
         )
-        seconds = time.perf_counter() - start
-        if checkpoint is None and start_iter == spec.iters:
-            say(f"the run in {work_dir} had already finished at iteration {start_iter}")
-        identical = ranks_identical(model) if info.distributed else None
+        seconds = time.perf_counter() - started
+        if checkpoint is None and run.start_iter == plan.entry.train.iters:
+            say(f"the run in {work_dir} had already finished at iteration {run.start_iter}")
+        identical = ranks_identical(run.model) if plan.info.distributed else None
         if run.log is not None and identical is not None:
-            run.log.write({"iter": spec.iters, "mode": "end", "ranks_identical": identical})
+            end = {"iter": plan.entry.train.iters, "mode": "end", "ranks_identical": identical}
+            run.log.write(end)
+        return _result(plan, run, report, losses, checkpoint, seconds, identical)
     finally:
         if run is not None and run.log is not None:
             run.log.close()
         if created:
             destroy_process_group()
+
+
+def _result(
+    plan: TrainPlan,
+    run: TrainRun,
+    report: WeightsReport | None,
+    losses: dict[str, float],
+    checkpoint: Path | None,
+    seconds: float,
+    identical: bool | None,
+) -> TrainResult:
+    work_dir = plan.work_dir
     return TrainResult(
-        entry=entry,
+        entry=plan.entry,
         work_dir=work_dir,
-        start_iter=start_iter,
-        iterations=spec.iters,
+        start_iter=run.start_iter,
+        iterations=plan.entry.train.iters,
         seconds=seconds,
-        device=str(torch_device),
-        precision=settings.precision,
-        seed=seed,
-        world_size=info.world_size,
-        batch_size=spec.batch_size,
+        device=str(plan.device),
+        precision=plan.settings.precision,
+        seed=plan.seed,
+        world_size=plan.info.world_size,
+        batch_size=plan.entry.train.batch_size,
         losses=losses,
         checkpoint=checkpoint,
         best=work_dir / BEST if run.best_iter is not None else None,
@@ -326,8 +250,8 @@ def fit(
         best_iter=run.best_iter,
         weights=report,
         ranks_identical=identical,
-        checkpoints=tuple(train_workdir.iter_checkpoints(work_dir)) if info.is_main else (),
-        model=model,
+        checkpoints=tuple(train_workdir.iter_checkpoints(work_dir)) if plan.info.is_main else (),
+        model=run.model,
     )
 
 
@@ -360,12 +284,12 @@ def train_one_iter(
 
 def _train(
     run: TrainRun,
-    start_iter: int,
     log_interval: int,
     on_progress: ProgressCallback | None,
     say: Callable[[str], None],
 ) -> tuple[dict[str, float], Path | None]:
     spec = run.entry.train
+    start_iter = run.start_iter
     batches = iterate_forever(run.loader, start_iter)
     sums: dict[str, Tensor] = {}
     figures: dict[str, float] = {}
@@ -446,51 +370,6 @@ def _mean_over_ranks(sums: dict[str, Tensor], count: int, info: DistInfo) -> dic
     mean = dict(zip(names, values.tolist(), strict=True))
     mean["loss"] = mean.pop("total")
     return mean
-
-
-def _note_resume(payload: dict[str, Any], run: TrainRun, say: Callable[[str], None]) -> None:
-    before = payload["run"]
-    then = (before["seed"], before["batch_size"], before["world_size"])
-    now = (run.seed, run.entry.train.batch_size, run.info.world_size)
-    if then != now:
-        say(
-            f"the checkpoint ran with seed {then[0]}, batch {then[1]} on {then[2]} process(es); "
-            f"seed {now[0]}, batch {now[1]} on {now[2]} changes the data order from here on"
-        )
-    say(f"resumed from iteration {payload['iter']} of {run.entry.train.iters}")
-
-
-def _override(entry: ZooEntry, *values: int | None) -> ZooEntry:
-    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
-    changes = {name: value for name, value in zip(names, values, strict=True) if value is not None}
-    train = dataclasses.replace(entry.train, **changes)
-    for name in ("iters", "batch_size", "checkpoint_interval"):
-        if getattr(train, name) < 1:
-            raise InputError(f"train.{name} must be at least 1, not {getattr(train, name)}")
-    if train.workers < 0 or train.eval_interval < 0:
-        raise InputError("the number of workers and the validation interval cannot be negative")
-    return dataclasses.replace(entry, train=train)
-
-
-def _val_samples(entry: ZooEntry, data_root: Path) -> list[Sample]:
-    try:
-        return list_samples(entry.data, data_root, "val")
-    except DatasetNotFoundError as exc:
-        raise DatasetNotFoundError(f"{exc} (--val-interval 0 trains without validation)") from None
-
-
-def _prepare(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
-    """Creates the work dir; deletes the earlier run's files (``overwrite``) and the partial
-    checkpoints of a killed one."""
-    train_workdir.create(work_dir)
-    if overwrite:
-        deleted = train_workdir.clear_run(work_dir)
-        if deleted:
-            say(f"--overwrite: deleted the earlier run in {work_dir} ({len(deleted)} file(s))")
-    stale = train_workdir.remove_partial_files(work_dir)
-    if stale:
-        names = ", ".join(path.name for path in stale)
-        say(f"deleted {names}: partial checkpoint file(s) of an interrupted run")
 
 
 def _ignore(message: str) -> None:

@@ -1,5 +1,5 @@
-"""One process's training run: its parts (``TrainRun``), and the validation and checkpoint
-steps that the loop takes every K iterations."""
+"""One process's training run: its parts (``TrainRun``), how they start from a ``TrainPlan``, and
+the validation and checkpoint steps that the loop takes every K iterations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from torch.utils.data import DataLoader
 from isaseg_cli.data.datasets import Sample
 from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
-from isaseg_cli.engine.checkpoint import model_state_dict, save_checkpoint
+from isaseg_cli.engine.checkpoint import apply_weights, model_state_dict, save_checkpoint
+from isaseg_cli.engine.device import ProcessFlags, set_process_flags
 from isaseg_cli.engine.distributed import DistInfo
 from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
@@ -27,8 +29,11 @@ from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
 from isaseg_cli.engine.train.log import TrainLog
 from isaseg_cli.engine.train.optim import build_optimizer, build_scheduler
+from isaseg_cli.engine.train.plan import TrainPlan
+from isaseg_cli.engine.train.pretrained import WeightsReport, initialise
 from isaseg_cli.engine.train.workdir import BEST, LATEST
 from isaseg_cli.errors import InputError
+from isaseg_cli.models.build import build_model
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -55,6 +60,7 @@ class TrainRun:
     log: TrainLog | None = None
     best_miou: float | None = None
     best_iter: int | None = None
+    start_iter: int = 0  # the iteration reached before this process started (resume)
     cuda_graphs: bool = False  # the training forward/backward replay CUDA graphs
     settings: train_state.RunSettings | None = None  # stored in each checkpoint for --resume
 
@@ -88,7 +94,15 @@ def build_run(
         train_samples, TrainTransform(data), data.reduce_zero_label, entry.model.num_classes
     )
     per_process, pin = spec.batch_size // info.world_size, device.type == "cuda"
-    loader = build_train_loader(dataset, per_process, spec.workers, seed, info.distributed, pin)
+    loader = build_train_loader(
+        dataset,
+        per_process,
+        spec.workers,
+        seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        pin_memory=pin,
+    )
     # Its own generator keeps the loader's per-epoch draw off the global RNG that dropout uses,
     # so a run resumed mid-epoch replays the same dropout masks.
     loader.generator = torch.Generator().manual_seed(seed)
@@ -110,6 +124,67 @@ def build_run(
         loader=loader,
         val_samples=val_samples,
     )
+
+
+def start_run(
+    plan: TrainPlan,
+    say: Callable[[str], None],
+    on_download: Callable[[int, int | None], None] | None,
+) -> tuple[TrainRun, WeightsReport | None]:
+    """Inside the process group: the work dir made ready, the model built with its starting
+    weights (or the resumed run's, with its optimizer, schedule and RNG) and the log opened."""
+    info, entry, payload = plan.info, plan.entry, plan.payload
+    if info.is_main:
+        _prepare(plan.work_dir, plan.clear, say)
+    for note in plan.notes:
+        say(f"resume: {note}")
+    torch.manual_seed(plan.seed)
+    set_process_flags(ProcessFlags(cudnn_benchmark=plan.settings.cudnn_benchmark))
+    model = build_model(entry.model, sync_bn=plan.sync_bn, execution=plan.path.execution)
+    report = None
+    if payload is None:
+        report = initialise(
+            model,
+            pretrained=plan.pretrained,
+            init_from=plan.init_from,
+            info=info,
+            trust=plan.trust,
+            on_download=on_download,
+            on_status=say,
+        )
+        if report is not None:
+            say(f"weights: {report.summary()}")
+    else:
+        apply_weights(model, payload, str(plan.work_dir / LATEST))
+    run = build_run(
+        entry,
+        model,
+        plan.train_samples,
+        plan.val_samples,
+        plan.work_dir,
+        plan.device,
+        plan.settings.precision,
+        plan.seed,
+        info,
+        channels_last=plan.path.channels_last,
+    )
+    run.cuda_graphs, run.settings = plan.cuda_graphs, plan.settings
+    spec = entry.train
+    if payload is not None:
+        run.start_iter = train_state.restore(
+            payload, run.optimizer, run.scheduler, run.scaler, plan.device, spec.iters
+        )
+        run.best_miou, run.best_iter = payload["run"]["best_mIoU"], payload["run"]["best_iter"]
+        _note_resume(payload, run, say)
+    norm = "SyncBatchNorm" if plan.sync_bn else "BatchNorm per process"
+    say(
+        f"batch {spec.batch_size} = {info.world_size} process(es) x "
+        f"{spec.batch_size // info.world_size} ({norm}), lr {spec.lr}, "
+        f"iterations {run.start_iter}..{spec.iters}, on {plan.device}"
+    )
+    if info.is_main:
+        run.log = TrainLog(plan.work_dir, append=payload is not None)
+    return run, report
 
 
 def validate(run: TrainRun, iteration: int, on_progress: ProgressCallback | None) -> None:
@@ -177,9 +252,9 @@ def save_errors_hint(work_dir: Path) -> Iterator[None]:
     try:
         yield
     except InputError as exc:
-        latest = work_dir / LATEST
-        if latest.is_file():
-            where = f"{latest} ({latest.resolve().name}) is intact: make room, then add --resume"
+        latest = train_workdir.latest_checkpoint(work_dir)
+        if latest is not None:
+            where = f"{work_dir / LATEST} ({latest.name}) is intact: make room, then add --resume"
         else:
             where = "no checkpoint was saved yet"
         raise InputError(f"{exc}; {where}") from None
@@ -193,3 +268,29 @@ def prune(run: TrainRun, iteration: int, say: Callable[[str], None]) -> None:
         if run.log is not None:
             run.log.write({"iter": iteration, "mode": "checkpoint", "deleted": deleted})
         say(f"deleted {', '.join(deleted)} (--keep-checkpoints {keep})")
+
+
+def _note_resume(payload: dict[str, Any], run: TrainRun, say: Callable[[str], None]) -> None:
+    before = payload["run"]
+    then = (before["seed"], before["batch_size"], before["world_size"])
+    now = (run.seed, run.entry.train.batch_size, run.info.world_size)
+    if then != now:
+        say(
+            f"the checkpoint ran with seed {then[0]}, batch {then[1]} on {then[2]} process(es); "
+            f"seed {now[0]}, batch {now[1]} on {now[2]} changes the data order from here on"
+        )
+    say(f"resumed from iteration {payload['iter']} of {run.entry.train.iters}")
+
+
+def _prepare(work_dir: Path, overwrite: bool, say: Callable[[str], None]) -> None:
+    """Creates the work dir; deletes the earlier run's files (``overwrite``) and the partial
+    checkpoints of a killed one."""
+    train_workdir.create(work_dir)
+    if overwrite:
+        deleted = train_workdir.clear_run(work_dir)
+        if deleted:
+            say(f"--overwrite: deleted the earlier run in {work_dir} ({len(deleted)} file(s))")
+    stale = train_workdir.remove_partial_files(work_dir)
+    if stale:
+        names = ", ".join(path.name for path in stale)
+        say(f"deleted {names}: partial checkpoint file(s) of an interrupted run")

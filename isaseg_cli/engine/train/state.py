@@ -27,7 +27,7 @@ from isaseg_cli.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from isaseg_cli.engine.train.workdir import LATEST, iter_name, run_files
+from isaseg_cli.engine.train.workdir import LATEST, iter_name, latest_checkpoint, run_files
 from isaseg_cli.errors import CheckpointError, InputError
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -148,7 +148,7 @@ def read_resume_point(work_dir: Path) -> ResumePoint:
         CheckpointError: it is unreadable, holds weights only, or was not written by isaseg.
     """
     path = work_dir / LATEST
-    if not path.is_file():
+    if latest_checkpoint(work_dir) is None:
         hint = "start without --resume"
         if run_files(work_dir):
             hint = "the run stopped before its first checkpoint: start again with --overwrite"
@@ -256,14 +256,3 @@ def check_resume_payload(payload: dict[str, Any], path: Path) -> None:
             f"{path} has weights but no resume state ({', '.join(missing)} missing); "
             "start a new run (with --from to fine-tune from it) instead of --resume"
         )
-
-
-def train_overrides(entry: ZooEntry, values: tuple[int | None, ...]) -> list[str]:
-    """Notes for the ``train`` values given with --resume that change the run's own."""
-    flags = ("--max-iters", "--batch-size", "--workers", "--val-interval", "--checkpoint-interval")
-    names = ("iters", "batch_size", "workers", "eval_interval", "checkpoint_interval")
-    return [
-        f"{flag} {value} instead of the run's {getattr(entry.train, name)}"
-        for flag, name, value in zip(flags, names, values, strict=True)
-        if value is not None and value != getattr(entry.train, name)
-    ]

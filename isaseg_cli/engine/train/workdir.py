@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,27 @@ def run_files(work_dir: Path) -> list[Path]:
         p
         for p in work_dir.iterdir()
         if p.name in named or _ITER.fullmatch(p.name) or _PARTIAL.fullmatch(p.name)
+    )
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint that ``latest.pth`` points at (itself where it is a copy), or None before
+    the run's first checkpoint."""
+    latest = work_dir / LATEST
+    return latest.resolve() if latest.is_file() else None
+
+
+def stop_hint(work_dir: Path) -> str:
+    """Where a stopped run left its files, and how to go on from there."""
+    latest, log = latest_checkpoint(work_dir), work_dir / LOG_NAME
+    if latest is None:
+        if not run_files(work_dir):
+            return "stopped before training began; nothing was written"
+        return f"stopped before the first checkpoint (log: {log}); start again with --overwrite"
+    command = f"isaseg train --resume --work-dir {shlex.quote(str(work_dir))}"
+    return (
+        f"stopped; checkpoints in {work_dir} (latest.pth -> {latest.name}), log {log}; "
+        f"continue with: {command}"
     )
 
 

@@ -94,9 +94,9 @@ def same(first: list, second: list) -> bool:
 
 def test_loader_batches_are_reproducible_and_depend_on_the_seed(samples: list) -> None:
     dataset = train_dataset(samples)
-    first = batches(build_train_loader(dataset, 2, 0, seed=1, distributed=False), 3)
-    again = batches(build_train_loader(dataset, 2, 0, seed=1, distributed=False), 3)
-    other = batches(build_train_loader(dataset, 2, 0, seed=2, distributed=False), 3)
+    first = batches(build_train_loader(dataset, 2, 0, seed=1), 3)
+    again = batches(build_train_loader(dataset, 2, 0, seed=1), 3)
+    other = batches(build_train_loader(dataset, 2, 0, seed=2), 3)
     assert first[0][0].shape == (2, 3, 24, 32) and first[0][1].shape == (2, 24, 32)
     assert same(first, again)
     assert not any(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
@@ -104,17 +104,17 @@ def test_loader_batches_are_reproducible_and_depend_on_the_seed(samples: list) -
 
 def test_worker_processes_give_the_same_batches_as_the_main_process(samples: list) -> None:
     dataset = train_dataset(samples)
-    main = batches(build_train_loader(dataset, 2, 0, seed=5, distributed=False), 3)
-    workers = batches(build_train_loader(dataset, 2, 2, seed=5, distributed=False), 3)
+    main = batches(build_train_loader(dataset, 2, 0, seed=5), 3)
+    workers = batches(build_train_loader(dataset, 2, 2, seed=5), 3)
     assert same(main, workers)
 
 
 def test_resuming_at_an_iteration_continues_the_same_sequence(samples: list) -> None:
     dataset = train_dataset(samples)
-    loader = build_train_loader(dataset, 2, 0, seed=3, distributed=False)
+    loader = build_train_loader(dataset, 2, 0, seed=3)
     assert len(loader) == 2  # 5 images, batch 2, last incomplete batch dropped
     full = batches(loader, 7)
-    resumed = batches(build_train_loader(dataset, 2, 0, seed=3, distributed=False), 4, 3)
+    resumed = batches(build_train_loader(dataset, 2, 0, seed=3), 4, 3)
     assert same(full[3:], resumed)
     # Epochs reshuffle: the two epochs' first batches differ.
     assert not torch.equal(full[0][0], full[2][0])
@@ -131,4 +131,4 @@ def test_sampler_shards_ranks_disjointly_with_distinct_seeds(samples: list) -> N
 
 def test_a_split_smaller_than_the_batch_is_refused(samples: list) -> None:
     with pytest.raises(InputError, match="too few"):
-        build_train_loader(train_dataset(samples), 6, 0, seed=0, distributed=False)
+        build_train_loader(train_dataset(samples), 6, 0, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from isaseg_cli.engine.distributed import DistInfo, dist_info, init_process_group
+from isaseg_cli.engine.distributed import DistInfo, dist_info, init_process_group, joined_info
 from isaseg_cli.errors import InputError
 
 
@@ -28,3 +28,12 @@ def test_reads_rank_world_size_and_local_rank() -> None:
 def test_inconsistent_variables_are_an_error(environ: dict[str, str]) -> None:
     with pytest.raises(InputError):
         dist_info(environ)
+
+
+def test_joined_info_is_a_single_process_until_the_group_is_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert dist_info() == DistInfo(rank=1, world_size=2, local_rank=1)
+    assert joined_info() == DistInfo()  # no process group: nothing to shard with

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.engine.infer.backends import check_backend_options, load_exported
+from isaseg_cli.engine.infer.backends import check_backend_options, load_exported, open_exported
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ExportError, InputError, MissingExtraError
 from isaseg_cli.zoo.spec import TestSpec
@@ -73,3 +74,19 @@ def test_a_missing_backend_names_its_extra(tiny_onnx, monkeypatch) -> None:
 def test_torch_only_options_are_refused(device, precision, compile) -> None:
     with pytest.raises(InputError):
         check_backend_options("onnxruntime", device, precision, compile)
+
+
+def test_the_optimised_graph_is_kept_reused_and_rebuilt_when_damaged(tiny_onnx, tmp_path) -> None:
+    images = np.random.default_rng(0).standard_normal((1, 3, 45, 61)).astype(np.float32)
+    reference = open_exported(tiny_onnx["path"]).run(images)
+    kept_dir = tmp_path / "optimized"
+    first = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
+    kept = list(kept_dir.iterdir())
+    assert len(kept) == 1 and kept[0].stat().st_size > 0 and kept[0].suffix == ".onnx"
+    again = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
+    assert again.entry == first.entry and again.classes == first.classes
+    assert np.allclose(again.run(images), reference, atol=1e-5)
+    kept[0].write_bytes(b"damaged")
+    rebuilt = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
+    assert np.allclose(rebuilt.run(images), reference, atol=1e-5)
+    assert list(kept_dir.iterdir()) == kept and kept[0].stat().st_size > 1000

@@ -72,3 +72,28 @@ def test_settings_come_from_the_run_and_given_ones_are_noted(tmp_path: Path) -> 
     assert notes == ["--precision fp32 instead of the run's bf16"]  # device: not stored before
     fresh, none = resolve_settings({}, {}, tmp_path / "data")
     assert (fresh.data_root, fresh.keep_checkpoints, none) == (str(tmp_path / "data"), 3, [])
+
+
+def test_latest_checkpoint_follows_the_link_or_is_none(tmp_path: Path) -> None:
+    assert train_workdir.latest_checkpoint(tmp_path) is None
+    work = a_run(tmp_path / "w", [2, 4])
+    assert train_workdir.latest_checkpoint(work) == (work / "iter_4.pth").resolve()
+    (work / "iter_4.pth").unlink()  # a dangling link is no checkpoint
+    assert train_workdir.latest_checkpoint(work) is None
+
+
+def test_the_stop_hint_says_what_was_written_and_how_to_go_on(tmp_path: Path) -> None:
+    work = tmp_path / "my run"
+    assert train_workdir.stop_hint(work) == "stopped before training began; nothing was written"
+    work.mkdir()
+    (work / "log.jsonl").write_text("{}\n")
+    assert train_workdir.stop_hint(work) == (
+        f"stopped before the first checkpoint (log: {work / 'log.jsonl'}); "
+        "start again with --overwrite"
+    )
+    (work / "iter_2.pth").write_bytes(b"weights")
+    (work / "latest.pth").symlink_to("iter_2.pth")
+    assert train_workdir.stop_hint(work) == (
+        f"stopped; checkpoints in {work} (latest.pth -> iter_2.pth), log {work / 'log.jsonl'}; "
+        f"continue with: isaseg train --resume --work-dir '{work}'"
+    )
