@@ -222,3 +222,28 @@ def run_measured(
         sink.seek(0)
         output = sink.read().decode(errors="replace")
     return process.returncode, output, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILLs ``pid`` and every process below it, as a machine failure would. torchrun starts
+    each rank in a session of its own, so killing its process group alone would leave them."""
+    import os
+    import signal
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree += children.get(tree[index], [])
+        index += 1
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,8 @@ from torch import nn
 
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.spec import WeightsSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +91,35 @@ def init_process_group(info: DistInfo, device: torch.device, timeout_s: float = 
     return True
 
 
+@contextlib.contextmanager
+def process_group(device: torch.device, info: DistInfo | None = None) -> Iterator[torch.device]:
+    """Under torchrun: joins the process group for the block's length and yields this process's
+    device (``cuda`` becomes ``cuda:LOCAL_RANK``); a single process just gets ``device``."""
+    info = info or dist_info()
+    if info.distributed and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    created = init_process_group(info, device)
+    try:
+        yield device
+    finally:
+        if created:
+            destroy_process_group()
+
+
 def destroy_process_group() -> None:
     """Leaves the process group, if any."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_objects(value: T) -> list[T]:
+    """``value`` from every process, in rank order (``all_gather_object``); ``[value]`` alone
+    without a process group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def broadcast_buffers(model: nn.Module) -> None:

@@ -8,21 +8,34 @@ that cannot be written (read-only, disk full) stops the run, since the next ones
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.data.mask_io import colorize, overlay, save_image_bgr, save_index_png
 from isaseg_cli.data.tiff import is_tiff, read_geo_tags, save_tiff
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.infer import confidence
+from isaseg_cli.engine.infer.manifest import (
+    ManifestRecord,
+    ManifestWriter,
+    merge_manifest,
+    skipped_record,
+)
+from isaseg_cli.engine.infer.predict_io import (
+    BackgroundWriter,
+    Decoded,
+    InlineWriter,
+    decode_images,
+    size_batches,
+)
 from isaseg_cli.engine.infer.predict_plan import (
     IMAGE_EXTENSIONS,
     Job,
@@ -31,6 +44,7 @@ from isaseg_cli.engine.infer.predict_plan import (
     expand_inputs,
     plan_predict,
 )
+from isaseg_cli.engine.infer.predict_result import PredictResult, merge_results
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, OutputError
 from isaseg_cli.zoo.classes import CITYSCAPES
@@ -40,67 +54,6 @@ if TYPE_CHECKING:  # not imported at run time: an exported network segments with
 
 __all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class PredictResult:
-    """What ``predict`` did.
-
-    Attributes:
-        inputs: inputs planned (skipped ones included).
-        masks, overlays, probs, confidences: the files written, by kind.
-        failures: (input, reason) for inputs that could not be read, decoded or segmented.
-        images: segmented images and video frames (whether or not their results were written).
-        skipped: inputs left out because their results existed (``skip_existing``).
-        interrupted: Ctrl-C stopped the run; the files listed are complete.
-        stopped: the write error that stopped the run, if one did.
-        per_image: per segmented image, its input, mean confidence and pixels per class.
-    """
-
-    inputs: int
-    masks: tuple[Path, ...]
-    overlays: tuple[Path, ...]
-    probs: tuple[Path, ...]
-    failures: tuple[tuple[str, str], ...]
-    images: int
-    seconds: float
-    output_dir: Path
-    overlay_dir: Path | None = None
-    warnings: tuple[str, ...] = field(default=())
-    skipped: int = 0
-    interrupted: bool = False
-    stopped: str | None = None
-    confidences: tuple[Path, ...] = ()
-    per_image: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def outputs(self) -> tuple[Path, ...]:
-        return self.masks + self.overlays + self.probs + self.confidences
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "inputs": self.inputs,
-            "outputs": [str(path) for path in self.outputs],
-            "masks": [str(path) for path in self.masks],
-            "overlays": [str(path) for path in self.overlays],
-            "probs": [str(path) for path in self.probs],
-            "confidence": [str(path) for path in self.confidences],
-            "per_image": list(self.per_image),
-            "failures": [{"input": name, "reason": reason} for name, reason in self.failures],
-            "images": self.images,
-            "seconds": round(self.seconds, 4),
-            "images_per_s": round(self.images_per_s, 4),
-            "output_dir": str(self.output_dir),
-            "overlay_dir": None if self.overlay_dir is None else str(self.overlay_dir),
-            "skipped": self.skipped,
-            "interrupted": self.interrupted,
-            "stopped": self.stopped,
-            "warnings": list(self.warnings),
-        }
 
 
 def check_classes(fmt: str, classes: Sequence[str]) -> None:
@@ -138,6 +91,11 @@ def _write_image(
     return save_image_bgr(path, bgr)
 
 
+def _confidence(segmenter: Any) -> confidence.ConfidenceSpec:
+    """The segmenter's confidence settings; exported networks have none (plain masks)."""
+    return getattr(segmenter, "confidence", None) or confidence.ConfidenceSpec()
+
+
 def predict(
     segmenter: Segmenter,
     inputs: Sequence[str | Path] | Sequence[Source],
@@ -152,6 +110,8 @@ def predict(
     cwd: str | Path | None = None,
     overwrite: bool = False,
     skip_existing: bool = False,
+    manifest: bool = False,
+    workers: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: ProgressCallback | None = None,
 ) -> PredictResult:
@@ -162,6 +122,8 @@ def predict(
     Args:
         inputs: paths and patterns (see ``expand_inputs``), or its result.
         out, overlay_out, cwd, overwrite, skip_existing: where results go (see ``plan_predict``).
+        manifest: keep ``DIR/manifest.jsonl``, one line per input (see ``manifest``).
+        workers: processes decoding images (0: decode and write in this thread).
         fmt: ``index`` (palette PNG of class indices), ``color``, ``overlay`` or ``labelids``
             (Cityscapes label ids; needs a Cityscapes model).
         probs_out: save the class probabilities (K, H, W): for one image a ``.npy`` (float32) or
@@ -189,9 +151,15 @@ def predict(
         cwd=cwd,
         overwrite=overwrite,
         skip_existing=skip_existing,
+        manifest=manifest,
     )
     return run_plan(
-        segmenter, plan, batch_size=batch_size, max_pixels=max_pixels, on_progress=on_progress
+        segmenter,
+        plan,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+        on_progress=on_progress,
     )
 
 
@@ -200,32 +168,43 @@ def run_plan(
     plan: PredictPlan,
     *,
     batch_size: int = 1,
+    workers: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """Does the work of a ``PredictPlan`` (see ``predict``); Ctrl-C ends it early with
     ``interrupted=True`` and a write error with ``stopped`` set, both listing what was written.
 
+    With ``workers`` > 0, images are decoded in that many DataLoader processes and results are
+    written by a background thread; with 0 everything happens in turn in this thread. Under
+    torchrun every process calls this with its own plan (``plan_predict(rank=...)``), and each
+    gets the totals over all of them; rank 0 then folds the manifest.
+
     Raises:
         InputError: ``labelids`` for a model without the Cityscapes classes.
     """
     check_classes(plan.fmt, segmenter.classes)
-    run = _Run(segmenter, plan, batch_size, max_pixels, on_progress)
+    run = _Run(segmenter, plan, batch_size, workers, max_pixels, on_progress)
     start = time.perf_counter()
     interrupted, stopped = False, None
     try:
-        run.images([job for job in plan.jobs if not job.source.is_video])
-        for job in plan.jobs:
-            if job.source.is_video:
-                run.video(job)
+        try:
+            run.skipped()
+            run.images([job for job in plan.jobs if not job.source.is_video])
+            for job in plan.jobs:
+                if job.source.is_video:
+                    run.video(job)
+        finally:
+            run.close()
     except KeyboardInterrupt:
         interrupted = True
     except OutputError as exc:
         stopped = str(exc)
+    seconds = time.perf_counter() - start
     warnings = []
     if plan.fmt == "index" and any(job.source.is_video for job in plan.jobs):
         warnings.append("videos are written in colour: index masks do not survive video codecs")
-    return PredictResult(
+    result = PredictResult(
         inputs=len(plan.jobs) + plan.skipped,
         masks=tuple(run.written["mask"]),
         overlays=tuple(run.written["overlay"]),
@@ -234,29 +213,45 @@ def run_plan(
         per_image=tuple(run.per_image),
         failures=tuple(run.failures),
         images=run.count,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         output_dir=plan.output_dir,
         overlay_dir=plan.overlay_dir,
         warnings=tuple(warnings),
         skipped=plan.skipped,
         interrupted=interrupted,
         stopped=stopped,
+        input_wait=max(0.0, 1 - run.compute_seconds / seconds) if seconds > 0 else 0.0,
     )
+    if plan.world_size > 1:
+        from isaseg_cli.engine.distributed import gather_objects  # torch: only under torchrun
+
+        result = merge_results(gather_objects(result))
+    if plan.manifest is not None and plan.rank == 0:
+        try:
+            merge_manifest(plan.manifest)
+        except OutputError as exc:
+            result = dataclasses.replace(result, stopped=result.stopped or str(exc))
+    return result
 
 
 class _Run:
-    """The state of one ``predict`` call: what was written, what failed, how many images."""
+    """The state of one ``predict`` call: what was written, what failed, how many images.
+
+    Every write (results, failures, manifest lines) goes through ``self.writer``: in this thread
+    with no workers, else in its background thread, so these lists are only appended by one.
+    """
 
     def __init__(
         self,
         segmenter: Segmenter,
         plan: PredictPlan,
         batch_size: int,
+        workers: int,
         max_pixels: int,
         on_progress: ProgressCallback | None,
     ) -> None:
         self.segmenter, self.plan, self.max_pixels = segmenter, plan, max_pixels
-        self.batch_size, self.on_progress = batch_size, on_progress
+        self.batch_size, self.workers, self.on_progress = max(1, batch_size), workers, on_progress
         self.written: dict[str, list[Path]] = {
             "mask": [],
             "overlay": [],
@@ -267,69 +262,128 @@ class _Run:
         self.spec = confidence.spec_for(_confidence(segmenter), plan)
         self.failures: list[tuple[str, str]] = []
         self.count = 0
+        self.compute_seconds = 0.0  # inside Segmenter.predict_batch
+        self.writer: InlineWriter | BackgroundWriter = (
+            BackgroundWriter(depth=2 * self.batch_size) if workers > 0 else InlineWriter()
+        )
+        self.manifest = None if plan.manifest is None else ManifestWriter(plan.manifest, plan.rank)
+
+    def close(self) -> None:
+        """Waits for the pending writes (they are finished results, worth keeping)."""
+        try:
+            self.writer.close()
+        finally:
+            if self.manifest is not None:
+                self.manifest.close()
 
     def _progress(self, task: str, completed: int, total: int | None) -> None:
         if self.on_progress is not None:
             self.on_progress(ProgressEvent(task=task, completed=completed, total=total))
 
-    def _fail(self, source: Source, exc: Exception) -> None:
-        self.failures.append((str(source.path), failure_for(source.path, exc)))
+    def _record(self, source: Source, outputs: Sequence[Path], status: str, **fields: Any) -> None:
+        if self.manifest is not None:
+            paths = tuple(str(path) for path in outputs)
+            record = ManifestRecord(str(source.path), paths, status, rank=self.plan.rank, **fields)
+            self.manifest.append(record)
+
+    def _failed(self, source: Source, reason: str, seconds: float = 0.0) -> None:
+        """Records a failure; runs in the writer's thread."""
+        self.failures.append((str(source.path), reason))
+        self._record(source, (), "failed", error=reason, seconds=seconds)
+
+    def _fail(self, source: Source, exc: Exception | str, seconds: float = 0.0) -> None:
+        reason = exc if isinstance(exc, str) else failure_for(source.path, exc)
+        self.writer.submit(functools.partial(self._failed, source, reason, seconds))
+
+    def skipped(self) -> None:
+        if self.manifest is not None:
+            for job in self.plan.done:
+                record = skipped_record(job, self.plan)
+                self.writer.submit(functools.partial(self.manifest.append, record))
 
     def images(self, jobs: list[Job]) -> None:
         if jobs:
             self._progress("images", 0, len(jobs))
         done = 0
-        for chunk in _batches(jobs, self.batch_size):
-            readable = []
-            for job in chunk:
-                try:
-                    readable.append((read_image_bgr(job.source.path, self.max_pixels), job))
-                except Exception as exc:  # whatever the cause, this input fails alone
-                    self._fail(job.source, exc)
-            for (image, job), result in self._segment(readable):
-                self.count += 1
-                try:
-                    self._save(image, result, job)
-                except OutputError:
-                    raise
-                except Exception as exc:
-                    self._fail(job.source, exc)
-            done += len(chunk)
-            self._progress("images", done, len(jobs))
+        paths = [job.source.path for job in jobs]
+        decoded = decode_images(paths, workers=self.workers, max_pixels=self.max_pixels)
+        try:
+            for batch in size_batches(decoded, self.batch_size):
+                readable = []
+                for item in batch:
+                    if item.image is None:
+                        self._fail(jobs[item.index].source, item.reason or "", item.seconds)
+                    else:
+                        readable.append((item, jobs[item.index]))
+                for (item, job), result, seconds in self._segment(readable):
+                    self.count += 1
+                    finish = functools.partial(
+                        self._finish, item.image, result, job, item.seconds + seconds
+                    )
+                    self.writer.submit(finish)
+                done += len(batch)
+                self._progress("images", done, len(jobs))
+        finally:
+            decoded.close()
 
-    def _segment(self, readable: list[tuple[np.ndarray, Job]]) -> Iterator[tuple[Any, Any]]:
-        """(item, result) per image that could be segmented: a batch that fails is retried image
-        by image, so one bad image does not take the others of its batch with it."""
-        arrays = [image for image, _ in readable]
+    def _segment(self, readable: list[tuple[Decoded, Job]]) -> Iterator[tuple[Any, Any, float]]:
+        """(item, result, seconds per image) per image that could be segmented: a batch that
+        fails is retried image by image, so one bad image does not take the others with it."""
+        arrays = [item.image for item, _ in readable]
+        start = time.perf_counter()
         try:
             segment_batch = getattr(self.segmenter, "segment_batch", None)
             if segment_batch is not None:
                 results = segment_batch(arrays, spec=self.spec)
             else:  # an exported network: masks, and probabilities when asked
-                predictions = self.segmenter.predict_batch(arrays, return_probs=self.spec.probs)
+                predictions = self.segmenter.predict_batch(arrays, return_probs=self.spec.probs)  # type: ignore[arg-type]
                 num_classes = self.segmenter.num_classes
                 results = [confidence.from_prediction(p, num_classes) for p in predictions]
         except Exception as exc:
+            self.compute_seconds += time.perf_counter() - start
             if len(readable) == 1:
                 self._fail(readable[0][1].source, exc)
                 return
             for item in readable:
                 yield from self._segment([item])
             return
-        yield from zip(readable, results, strict=True)
+        elapsed = time.perf_counter() - start
+        self.compute_seconds += elapsed
+        for item, result in zip(readable, results, strict=True):
+            yield item, result, elapsed / len(readable)
 
-    def _save(self, image: np.ndarray, result: confidence.SegmentationResult, job: Job) -> None:
+    def _finish(self, image: np.ndarray, result: Any, job: Job, seconds: float) -> None:
+        """Writes one image's results and its manifest line; runs in the writer's thread."""
+        start = time.perf_counter()
+        try:
+            outputs = self._save(image, result, job)
+        except OutputError:
+            raise
+        except Exception as exc:
+            self._failed(job.source, failure_for(job.source.path, exc), seconds)
+            return
+        seconds += time.perf_counter() - start
+        mean = result.stats.mean_confidence
+        self._record(job.source, outputs, "ok", seconds=seconds, mean_confidence=mean)
+
+    def _save(
+        self, image: np.ndarray, result: confidence.SegmentationResult, job: Job
+    ) -> list[Path]:
+        """The one place an image's results are written, from the segmenter's ``result``;
+        returns the files written."""
         plan, segmenter, mask, source = self.plan, self.segmenter, result.mask, job.source.path
-        self.written["mask"].append(
-            _write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)
-        )
+        written = [_write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)]
+        self.written["mask"].append(written[-1])
         if job.overlay is not None:
-            self.written["overlay"].append(
+            written.append(
                 _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity, source)
             )
+            self.written["overlay"].append(written[-1])
         for kind, path in confidence.save_extras(result, job):
+            written.append(path)
             self.written[kind].append(path)
         self.per_image.append(confidence.image_record(job.source.path, result, segmenter.classes))
+        return written
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
         palette = confidence.output_palette(self.segmenter.palette, _confidence(self.segmenter))
@@ -342,7 +396,7 @@ class _Run:
         targets = [(job.mask, self.plan.fmt, "mask")]
         if job.overlay is not None:
             targets.append((job.overlay, "overlay", "overlay"))
-        task, frames = f"frames {source.name}", 0
+        task, frames, start = f"frames {source.name}", 0, time.perf_counter()
         try:
             with VideoReader(source.path) as reader, contextlib.ExitStack() as stack:
                 writers = [
@@ -350,26 +404,30 @@ class _Run:
                     for path, fmt, kind in targets
                 ]
                 for chunk in _batches(reader, self.batch_size):
-                    for frame, mask in zip(chunk, self.segmenter.predict_batch(chunk), strict=True):
+                    compute = time.perf_counter()
+                    masks = self.segmenter.predict_batch(chunk)
+                    self.compute_seconds += time.perf_counter() - compute
+                    for frame, mask in zip(chunk, masks, strict=True):
                         for writer, fmt, _ in writers:
                             writer.write(self._frame(fmt, mask, frame))  # type: ignore[arg-type]
                     frames += len(chunk)
                     self._progress(task, frames, reader.frame_count)
                 if not frames:
                     raise InputError(f"no frames could be read from {source.path}")
-                for writer, _, kind in writers:
-                    self.written[kind].append(writer.commit())
+                outputs = [(writer.commit(), kind) for writer, _, kind in writers]
         except OutputError:
             raise
         except Exception as exc:
-            self._fail(source, exc)
+            self._fail(source, exc, time.perf_counter() - start)
             return
         self.count += frames
+        self.writer.submit(functools.partial(self._committed, job, outputs, start))
 
-
-def _confidence(segmenter: Any) -> confidence.ConfidenceSpec:
-    """The segmenter's confidence settings; exported networks have none (plain masks)."""
-    return getattr(segmenter, "confidence", None) or confidence.ConfidenceSpec()
+    def _committed(self, job: Job, outputs: list[tuple[Path, str]], start: float) -> None:
+        for path, kind in outputs:
+            self.written[kind].append(path)
+        seconds = time.perf_counter() - start
+        self._record(job.source, [path for path, _ in outputs], "ok", seconds=seconds)
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

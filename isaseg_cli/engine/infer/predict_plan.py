@@ -22,6 +22,7 @@ IMAGE_EXTENSIONS = (
     ".tif", ".tiff", ".webp", ".avif",
 )  # fmt: skip
 FORMATS = ("index", "color", "overlay", "labelids")
+MANIFEST_NAME = "manifest.jsonl"
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -49,12 +50,16 @@ class Job:
 class PredictPlan:
     """The checked work of one ``predict`` call.
 
+    Under torchrun each process plans the same inputs and keeps its share (``rank`` of
+    ``world_size``); everything below is about that share.
+
     Attributes:
         jobs: the inputs still to do, with their output paths.
-        skipped: inputs left out because all their outputs exist (``skip_existing``).
+        done: inputs left out because all their outputs exist (``skip_existing``).
         output_dir: the masks' folder (the file's folder for a single ``--out`` file); created
             only when the first result is written.
         overlay_dir: the same for overlays, when asked for.
+        manifest: ``output_dir/manifest.jsonl`` when a manifest is kept (see ``manifest``).
         probs, confidence: the ``--probs`` and ``--confidence`` file or folder, when asked for.
     """
 
@@ -64,8 +69,15 @@ class PredictPlan:
     probs: Path | None
     output_dir: Path
     overlay_dir: Path | None
-    skipped: int = 0
+    done: tuple[Job, ...] = ()
+    manifest: Path | None = None
+    rank: int = 0
+    world_size: int = 1
     confidence: Path | None = None
+
+    @property
+    def skipped(self) -> int:
+        return len(self.done)
 
 
 def _is_video(path: Path) -> bool:
@@ -231,6 +243,9 @@ def plan_predict(
     cwd: str | Path | None = None,
     overwrite: bool = False,
     skip_existing: bool = False,
+    manifest: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
     confidence_out: str | Path | None = None,
 ) -> PredictPlan:
     """Chooses every output path and checks that the work can be done, writing nothing.
@@ -238,9 +253,15 @@ def plan_predict(
     Outputs: with one input and an ``out`` file name, that file; otherwise a folder (``out``, or
     a new ``runs/predict``, ``runs/predict2``, ... under ``cwd``) mirroring the input names,
     images as ``.png`` and videos as ``.mp4``. Existing results are never replaced silently:
-    ``overwrite`` replaces them, ``skip_existing`` leaves out the inputs whose outputs all exist.
-    ``probs_out`` (``.npy`` float32 or ``.npz`` float16 for one image; a folder of ``.npz``) and
-    ``confidence_out`` (``.png`` 8-bit or ``.npy`` float16; a folder of ``.png``) likewise.
+    ``overwrite`` replaces them, ``skip_existing`` leaves out the inputs whose outputs all exist
+    (atomic writes make an existing output a complete one). ``probs_out`` (``.npy`` float32 or
+    ``.npz`` float16 for one image; a folder of ``.npz``) and ``confidence_out`` (``.png`` 8-bit
+    or ``.npy`` float16; a folder of ``.png``) likewise.
+
+    Several processes (torchrun): the inputs, in their deterministic expanded order, are dealt
+    round-robin, input ``i`` to rank ``i % world_size``; names are chosen over the whole list, so
+    every rank plans the same paths. Only this rank's share is checked for finished outputs:
+    another rank may be writing its own already, and each output has one writer.
 
     Raises:
         InputError: the inputs or options cannot work, or an output exists already.
@@ -252,6 +273,8 @@ def plan_predict(
         sources = expand_inputs(inputs)  # type: ignore[arg-type]
     if not sources:
         raise InputError("nothing to segment: give at least one image, folder or video")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(f"rank {rank} is not one of {world_size} process(es)")
     if overwrite and skip_existing:
         raise InputError("--overwrite and --skip-existing exclude each other: choose one")
     check_options(sources, fmt, opacity, probs_out is not None or confidence_out is not None)
@@ -276,33 +299,40 @@ def plan_predict(
     )
     items = zip(sources, masks, overlays, confidence_paths, probs_paths, strict=True)
     jobs = [Job(*item) for item in items]
-    planned = [path for job in jobs for path in _outputs(job)]
+    planned = [path for job in jobs for path in job_outputs(job)]
     _check_no_clash(sources, planned)
     if any(is_tiff(path) for path in planned) and not tifffile_available():
         raise InputError("TIFF outputs (for TIFF inputs) need tifffile: pip install 'isaseg[tiff]'")
+    mine = jobs[rank::world_size]
+    todo, done = mine, []
     if skip_existing:
-        todo = [job for job in jobs if not all(os.path.lexists(p) for p in _outputs(job))]
-    else:
-        todo = jobs
-        if not overwrite:
-            _check_existing(planned)
+        finished = [all(os.path.lexists(p) for p in job_outputs(job)) for job in mine]
+        todo = [job for job, skip in zip(mine, finished, strict=True) if not skip]
+        done = [job for job, skip in zip(mine, finished, strict=True) if skip]
+    elif not overwrite:
+        _check_existing(planned)
     check_writable(target, "--out", folder=not as_file)
     if overlay_out is not None:
         check_writable(Path(overlay_out), "--overlay", folder=not as_overlay_file)
     for flag, extra in (("--probs", probs), ("--confidence", confidence)):
         if extra is not None:
             check_writable(extra, flag, folder=len(sources) > 1 or not extra.suffix)
+    output_dir = target.parent if as_file else target
     return PredictPlan(
         jobs=tuple(todo),
         fmt=fmt,
         opacity=opacity,
         probs=probs,
-        output_dir=target.parent if as_file else target,
+        output_dir=output_dir,
         overlay_dir=overlay_dir,
-        skipped=len(jobs) - len(todo),
+        done=tuple(done),
+        manifest=output_dir / MANIFEST_NAME if manifest else None,
+        rank=rank,
+        world_size=world_size,
         confidence=confidence,
     )
 
 
-def _outputs(job: Job) -> list[Path]:
+def job_outputs(job: Job) -> list[Path]:
+    """The files ``job`` writes (its confidence map and probabilities included)."""
     return [path for path in (job.mask, job.overlay, job.confidence, job.probs) if path]

@@ -132,3 +132,50 @@ def test_plan_skips_finished_inputs_and_refuses_to_replace(tmp_path, segmenter) 
     with pytest.raises(InputError, match="exclude each other"):
         plan_predict(images, out=tmp_path / "out", overwrite=True, skip_existing=True)
     assert (tmp_path / "out" / "a.png").read_bytes() == b"earlier result"
+
+
+def test_workers_and_the_writer_thread_write_what_the_plain_loop_writes(
+    tmp_path, segmenter
+) -> None:
+    for index, size in enumerate([(32, 48), (24, 40), (32, 48), (24, 40), (32, 48)]):
+        _write(tmp_path / "in" / f"{index}.png", *size)
+    (tmp_path / "in" / "5.png").write_bytes(b"broken")
+    plain = predict(segmenter, [tmp_path / "in"], out=tmp_path / "plain", batch_size=2)
+    piped = predict(segmenter, [tmp_path / "in"], out=tmp_path / "piped", batch_size=2, workers=2)
+    for path in plain.masks:
+        assert (tmp_path / "piped" / path.name).read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in piped.masks) == sorted(p.name for p in plain.masks)
+    assert [name for name, _ in piped.failures] == [str(tmp_path / "in" / "5.png")]
+    assert piped.images == plain.images == 5 and 0 <= piped.input_wait < 1
+
+
+def test_the_manifest_records_the_mean_confidence_with_probs(tmp_path, segmenter) -> None:
+    from isaseg_cli.engine.infer.manifest import read_manifest
+
+    image = _write(tmp_path / "a.png")
+    result = predict(
+        segmenter, [image], out=tmp_path / "o" / "m.png", probs_out=tmp_path / "o" / "p.npy",
+        manifest=True,
+    )  # fmt: skip
+    (record,) = read_manifest(tmp_path / "o" / "manifest.jsonl")
+    probs = np.load(tmp_path / "o" / "p.npy")
+    assert record["mean_confidence"] == pytest.approx(float(probs.max(axis=0).mean()))
+    assert record["outputs"] == [str(path) for path in result.masks + result.probs]
+    assert record["status"] == "ok" and record["seconds"] > 0 and record["rank"] == 0
+
+
+def test_ctrl_c_with_workers_keeps_the_finished_writes(tmp_path, segmenter, monkeypatch) -> None:
+    for name in ("a", "b", "c"):
+        _write(tmp_path / "in" / f"{name}.png")
+    real, calls = Segmenter.segment_batch, []
+
+    def interrupted_on_second(self, images, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", interrupted_on_second)
+    result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", workers=1, manifest=True)
+    assert result.interrupted and [path.name for path in result.masks] == ["a.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "manifest.jsonl"]
