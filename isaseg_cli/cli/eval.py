@@ -341,7 +341,7 @@ def _images(count: int) -> str:
 
 def _start_report(report: Path, entry: ZooEntry) -> ReportCollector:
     """Checks the report folder and the extra before any work, and gathers per-image metrics."""
-    from isaseg_cli.engine.distributed import dist_info
+    from isaseg_cli.engine.ranks import dist_info
     from isaseg_cli.report.eval_report import ReportCollector, check_report_dir
 
     if dist_info().world_size > 1:

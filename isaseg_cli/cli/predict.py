@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -27,6 +26,7 @@ from isaseg_cli.cli._options import (
     TrustOpt,
     default_model,
     parse_ratios,
+    parse_scale,
     parse_size,
 )
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
@@ -187,9 +187,15 @@ def predict_cli(
     rank i % N), each process writes what it computed, and rank 0 prints the totals.
     """
     from isaseg_cli.data.mask_io import check_writable
-    from isaseg_cli.engine.infer.predict_plan import plan_predict
+    from isaseg_cli.engine.infer.predict_plan import (
+        check_model_options,
+        plan_predict,
+        refuse_torch_only_options,
+    )
+    from isaseg_cli.engine.ranks import dist_info
 
-    rank, world_size = _layout()
+    layout = dist_info()  # torchrun's variables; no torch needed to read them
+    rank, world_size = layout.rank, layout.world_size
 
     options: dict[str, Any] = {
         "device": device,
@@ -204,13 +210,8 @@ def predict_cli(
     }
     extra = _tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence)
     exported = uses_export(backend, checkpoint)
-    if exported and (
-        confidence is not None or any(v not in (None, "top1") for v in extra.values())
-    ):
-        raise InputError(
-            "--tile, --scale, --confidence, --uncertainty and --min-confidence need the PyTorch "
-            "backend (drop --backend or the .onnx file)"
-        )
+    if exported:
+        refuse_torch_only_options(extra, confidence)
     options.update({} if exported else extra)
     if tile is not None and probs is not None:
         raise InputError("--probs holds K x H x W, what --tile avoids: use --confidence")
@@ -234,7 +235,7 @@ def predict_cli(
     if exported:
         check_exported_options(backend, name, checkpoint, options)
     else:
-        _check_model_options(name, fmt, options)
+        check_model_options(name, fmt, options)
     run = {
         "batch_size": 1 if tile else batch_size,  # with --tile, --batch-size counts windows
         "workers": workers,
@@ -246,17 +247,6 @@ def predict_cli(
         _report(*result, json_out, out, probs, confidence)
     elif result is not None:
         raise typer.Exit(_exit_code(result[0]))
-
-
-def _layout() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1) without importing torch, which an
-    exported network segments without."""
-    if "WORLD_SIZE" not in os.environ and "RANK" not in os.environ:
-        return 0, 1
-    from isaseg_cli.engine.distributed import dist_info
-
-    info = dist_info()
-    return info.rank, info.world_size
 
 
 @contextlib.contextmanager
@@ -326,39 +316,8 @@ def _tile_options(
         options["tile_stride"] = parse_size(tile_stride, "--tile-stride")
         options["window_batch"] = batch_size
     if scale is not None:
-        options["scale"] = scale if scale in ("native", "zoo") else _parse_scale(scale)
+        options["scale"] = scale if scale in ("native", "zoo") else parse_scale(scale)
     return options
-
-
-def _parse_scale(text: str) -> tuple[int, int]:
-    """``"2048x1024"`` -> (2048, 1024): WIDTHxHEIGHT, as mmseg writes test scales."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise InputError(f"--scale takes native, zoo or WIDTHxHEIGHT like 2048x1024, not {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
-    """What can be checked without the weights: device, precision, test overrides and, for a zoo
-    model, whether its classes suit ``--format labelids``."""
-    from isaseg_cli.engine.device import check_precision, resolve_device
-    from isaseg_cli.engine.infer.predict import check_classes
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
-    from isaseg_cli.engine.infer.tiles import check_tile_options
-    from isaseg_cli.engine.loading import entry_classes
-    from isaseg_cli.zoo.catalog import resolve_entry
-
-    if options["scales"] is not None and not options["ms_flip"]:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
-    crop, stride, mode = options["crop"], options["stride"], options["mode"]
-    tile, tile_stride = options.get("tile"), options.get("tile_stride")
-    check_tile_options(tile, tile_stride, mode, crop, stride, options["ms_flip"], cli=True)
-    check_precision(options["precision"], resolve_device(options["device"]))
-    if name is not None:
-        entry = resolve_entry(name)
-        crop, stride = options["crop"], options["stride"]
-        resolve_test_spec(entry, mode=options["mode"], crop=crop, stride=stride)
-        check_classes(fmt, entry_classes(entry, {})[0])
 
 
 def _load(

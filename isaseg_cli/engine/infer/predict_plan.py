@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from isaseg_cli.data.mask_io import check_writable
 from isaseg_cli.data.tiff import TIFF_SUFFIXES, is_tiff, tifffile_available
@@ -331,6 +332,46 @@ def plan_predict(
         world_size=world_size,
         confidence=confidence,
     )
+
+
+def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
+    """What can be checked of a PyTorch model's options without its weights: device, precision,
+    test and tile overrides and, for a zoo model, whether its classes suit ``--format labelids``.
+
+    Raises:
+        InputError: the first option that cannot work.
+    """
+    from isaseg_cli.engine.device import check_precision, resolve_device
+    from isaseg_cli.engine.infer.predict import check_classes
+    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.tiles import check_tile_options
+    from isaseg_cli.engine.loading import entry_classes
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    if options["scales"] is not None and not options["ms_flip"]:
+        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+    crop, stride, mode = options["crop"], options["stride"], options["mode"]
+    tile, tile_stride = options.get("tile"), options.get("tile_stride")
+    check_tile_options(tile, tile_stride, mode, crop, stride, options["ms_flip"], cli=True)
+    check_precision(options["precision"], resolve_device(options["device"]))
+    if name is not None:
+        entry = resolve_entry(name)
+        resolve_test_spec(entry, mode=mode, crop=crop, stride=stride)
+        check_classes(fmt, entry_classes(entry, {})[0])
+
+
+def refuse_torch_only_options(torch_only: dict[str, Any], confidence_out: Path | None) -> None:
+    """Refuses the options only the PyTorch segmenter has (tiles, test scale, confidence) for an
+    exported network, which never sees them.
+
+    Raises:
+        InputError: one of them was given.
+    """
+    if confidence_out is not None or any(v not in (None, "top1") for v in torch_only.values()):
+        raise InputError(
+            "--tile, --scale, --confidence, --uncertainty and --min-confidence need the PyTorch "
+            "backend (drop --backend or the .onnx file)"
+        )
 
 
 def job_outputs(job: Job) -> list[Path]:
