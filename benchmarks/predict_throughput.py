@@ -2,10 +2,10 @@
 
 For each worker count the whole loop runs (`plan_predict` + `run_plan`: decoding, the resize and
 normalisation, batching, the forward, PNG encoding, atomic writes) on a folder of generated PNGs;
-"bare" is `Segmenter.predict_prepared` on the same images already decoded and resized, as
+"bare" is `Segmenter.segment_prepared` on the same images already decoded and resized, as
 `isaseg benchmark` measures compute alone. With workers, each count runs twice:
 the workers also resize to the test scale ("workers"), or they only decode and the main thread
-resizes ("main", the loop before `predict_prepared`). `--mock-forward-ms` replaces the forward
+resizes ("main", the loop before `segment_prepared`). `--mock-forward-ms` replaces the forward
 (only it) by a wait of that many ms per batch that releases the GIL, as a CUDA forward does, to
 show on a CPU whether decoding, resizing and writing hide behind a device's compute; everything
 else stays real.
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from isaseg_cli.data.image import normalize_bgr
+from isaseg_cli.engine.infer.confidence import SegmentationResult, from_prediction
 from isaseg_cli.engine.infer.predict import run_plan
 from isaseg_cli.engine.infer.predict_io import decode_images
 from isaseg_cli.engine.infer.predict_plan import plan_predict
@@ -59,41 +60,45 @@ def _segmenter(args: argparse.Namespace) -> Segmenter:
 
 class MockForward:
     """A segmenter whose forward is a GIL-free wait of ``ms`` per batch (a stand-in for a GPU);
-    the host work around it is real: ``predict_batch`` resizes, normalises and stacks in this
-    thread as ``Segmenter.predict_batch`` does, ``predict_prepared`` only stacks the resized
+    the host work around it is real: ``segment_batch`` resizes, normalises and stacks in this
+    thread as ``Segmenter.segment_batch`` does, ``segment_prepared`` only stacks the resized
     uint8 inputs from the workers (on a GPU their normalisation is device time: in the wait).
     Its masks are a cheap function of the image, so PNG encoding has real content."""
 
     def __init__(self, real: Segmenter, ms: float) -> None:
         self.real, self.seconds = real, ms / 1000
         self.classes, self.palette = real.classes, real.palette
+        self.num_classes = real.num_classes
 
     def prepared_test(self) -> TestSpec | None:
         return self.real.prepared_test()
 
-    def predict_batch(self, images: list[np.ndarray], **_: object) -> list[np.ndarray]:
+    def segment_batch(self, images: list[np.ndarray], **_: object) -> list[SegmentationResult]:
         normalized = [normalize_bgr(prepare_image(image, self.real.test)) for image in images]
         torch.cat(normalized)
         time.sleep(self.seconds)
-        return self._masks(images)
+        return self._results(images)
 
-    def predict_prepared(
+    def segment_prepared(
         self, images: list[np.ndarray], inputs: list[np.ndarray], **_: object
-    ) -> list[np.ndarray]:
+    ) -> list[SegmentationResult]:
         torch.stack([torch.from_numpy(one) for one in inputs])
         time.sleep(self.seconds)
-        return self._masks(images)
+        return self._results(images)
 
-    def _masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return [(image[..., 1] // 64).astype(np.uint8) for image in images]
+    def _results(self, images: list[np.ndarray]) -> list[SegmentationResult]:
+        masks = [(image[..., 1] // 64).astype(np.uint8) for image in images]
+        return [from_prediction(mask, self.num_classes) for mask in masks]
 
 
 class MainThreadPrepare:
-    """``segmenter`` without ``prepared_test``: workers only decode, as before predict_prepared."""
+    """``segmenter`` without ``prepared_test``: workers only decode, as before segment_prepared."""
 
     def __init__(self, segmenter: Segmenter | MockForward) -> None:
-        self.predict_batch = segmenter.predict_batch
+        self.segment_batch = segmenter.segment_batch
+        self.confidence = getattr(segmenter, "confidence", None)
         self.classes, self.palette = segmenter.classes, segmenter.palette
+        self.num_classes = segmenter.num_classes
 
 
 def _write_folder(folder: Path, count: int, height: int, width: int) -> list[np.ndarray]:
@@ -114,10 +119,10 @@ def _bare(segmenter: Segmenter | MockForward, images: list[np.ndarray], batch: i
     test = segmenter.prepared_test()
     assert test is not None, "the benchmark runs single-scale inference"
     inputs = [prepare_image(image, test) for image in images]
-    segmenter.predict_prepared(images[:batch], inputs[:batch])  # warm-up
+    segmenter.segment_prepared(images[:batch], inputs[:batch])  # warm-up
     start = time.perf_counter()
     for first in range(0, len(images), batch):
-        segmenter.predict_prepared(images[first : first + batch], inputs[first : first + batch])
+        segmenter.segment_prepared(images[first : first + batch], inputs[first : first + batch])
     return len(images) / (time.perf_counter() - start)
 
 

@@ -200,6 +200,30 @@ def huge_png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def run_measured(
+    argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[int, str, float]:
+    """Runs a command and returns its exit code, output (stdout and stderr) and peak RSS in MiB,
+    as the kernel counted it for that process alone (``os.wait4``); killed after ``timeout``."""
+    import os
+    import subprocess
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryFile() as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            timer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        sink.seek(0)
+        output = sink.read().decode(errors="replace")
+    return process.returncode, output, usage.ru_maxrss / 1024  # Linux: KiB
+
+
 def kill_process_tree(pid: int) -> None:
     """SIGKILLs ``pid`` and every process below it, as a machine failure would. torchrun starts
     each rank in a session of its own, so killing its process group alone would leave them."""

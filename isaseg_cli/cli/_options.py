@@ -51,6 +51,14 @@ def parse_size(text: str | None, flag: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
+def parse_scale(text: str) -> tuple[int, int]:
+    """``"2048x1024"`` -> (2048, 1024): WIDTHxHEIGHT, as mmseg writes test scales."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise InputError(f"--scale takes native, zoo or WIDTHxHEIGHT like 2048x1024, not {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def parse_ratios(text: str | None) -> tuple[float, ...] | None:
     """``"0.5,1.0,1.5"`` -> (0.5, 1.0, 1.5): the scales of multi-scale testing."""
     if text is None:

@@ -53,7 +53,7 @@ def is_main_process() -> bool:
     """Only rank 0 of a torchrun job draws bars and tables.
 
     Commands ask before (or without) importing torch, so this reads ``RANK`` itself, by the rule
-    of ``engine.distributed.dist_info``; a malformed value is that function's error to report.
+    of ``engine.ranks.dist_info``; a malformed value is that function's error to report.
     """
     try:
         return int(os.environ.get("RANK", "0")) == 0

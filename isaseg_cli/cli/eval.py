@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -96,6 +94,7 @@ def eval_cli(
     from isaseg_cli.data.datasets import default_data_root, list_samples
     from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.device import check_precision, resolve_device
+    from isaseg_cli.engine.distributed import process_group
     from isaseg_cli.engine.evaluate import check_save_format, evaluate, prediction_paths
     from isaseg_cli.engine.published import compare_with_published
     from isaseg_cli.report.dataset_check import check_before_run
@@ -121,7 +120,7 @@ def eval_cli(
     target = resolve_device("cpu" if on_cpu else device)
     check_precision(precision, target)
     collector = _start_report(report, entry) if report is not None else None
-    with _process_group(target) as target:
+    with process_group(target) as target:
         loaded = _load(entry, checkpoint, trust_checkpoint, target, backend, precision)
         with _render.progress_bars() as update:
             result = evaluate(
@@ -276,24 +275,6 @@ def _load(
         )
 
 
-@contextlib.contextmanager
-def _process_group(device: torch.device) -> Iterator[torch.device]:
-    """Under torchrun: joins the process group (one GPU per process) for the run's length."""
-    import torch
-
-    from isaseg_cli.engine.distributed import destroy_process_group, dist_info, init_process_group
-
-    info = dist_info()
-    if info.distributed and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    created = init_process_group(info, device)
-    try:
-        yield device
-    finally:
-        if created:
-            destroy_process_group()
-
-
 def _round(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 2)
 
@@ -360,7 +341,7 @@ def _images(count: int) -> str:
 
 def _start_report(report: Path, entry: ZooEntry) -> ReportCollector:
     """Checks the report folder and the extra before any work, and gathers per-image metrics."""
-    from isaseg_cli.engine.distributed import dist_info
+    from isaseg_cli.engine.ranks import dist_info
     from isaseg_cli.report.eval_report import ReportCollector, check_report_dir
 
     if dist_info().world_size > 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -18,7 +17,6 @@ from isaseg_cli.cli._options import (
     CropOpt,
     DeviceOpt,
     JsonOutOpt,
-    MaxPixelsOpt,
     ModelOpt,
     ModeOpt,
     MsFlipOpt,
@@ -28,10 +26,14 @@ from isaseg_cli.cli._options import (
     TrustOpt,
     default_model,
     parse_ratios,
+    parse_scale,
     parse_size,
 )
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import InputError
+
+# With --tile the scores of a band, not of the image, are held: the default limit becomes OpenCV's.
+TILED_MAX_PIXELS = 1 << 30
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.infer.predict import PredictResult
@@ -71,7 +73,54 @@ def predict_cli(
     ] = 0.5,
     probs: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Save one image's class probabilities (KxHxW .npy)."),
+        typer.Option(
+            metavar="PATH",
+            help="Save class probabilities KxHxW: FILE.npy (float32) or .npz (float16, "
+            "compressed) for one image, else a folder of .npz.",
+        ),
+    ] = None,
+    confidence: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Save the top-1 probability per pixel (or --uncertainty): FILE.png (0..255) or "
+            ".npy (float16) for one image, else a folder of .png.",
+        ),
+    ] = None,
+    uncertainty: Annotated[
+        Literal["top1", "margin", "entropy"],
+        typer.Option(
+            help="The --confidence map: top-1 probability, top-1 minus top-2, or entropy / log K."
+        ),
+    ] = "top1",
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            metavar="P",
+            help="Pixels whose top-1 probability is below P become 255 (ignore) in index and "
+            "labelids masks, grey in colour and overlay.",
+        ),
+    ] = None,
+    tile: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HxW",
+            help="Tiled inference: slide's windows, in memory bounded by a band of rows "
+            "(images of any size); --batch-size then counts windows.",
+        ),
+    ] = None,
+    tile_stride: Annotated[
+        str | None, typer.Option(metavar="HxW", help="Step between tiles (default: 2/3 of it).")
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            metavar="native|zoo|WxH",
+            help="Test scale the image is fitted to (keep-ratio) before inference (default: "
+            "the model's; native with --tile).",
+        ),
     ] = None,
     mode: ModeOpt = None,
     crop: CropOpt = None,
@@ -120,7 +169,15 @@ def predict_cli(
             "(0: all in turn; default 4 on a GPU for over 32 images, else 0).",
         ),
     ] = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help=f"Refuse images whose header announces more pixels (never decoded); default "
+            f"{DEFAULT_MAX_PIXELS:,}, or {TILED_MAX_PIXELS:,} (OpenCV's limit) with --tile.",
+        ),
+    ] = None,
 ) -> None:
     """Segment images, folders, glob patterns or videos; write masks, colours or overlays.
 
@@ -130,9 +187,15 @@ def predict_cli(
     rank i % N), each process writes what it computed, and rank 0 prints the totals.
     """
     from isaseg_cli.data.mask_io import check_writable
-    from isaseg_cli.engine.infer.predict_plan import plan_predict
+    from isaseg_cli.engine.infer.predict_plan import (
+        check_model_options,
+        plan_predict,
+        refuse_torch_only_options,
+    )
+    from isaseg_cli.engine.ranks import dist_info
 
-    rank, world_size = _layout()
+    layout = dist_info()  # torchrun's variables; no torch needed to read them
+    rank, world_size = layout.rank, layout.world_size
 
     options: dict[str, Any] = {
         "device": device,
@@ -145,6 +208,13 @@ def predict_cli(
         "compile": compile_model,
         "on_warning": _render.warn,
     }
+    extra = _tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence)
+    exported = uses_export(backend, checkpoint)
+    if exported:
+        refuse_torch_only_options(extra, confidence)
+    options.update({} if exported else extra)
+    if tile is not None and probs is not None:
+        raise InputError("--probs holds K x H x W, what --tile avoids: use --confidence")
     plan = plan_predict(
         inputs,
         out=out,
@@ -157,32 +227,26 @@ def predict_cli(
         manifest=manifest,
         rank=rank,
         world_size=world_size,
+        confidence_out=confidence,
     )
     if json_out is not None:
         check_writable(json_out, "--json-out")
     name = model or (None if checkpoint else default_model())
-    if uses_export(backend, checkpoint):
+    if exported:
         check_exported_options(backend, name, checkpoint, options)
     else:
-        _check_model_options(name, fmt, options)
-    run = {"batch_size": batch_size, "workers": workers, "max_pixels": max_pixels}
+        check_model_options(name, fmt, options)
+    run = {
+        "batch_size": 1 if tile else batch_size,  # with --tile, --batch-size counts windows
+        "workers": workers,
+        "max_pixels": max_pixels or (TILED_MAX_PIXELS if tile else DEFAULT_MAX_PIXELS),
+    }
     with _joined(options, world_size) as device:
         result = _run(plan, name, checkpoint, trust_checkpoint, backend, {**options, **device}, run)
     if result is not None and rank == 0:
-        _report(*result, json_out, out, probs)
+        _report(*result, json_out, out, probs, confidence)
     elif result is not None:
         raise typer.Exit(_exit_code(result[0]))
-
-
-def _layout() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1) without importing torch, which an
-    exported network segments without."""
-    if "WORLD_SIZE" not in os.environ and "RANK" not in os.environ:
-        return 0, 1
-    from isaseg_cli.engine.distributed import dist_info
-
-    info = dist_info()
-    return info.rank, info.world_size
 
 
 @contextlib.contextmanager
@@ -237,23 +301,23 @@ def _run(
     return result, segmenter
 
 
-def _check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
-    """What can be checked without the weights: device, precision, test overrides and, for a zoo
-    model, whether its classes suit ``--format labelids``."""
-    from isaseg_cli.engine.device import check_precision, resolve_device
-    from isaseg_cli.engine.infer.predict import check_classes
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
-    from isaseg_cli.engine.loading import entry_classes
-    from isaseg_cli.zoo.catalog import resolve_entry
-
-    if options["scales"] is not None and not options["ms_flip"]:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
-    check_precision(options["precision"], resolve_device(options["device"]))
-    if name is not None:
-        entry = resolve_entry(name)
-        crop, stride = options["crop"], options["stride"]
-        resolve_test_spec(entry, mode=options["mode"], crop=crop, stride=stride)
-        check_classes(fmt, entry_classes(entry, {})[0])
+def _tile_options(
+    tile: str | None,
+    tile_stride: str | None,
+    scale: str | None,
+    batch_size: int,
+    uncertainty: str,
+    min_confidence: float | None,
+) -> dict[str, Any]:
+    """The Segmenter keywords of tiles, test scale and confidence (see ``Segmenter``)."""
+    options: dict[str, Any] = {"uncertainty": uncertainty, "min_confidence": min_confidence}
+    if tile is not None or tile_stride is not None:
+        options["tile"] = parse_size(tile, "--tile")
+        options["tile_stride"] = parse_size(tile_stride, "--tile-stride")
+        options["window_batch"] = batch_size
+    if scale is not None:
+        options["scale"] = scale if scale in ("native", "zoo") else parse_scale(scale)
+    return options
 
 
 def _load(
@@ -288,6 +352,7 @@ def _report(
     json_out: Path | None,
     out: Path | None,
     probs: Path | None,
+    confidence: Path | None = None,
 ) -> None:
     """Failures, then where each kind of output went; the exit code says how it ended."""
     for _, reason in result.failures:
@@ -306,7 +371,12 @@ def _report(
     if result.overlay_dir is not None:
         _render.written("overlays", result.overlays, result.overlay_dir)
     if probs is not None:
-        _render.written("probabilities", result.probs, probs.parent)
+        _render.written(
+            "probabilities", result.probs, probs if len(result.probs) > 1 else probs.parent
+        )
+    if confidence is not None:
+        where = confidence if len(result.confidences) > 1 else confidence.parent
+        _render.written("confidence", result.confidences, where)
     if result.stopped is not None:
         _render.error(result.stopped)
         raise typer.Exit(_exit_code(result))

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size
+from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS, check_image_size, read_image_size
 from isaseg_cli.errors import InputError
 
 if TYPE_CHECKING:
     import torch
+
+# OpenCV refuses to decode more pixels than this (its CV_IO_MAX_IMAGE_PIXELS default, 2^30).
+OPENCV_MAX_PIXELS = 1 << 30
 
 # ImageNet statistics in RGB order, on 0..255 pixel values
 # (docs/FAITHFULNESS.md#pre-processing).
@@ -23,12 +26,29 @@ STD_RGB = (58.395, 57.12, 57.375)
 def read_image_bgr(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decodes an image file as mmseg does: OpenCV, IMREAD_COLOR, uint8 HxWx3 BGR.
 
-    The size in the header is checked first, so a decompression bomb is never decoded.
+    The size in the header is checked first, so a decompression bomb is never decoded. TIFF and
+    BigTIFF files are read by ``tifffile`` when the ``tiff`` extra is installed (no pixel limit
+    but ``max_pixels``; ``data.tiff``), as the same uint8 BGR.
 
     Raises:
-        InputError: the file is missing, larger than ``max_pixels`` or not a decodable image.
+        InputError: the file is missing, larger than ``max_pixels`` or OpenCV's pixel limit, or
+            not a decodable image.
     """
+    from isaseg_cli.data.tiff import CodecMissingError, is_tiff, read_tiff_bgr, tifffile_available
+
+    if is_tiff(path) and tifffile_available() and Path(path).is_file():
+        try:
+            return read_tiff_bgr(path, max_pixels)[0]
+        except CodecMissingError:  # OpenCV's libtiff has the codecs, up to its pixel limit
+            pass
     check_image_size(path, max_pixels)
+    size = read_image_size(path) if max_pixels > OPENCV_MAX_PIXELS else None
+    if size is not None and size[0] * size[1] > OPENCV_MAX_PIXELS:
+        raise InputError(
+            f"{path} is {size[0]}x{size[1]} ({size[0] * size[1]:,} pixels), beyond OpenCV's limit "
+            f"of {OPENCV_MAX_PIXELS:,}: save it as a (Big)TIFF (pip install 'isaseg[tiff]') "
+            f"and use --tile"
+        )
     try:
         buffer = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:

@@ -68,12 +68,15 @@ def check_image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     size = read_image_size(path)
     if size is None:
         return
-    advice = f"exceeds --max-pixels {max_pixels:,} (raise it, or tile the image)"
+    advice = f"exceeds --max-pixels {max_pixels:,} (raise it; with --tile memory stays bounded)"
     if size == (-1, -1):
         limit = bomb_limit()
         if limit > max_pixels:
             raise InputError(f"{path} has more than {limit:,} pixels, which {advice}")
-        raise InputError(f"{path} has more than {limit:,} pixels, beyond what Pillow reads")
+        raise InputError(
+            f"{path} has more than {limit:,} pixels, beyond what Pillow reads: save it as a "
+            f"(Big)TIFF (pip install 'isaseg[tiff]') and use --tile"
+        )
     width, height = size
     if width * height > max_pixels:
         raise InputError(f"{path} is {width}x{height} ({width * height:,} pixels), which {advice}")

@@ -69,7 +69,7 @@ def test_bad_options_and_outputs_fail_before_any_download(tmp_path, mirror, read
         "--out": ["--out", read_only / "newdir" / "x.png"],
         "--json-out": ["--out", tmp_path / "m.png", "--json-out", read_only / "r.json"],
         "--overlay": ["--overlay", read_only / "ov"],
-        "--probs saves one image": ["--probs", tmp_path / "p.npy", second],
+        "is one image's file": ["--probs", tmp_path / "p.npy", second],
         "--scales sets the --ms-flip ratios": ["--scales", "0.5,1"],
         "--crop-size takes HEIGHTxWIDTH": ["--crop-size", "big"],
     }
@@ -174,7 +174,7 @@ def test_ctrl_c_lists_what_was_written_and_the_rerun_continues(
     for seed in range(3):
         _image(folder / f"{seed}.png", seed=seed)
     calls = []
-    original = Segmenter.predict_batch
+    original = Segmenter.segment_batch
 
     def interrupted_on_second(self, images, **kwargs):
         calls.append(len(images))
@@ -182,7 +182,7 @@ def test_ctrl_c_lists_what_was_written_and_the_rerun_continues(
             raise KeyboardInterrupt
         return original(self, images, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_batch", interrupted_on_second)
+    monkeypatch.setattr(Segmenter, "segment_batch", interrupted_on_second)
     out = tmp_path / "out"
     result = _predict(tiny_checkpoint, folder, "--out", out)
     assert result.exit_code == 130
@@ -190,7 +190,7 @@ def test_ctrl_c_lists_what_was_written_and_the_rerun_continues(
     hint = f"to continue, run the same command with --out {out} --skip-existing"
     assert f"interrupted after 1 of 3 input(s); {hint}" in result.output
     assert sorted(path.name for path in out.iterdir()) == ["0.png"]  # nothing half-written
-    monkeypatch.setattr(Segmenter, "predict_batch", original)
+    monkeypatch.setattr(Segmenter, "segment_batch", original)
     resumed = _predict(tiny_checkpoint, folder, "--out", out, "--skip-existing")
     assert resumed.exit_code == 0, resumed.output
     assert "skipped 1 input(s) whose results exist" in resumed.output

@@ -29,12 +29,12 @@ _SLOW = """
 import sys, time
 from isaseg_cli.cli import app
 from isaseg_cli.engine.infer.segmenter import Segmenter
-real = Segmenter.predict_batch
+real = Segmenter.segment_batch
 def slow(self, images, **kwargs):
     time.sleep(0.4)
     return real(self, images, **kwargs)
 if __name__ == "__main__":
-    Segmenter.predict_batch = slow
+    Segmenter.segment_batch = slow
     app(sys.argv[1:], prog_name="isaseg")
 """
 

@@ -164,5 +164,5 @@ def finish_skipped(plan: PredictPlan) -> None:
 
 def skipped_record(job: Job, plan: PredictPlan) -> ManifestRecord:
     """The record of an input left out because its outputs exist."""
-    outputs = tuple(str(path) for path in job_outputs(job, plan.probs))
+    outputs = tuple(str(path) for path in job_outputs(job))
     return ManifestRecord(str(job.source.path), outputs, "skipped", rank=plan.rank)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import io
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,16 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
-from isaseg_cli.data.mask_io import (
-    atomic_write_bytes,
-    colorize,
-    overlay,
-    save_image_bgr,
-    save_index_png,
-    to_cityscapes_label_ids,
-)
+from isaseg_cli.data.mask_io import colorize, overlay, save_image_bgr, save_index_png
+from isaseg_cli.data.tiff import is_tiff, read_geo_tags, save_tiff
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.failure import failure_for
+from isaseg_cli.engine.infer import confidence
 from isaseg_cli.engine.infer.manifest import (
     ManifestRecord,
     ManifestWriter,
@@ -72,15 +66,34 @@ def check_classes(fmt: str, classes: Sequence[str]) -> None:
 
 
 def _write_image(
-    segmenter: Segmenter, fmt: str, path: Path, mask: np.ndarray, image: np.ndarray, opacity: float
+    segmenter: Segmenter,
+    fmt: str,
+    path: Path,
+    mask: np.ndarray,
+    image: np.ndarray,
+    opacity: float,
+    source: Path | None = None,
 ) -> Path:
-    if fmt == "index":
-        return save_index_png(path, mask, segmenter.palette)
-    if fmt == "labelids":
-        return save_index_png(path, to_cityscapes_label_ids(mask))
+    palette = confidence.output_palette(segmenter.palette, _confidence(segmenter))
+    geo_tags = read_geo_tags(source) if source is not None and is_tiff(path) else ()
+    if fmt in ("index", "labelids"):
+        indices = mask if fmt == "index" else confidence.label_ids(mask, _confidence(segmenter))
+        colors = palette if fmt == "index" else None
+        if is_tiff(path):
+            return save_tiff(path, indices, palette=colors, geo_tags=geo_tags)
+        return save_index_png(path, indices, colors)
     if fmt == "color":
-        return save_image_bgr(path, colorize(mask, segmenter.palette)[..., ::-1])
-    return save_image_bgr(path, overlay(image, mask, segmenter.palette, opacity))
+        bgr = np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
+    else:
+        bgr = overlay(image, mask, palette, opacity)
+    if is_tiff(path):
+        return save_tiff(path, np.ascontiguousarray(bgr[..., ::-1]), geo_tags=geo_tags)
+    return save_image_bgr(path, bgr)
+
+
+def _confidence(segmenter: Any) -> confidence.ConfidenceSpec:
+    """The segmenter's confidence settings; exported networks have none (plain masks)."""
+    return getattr(segmenter, "confidence", None) or confidence.ConfidenceSpec()
 
 
 def predict(
@@ -92,6 +105,7 @@ def predict(
     overlay_out: str | Path | None = None,
     opacity: float = 0.5,
     probs_out: str | Path | None = None,
+    confidence_out: str | Path | None = None,
     batch_size: int = 1,
     cwd: str | Path | None = None,
     overwrite: bool = False,
@@ -112,7 +126,10 @@ def predict(
         workers: processes decoding images (0: decode and write in this thread).
         fmt: ``index`` (palette PNG of class indices), ``color``, ``overlay`` or ``labelids``
             (Cityscapes label ids; needs a Cityscapes model).
-        probs_out: save the class probabilities (K, H, W) float32 as ``.npy`` (one image only).
+        probs_out: save the class probabilities (K, H, W): for one image a ``.npy`` (float32) or
+            ``.npz`` (float16, compressed) file, else a folder of ``.npz``.
+        confidence_out: save the segmenter's ``uncertainty`` map: for one image a ``.png``
+            (0..255) or ``.npy`` (float16) file, else a folder of ``.png``.
         batch_size: images per forward pass (see ``Segmenter.predict_batch``).
         max_pixels: images whose header announces more pixels are refused, never decoded.
 
@@ -130,6 +147,7 @@ def predict(
         overlay_out=overlay_out,
         opacity=opacity,
         probs_out=probs_out,
+        confidence_out=confidence_out,
         cwd=cwd,
         overwrite=overwrite,
         skip_existing=skip_existing,
@@ -191,6 +209,8 @@ def run_plan(
         masks=tuple(run.written["mask"]),
         overlays=tuple(run.written["overlay"]),
         probs=tuple(run.written["probs"]),
+        confidences=tuple(run.written["confidence"]),
+        per_image=tuple(run.per_image),
         failures=tuple(run.failures),
         images=run.count,
         seconds=seconds,
@@ -232,16 +252,23 @@ class _Run:
     ) -> None:
         self.segmenter, self.plan, self.max_pixels = segmenter, plan, max_pixels
         self.batch_size, self.workers, self.on_progress = max(1, batch_size), workers, on_progress
-        self.written: dict[str, list[Path]] = {"mask": [], "overlay": [], "probs": []}
+        self.written: dict[str, list[Path]] = {
+            "mask": [],
+            "overlay": [],
+            "probs": [],
+            "confidence": [],
+        }
+        self.per_image: list[dict[str, Any]] = []
+        self.spec = confidence.spec_for(_confidence(segmenter), plan)
         self.failures: list[tuple[str, str]] = []
         self.count = 0
-        self.compute_seconds = 0.0  # inside the segmenter (predict_batch, predict_prepared)
+        self.compute_seconds = 0.0  # inside the segmenter's calls
         self.writer: InlineWriter | BackgroundWriter = (
             BackgroundWriter(depth=2 * self.batch_size) if workers > 0 else InlineWriter()
         )
         self.manifest = None if plan.manifest is None else ManifestWriter(plan.manifest, plan.rank)
         # Workers also resize to the test scale when the segmenter takes their inputs (PyTorch,
-        # single scale); ms+flip and exported networks get the decoded images.
+        # single scale); ms+flip, tiles and exported networks get the decoded images.
         prepared_test = getattr(segmenter, "prepared_test", None)
         self.prepare = prepared_test() if workers > 0 and prepared_test is not None else None
 
@@ -310,15 +337,19 @@ class _Run:
         fails is retried image by image, so one bad image does not take the others with it."""
         if not readable:  # a batch of failures only
             return
-        want_probs = self.plan.probs is not None
         arrays = [item.image for item, _ in readable]
         inputs = [item.prepared for item, _ in readable]
         start = time.perf_counter()
         try:
+            segment_batch = getattr(self.segmenter, "segment_batch", None)
             if self.prepare is not None and all(array is not None for array in inputs):
-                results = self.segmenter.predict_prepared(arrays, inputs, return_probs=want_probs)  # type: ignore[arg-type]
-            else:
-                results = self.segmenter.predict_batch(arrays, return_probs=want_probs)  # type: ignore[arg-type]
+                results = self.segmenter.segment_prepared(arrays, inputs, spec=self.spec)  # type: ignore[arg-type]
+            elif segment_batch is not None:
+                results = segment_batch(arrays, spec=self.spec)
+            else:  # an exported network: masks, and probabilities when asked
+                predictions = self.segmenter.predict_batch(arrays, return_probs=self.spec.probs)  # type: ignore[arg-type]
+                num_classes = self.segmenter.num_classes
+                results = [confidence.from_prediction(p, num_classes) for p in predictions]
         except Exception as exc:
             self.compute_seconds += time.perf_counter() - start
             if len(readable) == 1:
@@ -343,34 +374,33 @@ class _Run:
             self._failed(job.source, failure_for(job.source.path, exc), seconds)
             return
         seconds += time.perf_counter() - start
-        confidence = None
-        if isinstance(result, tuple):  # (mask, probs (K, H, W)): the top probability per pixel
-            confidence = float(result[1].max(axis=0).mean())
-        self._record(job.source, outputs, "ok", seconds=seconds, mean_confidence=confidence)
+        mean = result.stats.mean_confidence
+        self._record(job.source, outputs, "ok", seconds=seconds, mean_confidence=mean)
 
-    def _save(self, image: np.ndarray, result: Any, job: Job) -> list[Path]:
-        """The one place an image's results are written, from the segmenter's ``result`` (a mask,
-        or (mask, probs)); returns the files written."""
-        plan, segmenter = self.plan, self.segmenter
-        mask, probs = result if isinstance(result, tuple) else (result, None)
-        written = [_write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity)]
+    def _save(
+        self, image: np.ndarray, result: confidence.SegmentationResult, job: Job
+    ) -> list[Path]:
+        """The one place an image's results are written, from the segmenter's ``result``;
+        returns the files written."""
+        plan, segmenter, mask, source = self.plan, self.segmenter, result.mask, job.source.path
+        written = [_write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)]
         self.written["mask"].append(written[-1])
         if job.overlay is not None:
             written.append(
-                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity)
+                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity, source)
             )
             self.written["overlay"].append(written[-1])
-        if plan.probs is not None and probs is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, probs.astype(np.float32, copy=False))
-            written.append(atomic_write_bytes(plan.probs, buffer.getvalue()))
-            self.written["probs"].append(written[-1])
+        for kind, path in confidence.save_extras(result, job):
+            written.append(path)
+            self.written[kind].append(path)
+        self.per_image.append(confidence.image_record(job.source.path, result, segmenter.classes))
         return written
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        palette = confidence.output_palette(self.segmenter.palette, _confidence(self.segmenter))
         if fmt == "overlay":
-            return overlay(frame, mask, self.segmenter.palette, self.plan.opacity)
-        return np.ascontiguousarray(colorize(mask, self.segmenter.palette)[..., ::-1])
+            return overlay(frame, mask, palette, self.plan.opacity)
+        return np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
 
     def video(self, job: Job) -> None:
         source = job.source

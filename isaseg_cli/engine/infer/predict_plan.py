@@ -11,8 +11,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from isaseg_cli.data.mask_io import check_writable
+from isaseg_cli.data.tiff import TIFF_SUFFIXES, is_tiff, tifffile_available
 from isaseg_cli.data.video import VIDEO_EXTENSIONS
 from isaseg_cli.errors import InputError
 
@@ -36,11 +38,13 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One input and the files it produces (``overlay`` only with ``--overlay``)."""
+    """One input and the files it produces (``overlay``, ``confidence``, ``probs`` when asked)."""
 
     source: Source
     mask: Path
     overlay: Path | None = None
+    confidence: Path | None = None
+    probs: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class PredictPlan:
             only when the first result is written.
         overlay_dir: the same for overlays, when asked for.
         manifest: ``output_dir/manifest.jsonl`` when a manifest is kept (see ``manifest``).
+        probs, confidence: the ``--probs`` and ``--confidence`` file or folder, when asked for.
     """
 
     jobs: tuple[Job, ...]
@@ -69,6 +74,7 @@ class PredictPlan:
     manifest: Path | None = None
     rank: int = 0
     world_size: int = 1
+    confidence: Path | None = None
 
     @property
     def skipped(self) -> int:
@@ -131,15 +137,17 @@ def _next_run_dir(root: Path) -> Path:
     return next(root / name for name in names if not (root / name).exists())
 
 
-def _mirrored(sources: Sequence[Source], folder: Path) -> list[Path]:
-    """Output paths under ``folder`` that mirror the input names: images -> .png, videos -> .mp4.
+def _mirrored(sources: Sequence[Source], folder: Path, suffix: str | None = None) -> list[Path]:
+    """Output paths under ``folder`` that mirror the input names: images -> .png (TIFF -> .tif,
+    keeping GeoTIFF tags), videos -> .mp4; or all -> ``suffix``.
 
     Names that would clash (``a/x.jpg`` and ``b/x.jpg`` given as files) get ``_2``, ``_3``, ...
     """
     taken: set[Path] = set()
     paths = []
     for source in sources:
-        name = source.name.with_suffix(".mp4" if source.is_video else ".png")
+        own = ".mp4" if source.is_video else ".tif" if is_tiff(source.path) else ".png"
+        name = source.name.with_suffix(suffix or own)
         candidate, number = name, 1
         while candidate in taken:
             number += 1
@@ -164,7 +172,8 @@ def _paths(
     if sources[0].is_video and suffix not in VIDEO_EXTENSIONS:
         raise InputError(f"{flag} {target}: a video needs one of {', '.join(VIDEO_EXTENSIONS)}")
     if not sources[0].is_video and fmt in ("index", "labelids") and suffix != ".png":
-        raise InputError(f"{flag} {target}: {fmt} masks are PNG files, use a .png name")
+        if suffix not in TIFF_SUFFIXES:
+            raise InputError(f"{flag} {target}: {fmt} masks are PNG or TIFF, use a .png name")
     if not sources[0].is_video and suffix not in IMAGE_EXTENSIONS:
         raise InputError(f"{flag} {target}: not an image suffix ({', '.join(IMAGE_EXTENSIONS)})")
     return [target]
@@ -175,7 +184,7 @@ def check_options(sources: Sequence[Source], fmt: str, opacity: float, probs: bo
 
     Raises:
         InputError: an unknown format, an opacity outside (0, 1], labelids for a video, or
-            ``--probs`` with anything but one image.
+            ``--probs`` for a video.
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -183,8 +192,23 @@ def check_options(sources: Sequence[Source], fmt: str, opacity: float, probs: bo
         raise InputError("labelids is for images; write videos as color or overlay")
     if not 0 < opacity <= 1:
         raise InputError(f"opacity must be in (0, 1], got {opacity}")
-    if probs and (len(sources) != 1 or sources[0].is_video):
-        raise InputError("--probs saves one image's probabilities: give exactly one image")
+    if probs and any(source.is_video for source in sources):
+        raise InputError("--probs and --confidence are for images, not videos")
+
+
+def _extra_paths(
+    sources: Sequence[Source], target: Path, suffixes: tuple[str, ...], flag: str
+) -> list[Path]:
+    """``--probs`` / ``--confidence``: one image's file (a name with one of ``suffixes``), or a
+    folder of mirrored names with the first suffix."""
+    suffix = target.suffix.lower()
+    if len(sources) == 1 and suffix and not target.is_dir():
+        if suffix not in suffixes:
+            raise InputError(f"{flag} {target}: use a {' or '.join(suffixes)} name")
+        return [target]
+    if suffix in suffixes or target.is_file():
+        raise InputError(f"{flag} {target} is one image's file; give a folder for several inputs")
+    return _mirrored(sources, target, suffixes[0])
 
 
 def _check_no_clash(sources: Sequence[Source], planned: Sequence[Path]) -> None:
@@ -223,6 +247,7 @@ def plan_predict(
     manifest: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    confidence_out: str | Path | None = None,
 ) -> PredictPlan:
     """Chooses every output path and checks that the work can be done, writing nothing.
 
@@ -230,7 +255,9 @@ def plan_predict(
     a new ``runs/predict``, ``runs/predict2``, ... under ``cwd``) mirroring the input names,
     images as ``.png`` and videos as ``.mp4``. Existing results are never replaced silently:
     ``overwrite`` replaces them, ``skip_existing`` leaves out the inputs whose outputs all exist
-    (atomic writes make an existing output a complete one).
+    (atomic writes make an existing output a complete one). ``probs_out`` (``.npy`` float32 or
+    ``.npz`` float16 for one image; a folder of ``.npz``) and ``confidence_out`` (``.png`` 8-bit
+    or ``.npy`` float16; a folder of ``.png``) likewise.
 
     Several processes (torchrun): the inputs, in their deterministic expanded order, are dealt
     round-robin, input ``i`` to rank ``i % world_size``; names are chosen over the whole list, so
@@ -251,7 +278,7 @@ def plan_predict(
         raise InputError(f"rank {rank} is not one of {world_size} process(es)")
     if overwrite and skip_existing:
         raise InputError("--overwrite and --skip-existing exclude each other: choose one")
-    check_options(sources, fmt, opacity, probs_out is not None)
+    check_options(sources, fmt, opacity, probs_out is not None or confidence_out is not None)
     target = Path(out) if out is not None else _next_run_dir(Path(cwd or "") / "runs")
     as_file = out is not None and _single_file(sources, target)
     masks = _paths(sources, target, as_file, fmt, "--out")
@@ -263,13 +290,24 @@ def plan_predict(
         overlays = list(_paths(sources, overlay_target, as_overlay_file, "overlay", "--overlay"))
         overlay_dir = overlay_target.parent if as_overlay_file else overlay_target
     probs = Path(probs_out) if probs_out is not None else None
-    jobs = [Job(*item) for item in zip(sources, masks, overlays, strict=True)]
-    planned = [*masks, *(path for path in overlays if path), *([probs] if probs else [])]
+    confidence = Path(confidence_out) if confidence_out is not None else None
+    no_paths: list[Path | None] = [None] * len(sources)
+    probs_paths = _extra_paths(sources, probs, (".npz", ".npy"), "--probs") if probs else no_paths
+    confidence_paths = (
+        _extra_paths(sources, confidence, (".png", ".npy"), "--confidence")
+        if confidence
+        else no_paths
+    )
+    items = zip(sources, masks, overlays, confidence_paths, probs_paths, strict=True)
+    jobs = [Job(*item) for item in items]
+    planned = [path for job in jobs for path in job_outputs(job)]
     _check_no_clash(sources, planned)
+    if any(is_tiff(path) for path in planned) and not tifffile_available():
+        raise InputError("TIFF outputs (for TIFF inputs) need tifffile: pip install 'isaseg[tiff]'")
     mine = jobs[rank::world_size]
     todo, done = mine, []
     if skip_existing:
-        finished = [all(os.path.lexists(p) for p in job_outputs(job, probs)) for job in mine]
+        finished = [all(os.path.lexists(p) for p in job_outputs(job)) for job in mine]
         todo = [job for job, skip in zip(mine, finished, strict=True) if not skip]
         done = [job for job, skip in zip(mine, finished, strict=True) if skip]
     elif not overwrite:
@@ -277,8 +315,9 @@ def plan_predict(
     check_writable(target, "--out", folder=not as_file)
     if overlay_out is not None:
         check_writable(Path(overlay_out), "--overlay", folder=not as_overlay_file)
-    if probs is not None:
-        check_writable(probs, "--probs")
+    for flag, extra in (("--probs", probs), ("--confidence", confidence)):
+        if extra is not None:
+            check_writable(extra, flag, folder=len(sources) > 1 or not extra.suffix)
     output_dir = target.parent if as_file else target
     return PredictPlan(
         jobs=tuple(todo),
@@ -291,9 +330,50 @@ def plan_predict(
         manifest=output_dir / MANIFEST_NAME if manifest else None,
         rank=rank,
         world_size=world_size,
+        confidence=confidence,
     )
 
 
-def job_outputs(job: Job, probs: Path | None) -> list[Path]:
-    """The files ``job`` writes (``probs``: the plan's probabilities file, if any)."""
-    return [job.mask, *([job.overlay] if job.overlay else []), *([probs] if probs else [])]
+def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
+    """What can be checked of a PyTorch model's options without its weights: device, precision,
+    test and tile overrides and, for a zoo model, whether its classes suit ``--format labelids``.
+
+    Raises:
+        InputError: the first option that cannot work.
+    """
+    from isaseg_cli.engine.device import check_precision, resolve_device
+    from isaseg_cli.engine.infer.predict import check_classes
+    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.tiles import check_tile_options
+    from isaseg_cli.engine.loading import entry_classes
+    from isaseg_cli.zoo.catalog import resolve_entry
+
+    if options["scales"] is not None and not options["ms_flip"]:
+        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+    crop, stride, mode = options["crop"], options["stride"], options["mode"]
+    tile, tile_stride = options.get("tile"), options.get("tile_stride")
+    check_tile_options(tile, tile_stride, mode, crop, stride, options["ms_flip"], cli=True)
+    check_precision(options["precision"], resolve_device(options["device"]))
+    if name is not None:
+        entry = resolve_entry(name)
+        resolve_test_spec(entry, mode=mode, crop=crop, stride=stride)
+        check_classes(fmt, entry_classes(entry, {})[0])
+
+
+def refuse_torch_only_options(torch_only: dict[str, Any], confidence_out: Path | None) -> None:
+    """Refuses the options only the PyTorch segmenter has (tiles, test scale, confidence) for an
+    exported network, which never sees them.
+
+    Raises:
+        InputError: one of them was given.
+    """
+    if confidence_out is not None or any(v not in (None, "top1") for v in torch_only.values()):
+        raise InputError(
+            "--tile, --scale, --confidence, --uncertainty and --min-confidence need the PyTorch "
+            "backend (drop --backend or the .onnx file)"
+        )
+
+
+def job_outputs(job: Job) -> list[Path]:
+    """The files ``job`` writes (its confidence map and probabilities included)."""
+    return [path for path in (job.mask, job.overlay, job.confidence, job.probs) if path]

@@ -15,7 +15,7 @@ class PredictResult:
 
     Attributes:
         inputs: inputs planned (skipped ones included).
-        masks, overlays, probs: the files written, by kind.
+        masks, overlays, probs, confidences: the files written, by kind.
         failures: (input, reason) for inputs that could not be read, decoded or segmented.
         images: segmented images and video frames (whether or not their results were written).
         skipped: inputs left out because their results existed (``skip_existing``).
@@ -24,6 +24,7 @@ class PredictResult:
         input_wait: the share of ``seconds`` the model was not computing: waiting for decoded
             images or for the writer (on a GPU, an upper bound of the time the device idled).
         ranks: the processes whose work this is (torchrun); counts are totals over them.
+        per_image: per segmented image, its input, mean confidence and pixels per class.
     """
 
     inputs: int
@@ -41,10 +42,12 @@ class PredictResult:
     stopped: str | None = None
     input_wait: float = 0.0
     ranks: int = 1
+    confidences: tuple[Path, ...] = ()
+    per_image: tuple[dict[str, Any], ...] = ()
 
     @property
     def outputs(self) -> tuple[Path, ...]:
-        return self.masks + self.overlays + self.probs
+        return self.masks + self.overlays + self.probs + self.confidences
 
     @property
     def images_per_s(self) -> float:
@@ -57,6 +60,8 @@ class PredictResult:
             "masks": [str(path) for path in self.masks],
             "overlays": [str(path) for path in self.overlays],
             "probs": [str(path) for path in self.probs],
+            "confidence": [str(path) for path in self.confidences],
+            "per_image": list(self.per_image),
             "failures": [{"input": name, "reason": reason} for name, reason in self.failures],
             "images": self.images,
             "seconds": round(self.seconds, 4),
@@ -83,6 +88,10 @@ def merge_results(results: Sequence[PredictResult]) -> PredictResult:
         masks=tuple(sorted(path for result in results for path in result.masks)),
         overlays=tuple(sorted(path for result in results for path in result.overlays)),
         probs=tuple(sorted(path for result in results for path in result.probs)),
+        confidences=tuple(sorted(path for result in results for path in result.confidences)),
+        per_image=tuple(
+            sorted((entry for r in results for entry in r.per_image), key=lambda e: e["input"])
+        ),
         failures=tuple(sorted(failure for result in results for failure in result.failures)),
         images=sum(result.images for result in results),
         seconds=max(result.seconds for result in results),

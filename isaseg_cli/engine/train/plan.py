@@ -12,8 +12,8 @@ import torch
 
 from isaseg_cli.data.datasets import Sample, dataset_classes, default_data_root, list_samples
 from isaseg_cli.engine.device import check_precision, resolve_device
-from isaseg_cli.engine.distributed import DistInfo
 from isaseg_cli.engine.infer.cuda_graphs import use_cuda_graphs
+from isaseg_cli.engine.ranks import DistInfo
 from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
 from isaseg_cli.engine.train.fast_path import TrainingPath, resolve_training_path

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from isaseg_cli.engine.checkpoint import extract_state_dict, read_checkpoint
-from isaseg_cli.engine.distributed import DistInfo, ensure_weights_once
+from isaseg_cli.engine.distributed import ensure_weights_once
+from isaseg_cli.engine.ranks import DistInfo
 from isaseg_cli.errors import CheckpointError, DownloadError
 from isaseg_cli.models.backbone import BasicBlock, Bottleneck
 from isaseg_cli.models.layers import ConvModule

@@ -22,9 +22,9 @@ from isaseg_cli.data.loader import SegmentationDataset, build_train_loader
 from isaseg_cli.data.transforms import TrainTransform
 from isaseg_cli.engine.checkpoint import apply_weights, model_state_dict, save_checkpoint
 from isaseg_cli.engine.device import ProcessFlags, set_process_flags
-from isaseg_cli.engine.distributed import DistInfo
 from isaseg_cli.engine.loading import entry_classes
 from isaseg_cli.engine.progress import ProgressCallback
+from isaseg_cli.engine.ranks import DistInfo
 from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train import workdir as train_workdir
 from isaseg_cli.engine.train.log import TrainLog

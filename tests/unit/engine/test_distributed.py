@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from isaseg_cli.engine.distributed import DistInfo, dist_info, init_process_group, joined_info
+from isaseg_cli.engine.distributed import init_process_group, joined_info
+from isaseg_cli.engine.ranks import DistInfo, dist_info
 from isaseg_cli.errors import InputError
 
 

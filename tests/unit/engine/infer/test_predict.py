@@ -106,14 +106,14 @@ def test_options_are_checked_before_anything_is_written(tmp_path, segmenter) -> 
 def test_a_batch_that_fails_is_retried_image_by_image(tmp_path, segmenter, monkeypatch) -> None:
     good = [_write(tmp_path / "in" / f"{name}.png") for name in ("a", "c")]
     thin = _write(tmp_path / "in" / "b.png", height=1, width=40)
-    real = Segmenter.predict_batch
+    real = Segmenter.segment_batch
 
     def fails_with_the_thin_image(self, images, **kwargs):
         if any(image.shape[0] == 1 for image in images):
             raise cv2.error("OpenCV(4.10) resize.cpp:1: error: (-215:Assertion failed) inv_scale")
         return real(self, images, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_batch", fails_with_the_thin_image)
+    monkeypatch.setattr(Segmenter, "segment_batch", fails_with_the_thin_image)
     result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", batch_size=3)
     reason = f"{thin}: cv2.error: (-215:Assertion failed) inv_scale"
     assert result.failures == ((str(thin), reason),)
@@ -167,7 +167,7 @@ def test_the_manifest_records_the_mean_confidence_with_probs(tmp_path, segmenter
 def test_ctrl_c_with_workers_keeps_the_finished_writes(tmp_path, segmenter, monkeypatch) -> None:
     for name in ("a", "b", "c"):
         _write(tmp_path / "in" / f"{name}.png")
-    real, calls = Segmenter.predict_batch, []
+    real, calls = Segmenter.segment_batch, []
 
     def interrupted_on_second(self, images, *prepared, **kwargs):
         calls.append(len(images))
@@ -175,8 +175,8 @@ def test_ctrl_c_with_workers_keeps_the_finished_writes(tmp_path, segmenter, monk
             raise KeyboardInterrupt
         return real(self, images, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_batch", interrupted_on_second)
-    monkeypatch.setattr(Segmenter, "predict_prepared", interrupted_on_second)  # with workers
+    monkeypatch.setattr(Segmenter, "segment_batch", interrupted_on_second)
+    monkeypatch.setattr(Segmenter, "segment_prepared", interrupted_on_second)  # with workers
     result = predict(segmenter, [tmp_path / "in"], out=tmp_path / "out", workers=1, manifest=True)
     assert result.interrupted and [path.name for path in result.masks] == ["a.png"]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "manifest.jsonl"]

@@ -132,13 +132,13 @@ def test_predict_with_workers_segments_their_inputs(tmp_path, tiny_checkpoint, m
     paths = _images(tmp_path / "in")
     plain = predict(segmenter, paths, out=tmp_path / "plain", batch_size=2, overwrite=True)
     prepared_batches: list[int] = []
-    real = Segmenter.predict_prepared
+    real = Segmenter.segment_prepared
 
     def counted(self, images, inputs, **kwargs):
         prepared_batches.append(len(inputs))
         return real(self, images, inputs, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_prepared", counted)
+    monkeypatch.setattr(Segmenter, "segment_prepared", counted)
     piped = predict(segmenter, paths, out=tmp_path / "piped", batch_size=2, workers=2)
     assert sorted(prepared_batches) == [1, 2]  # the two 32x48 images together, the 20x30 alone
     assert [path.name for path in piped.masks] == [path.name for path in plain.masks]

@@ -13,6 +13,7 @@ import torch
 
 from isaseg_cli.data.image import normalize_bgr, read_image_bgr, resize_keep_ratio
 from isaseg_cli.engine.infer import segmenter as segmenter_module
+from isaseg_cli.engine.infer.confidence import ConfidenceSpec
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.engine.infer.protocol import prepare_image
 from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
@@ -191,7 +192,7 @@ def _scaled(tiny_checkpoint, scale: tuple[int, int], **options) -> Segmenter:
 
 
 @pytest.mark.parametrize("options", [{}, {"crop": (48, 48), "window_batch": 2}])
-def test_predict_prepared_equals_predict_batch_bit_for_bit(tiny_checkpoint, image, options) -> None:
+def test_segment_prepared_equals_segment_batch_bit_for_bit(tiny_checkpoint, image, options) -> None:
     seg = _scaled(tiny_checkpoint, (120, 80), **options)
     test = seg.prepared_test()
     assert test is seg.test and test.scale == (120, 80)
@@ -203,19 +204,24 @@ def test_predict_prepared_equals_predict_batch_bit_for_bit(tiny_checkpoint, imag
     normalized = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs[:2])))
     for one, prepared in zip(normalized, inputs[:2], strict=True):  # what infer_scores feeds
         assert one.is_contiguous() and torch.equal(one, normalize_bgr(prepared)[0])
-    expected = seg.predict_batch(images, return_probs=True)
-    prepared = seg.predict_prepared(images, inputs, return_probs=True)
-    for (mask, probs), (want_mask, want_probs), one in zip(prepared, expected, images, strict=True):
-        assert mask.shape == one.shape[:2]
-        assert np.array_equal(mask, want_mask) and np.array_equal(probs, want_probs)
-    assert seg.predict_prepared([], []) == []
-    blank = seg.predict_prepared(images[:1], [np.zeros_like(inputs[0])], return_probs=True)
-    assert not np.array_equal(blank[0][1], expected[0][1])  # the inputs given are the ones used
+    asked = ConfidenceSpec(measure="margin", min_confidence=0.3, probs=True)
+    expected = seg.segment_batch(images, spec=asked)
+    prepared = seg.segment_prepared(images, inputs, spec=asked)
+    for ours, theirs, one in zip(prepared, expected, images, strict=True):
+        assert ours.mask.shape == one.shape[:2] and ours.stats == theirs.stats
+        for field in ("mask", "probs", "confidence"):
+            assert np.array_equal(getattr(ours, field), getattr(theirs, field))
+    masks = seg.predict_batch(images)  # the constructor's spec: masks only
+    plain = seg.segment_prepared(images, inputs)
+    assert all(np.array_equal(r.mask, m) for r, m in zip(plain, masks, strict=True))
+    assert seg.segment_prepared([], []) == []
+    blank = seg.segment_prepared(images[:1], [np.zeros_like(inputs[0])], spec=asked)
+    assert not np.array_equal(blank[0].probs, expected[0].probs)  # the inputs given are used
     with pytest.raises(ValueError):
-        seg.predict_prepared(images, inputs[:2])
+        seg.segment_prepared(images, inputs[:2])
 
 
-def test_predict_prepared_falls_back_to_slide_from_the_image(tiny_checkpoint, image, monkeypatch):
+def test_segment_prepared_falls_back_to_slide_from_the_image(tiny_checkpoint, image, monkeypatch):
     warnings: list[str] = []
     seg = _scaled(tiny_checkpoint, (160, 112), on_warning=warnings.append)
     real_forward = seg.model.forward
@@ -233,20 +239,24 @@ def test_predict_prepared_falls_back_to_slide_from_the_image(tiny_checkpoint, im
     slide = dataclasses.replace(SLIDE_64, scale=(160, 112))
     expected = [_reference(seg, one, slide)[0].argmax(0).numpy() for one in images]
     batches.clear()
-    masks = seg.predict_prepared(images, inputs)
+    masks = [result.mask for result in seg.segment_prepared(images, inputs)]
     assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
     assert batches[0] == 2 and len(warnings) == 1  # the pair failed together, then one by one
     batches.clear()
-    masks = seg.predict_prepared(images, inputs)  # now straight to slide: no failed whole pass
+    masks = [result.mask for result in seg.segment_prepared(images, inputs)]  # straight to slide
     assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
     assert all(size == 1 for size in batches) and len(warnings) == 1
 
 
-def test_ms_flip_takes_decoded_images_only(tiny_checkpoint, image) -> None:
-    seg = Segmenter(load_model(checkpoint=tiny_checkpoint), device="cpu", ms_flip=True)
-    assert seg.prepared_test() is None
-    with pytest.raises(InputError, match="predict_batch"):
-        seg.predict_prepared([image], [prepare_image(image, seg.test)])
+def test_ms_flip_and_tiles_take_decoded_images_only(tiny_checkpoint, image) -> None:
+    loaded = load_model(checkpoint=tiny_checkpoint)
+    for seg in (
+        Segmenter(loaded, device="cpu", ms_flip=True),
+        Segmenter(loaded, device="cpu", tile=(64, 64)),
+    ):
+        assert seg.prepared_test() is None
+        with pytest.raises(InputError, match="segment_batch"):
+            seg.segment_prepared([image], [prepare_image(image, seg.test)])
 
 
 @pytest.mark.gpu
@@ -259,5 +269,5 @@ def test_prepared_inputs_reach_the_gpu_through_pinned_memory(tiny_checkpoint, im
     expected_batch = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs)))
     assert batch.device.type == "cuda" and torch.equal(batch.cpu(), expected_batch)
     expected = seg.predict_batch(images)
-    masks = seg.predict_prepared(images, inputs)
+    masks = [result.mask for result in seg.segment_prepared(images, inputs)]
     assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))

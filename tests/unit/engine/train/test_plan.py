@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from isaseg_cli.engine.distributed import DistInfo
+from isaseg_cli.engine.ranks import DistInfo
 from isaseg_cli.engine.train.plan import TrainOverrides, plan_run
 from isaseg_cli.engine.train.state import ResumePoint
 from isaseg_cli.errors import InputError, SpecError

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from isaseg_cli.engine.checkpoint import read_checkpoint
-from isaseg_cli.engine.distributed import DistInfo
+from isaseg_cli.engine.ranks import DistInfo
 from isaseg_cli.engine.train import state as train_state
 from isaseg_cli.engine.train.plan import TrainOverrides, TrainPlan, plan_run
 from isaseg_cli.engine.train.run import prune, save, save_errors_hint, start_run
