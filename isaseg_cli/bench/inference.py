@@ -23,7 +23,8 @@ from isaseg_cli.engine.infer.fast import (
     recommended_window_batch,
     resolve_fast_settings,
 )
-from isaseg_cli.engine.infer.pipeline import default_slide_stride, forward_logits
+from isaseg_cli.engine.infer.pipeline import forward_logits
+from isaseg_cli.engine.infer.protocol import default_slide_stride
 from isaseg_cli.engine.progress import ProgressCallback
 from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import InputError

@@ -211,7 +211,7 @@ def _resolve(
     stride: str | None,
 ) -> ZooEntry:
     """The zoo entry (or the one stored in the checkpoint) with --set and test overrides."""
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.protocol import resolve_test_spec
     from isaseg_cli.zoo.catalog import resolve_entry
     from isaseg_cli.zoo.spec import override_all
 

@@ -51,6 +51,20 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (CUDA's own error, or the
+    RuntimeError other backends raise), the one failure inference retries smaller."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """Hands the CUDA allocator's cached blocks back before a retry after running out of memory."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str, *, cache: bool = True) -> Iterator[None]:
     """Mixed precision for the model's forward (no-op for fp32).

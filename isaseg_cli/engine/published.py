@@ -40,7 +40,7 @@ def compare_with_published(
         checkpoint: the weights file that was evaluated.
         images: images evaluated; ``split_images``: images in the split.
     """
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.protocol import resolve_test_spec
     from isaseg_cli.zoo.catalog import resolve_entry
 
     figures = entry.published

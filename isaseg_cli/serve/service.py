@@ -8,7 +8,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
+from isaseg_cli.engine.infer.protocol import resolve_test_spec
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.serve.api_error import ApiError
 from isaseg_cli.serve.batcher import Batcher, BatchOutcome
 from isaseg_cli.serve.metrics import ServeMetrics

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from isaseg_cli.engine.device import PRECISIONS, check_precision
 from isaseg_cli.engine.infer.cuda_graphs import GraphedInference, use_cuda_graphs
-from isaseg_cli.engine.infer.pipeline import slide_windows
+from isaseg_cli.engine.infer.protocol import slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.build import build_model
 from isaseg_cli.models.execution import ATTENTION_KINDS, ExecutionSpec

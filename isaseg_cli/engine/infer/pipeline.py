@@ -10,17 +10,9 @@ import torch
 from torch import Tensor
 
 from isaseg_cli.data.image import normalize_bgr, resize_keep_ratio, resize_to
-from isaseg_cli.engine.infer.protocol import default_slide_stride, ms_flip_views, slide_windows
+from isaseg_cli.engine.infer.protocol import ms_flip_views, slide_windows
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
-
-__all__ = [
-    "default_slide_stride",
-    "forward_logits",
-    "infer_scores",
-    "ms_flip_views",
-    "slide_windows",
-]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

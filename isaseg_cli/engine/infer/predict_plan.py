@@ -343,7 +343,7 @@ def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> 
     """
     from isaseg_cli.engine.device import check_precision, resolve_device
     from isaseg_cli.engine.infer.predict import check_classes
-    from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+    from isaseg_cli.engine.infer.protocol import resolve_test_spec
     from isaseg_cli.engine.infer.tiles import check_tile_options
     from isaseg_cli.engine.loading import entry_classes
     from isaseg_cli.zoo.catalog import resolve_entry

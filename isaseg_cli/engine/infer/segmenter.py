@@ -17,13 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.data.image import (
-    MEAN_RGB,
-    STD_RGB,
-    keep_ratio_size,
-    normalize_bgr,
-    resize_keep_ratio,
-)
 from isaseg_cli.engine.device import (
     autocast,
     inference_flags,
@@ -37,18 +30,19 @@ from isaseg_cli.engine.infer.fast import (
     recommended_window_batch,
     resolve_fast_settings,
 )
-from isaseg_cli.engine.infer.pipeline import default_slide_stride, forward_logits, infer_scores
-from isaseg_cli.engine.infer.protocol import ImageInput, as_bgr, resolve_test_spec
+from isaseg_cli.engine.infer.protocol import (
+    ImageInput,
+    as_bgr,
+    default_slide_stride,
+    resolve_test_spec,
+)
+from isaseg_cli.engine.infer.scoring import ImageScoring, WarningCallback
 from isaseg_cli.engine.infer.tiles import check_tile_options, resolve_scale, segment_tiled
 from isaseg_cli.engine.loading import LoadedModel, Palette, load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import ModelSpec, TestSpec, ZooEntry
-
-__all__ = ["ImageInput", "Segmenter", "as_bgr", "prepare_model", "resolve_test_spec"]
-
-WarningCallback = Callable[[str], None]
 
 
 def prepare_model(
@@ -71,18 +65,7 @@ def prepare_model(
     return optimize_for_inference(model.eval().to(device), spec, settings)
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def _free_cached_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-class Segmenter:
+class Segmenter(ImageScoring):
     """Segments images with a loaded ISANet model, following its zoo entry's test pipeline.
 
     Example:
@@ -325,84 +308,6 @@ class Segmenter:
         arrays = [as_bgr(image, rgb=rgb) for image in images]
         return [self._finish(scores, return_probs) for scores in self._all_scores(arrays)]
 
-    def _all_scores(self, arrays: list[np.ndarray]) -> list[Tensor]:
-        """``scores`` of each image, in order, sharing forward passes where sizes match."""
-        if self.ms_flip or len(arrays) < 2:
-            return [self.scores(array) for array in arrays]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, array in enumerate(arrays):
-            groups.setdefault(self._resized_size(array), []).append(index)
-        results: dict[int, Tensor] = {}
-        for indices in groups.values():
-            batch = [arrays[i] for i in indices]
-            scores = self._batch_scores(batch) if len(batch) > 1 else None
-            for position, index in enumerate(indices):
-                results[index] = (
-                    scores[position] if scores is not None else self.scores(batch[position])
-                )
-        return [results[i] for i in range(len(arrays))]
-
-    @torch.no_grad()
-    def scores(self, image_bgr: np.ndarray) -> Tensor:
-        """Class scores (1, K, H, W) on the device: logits, or mean probabilities with ms_flip."""
-        height, width = image_bgr.shape[:2]
-        test = self.test
-        if test.mode == "whole" and self._slide_from_pixels is not None:
-            test = self.fallback_test if height * width >= self._slide_from_pixels else test
-        try:
-            return self._infer(image_bgr, test)
-        except RuntimeError as exc:
-            if test.mode != "whole" or not _is_out_of_memory(exc):
-                raise
-        # Retried outside the except block, so the failed attempt's tensors can be freed.
-        _free_cached_memory(self.device)
-        self._slide_from_pixels = min(height * width, self._slide_from_pixels or height * width)
-        crop, stride = self.fallback_test.crop_size, self.fallback_test.stride
-        if self.on_warning is not None:
-            self.on_warning(
-                f"a {width}x{height} image does not fit in {self.device} memory in whole mode; "
-                f"using slide mode (crop {crop}, stride {stride}) for images this large"
-            )
-        return self._infer(image_bgr, self.fallback_test)
-
-    def _infer(self, image_bgr: np.ndarray, test: TestSpec) -> Tensor:
-        with autocast(self.device, self.precision):
-            return infer_scores(
-                self.model,
-                image_bgr,
-                test,
-                ms_flip=self.ms_flip,
-                ratios=self.ratios,
-                device=self.device,
-                window_batch=self.window_batch,
-            )
-
-    def _resized_size(self, image_bgr: np.ndarray) -> tuple[int, int]:
-        height, width = image_bgr.shape[:2]
-        return (
-            keep_ratio_size(width, height, self.test.scale) if self.test.scale else (width, height)
-        )
-
-    @torch.no_grad()
-    def _batch_scores(self, batch: list[np.ndarray]) -> list[Tensor] | None:
-        """Logits (1, K, H, W) per image from one forward pass; None when it ran out of memory."""
-        resized = [resize_keep_ratio(a, self.test.scale) if self.test.scale else a for a in batch]
-        images = torch.cat([normalize_bgr(image) for image in resized]).to(self.device)
-        try:
-            with autocast(self.device, self.precision):
-                logits = forward_logits(
-                    self.model, images, self.test, window_batch=self.window_batch
-                )
-                return [
-                    self.model.resize(logits[i : i + 1], image.shape[:2])
-                    for i, image in enumerate(batch)
-                ]
-        except RuntimeError as exc:
-            if not _is_out_of_memory(exc):
-                raise
-        _free_cached_memory(self.device)
-        return None
-
     def _finish(
         self, scores: Tensor, return_probs: bool
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -456,52 +361,3 @@ class Segmenter:
             for position, index in enumerate(indices):
                 scores[index] = batch[position] if batch is not None else self.scores(images[index])
         return [collect(scores[i], spec, are_probs=False) for i in range(len(images))]
-
-    def _needs_slide_fallback(self, image_bgr: np.ndarray) -> bool:
-        height, width = image_bgr.shape[:2]
-        threshold = self._slide_from_pixels
-        return self.test.mode == "whole" and threshold is not None and height * width >= threshold
-
-    def _prepared_scores(
-        self, images: Sequence[np.ndarray], inputs: Sequence[np.ndarray], indices: list[int]
-    ) -> list[Tensor] | None:
-        """Logits (1, K, H, W) at each original size from one forward pass over the prepared
-        inputs ``indices``; None when it ran out of memory."""
-        batch = self._to_device(
-            [torch.from_numpy(np.ascontiguousarray(inputs[i])) for i in indices]
-        )
-        try:
-            with autocast(self.device, self.precision):
-                logits = forward_logits(
-                    self.model, batch, self.test, window_batch=self.window_batch
-                )
-                return [
-                    self.model.resize(logits[position : position + 1], images[index].shape[:2])
-                    for position, index in enumerate(indices)
-                ]
-        except RuntimeError as exc:
-            if not _is_out_of_memory(exc):
-                raise
-        del batch
-        _free_cached_memory(self.device)
-        return None
-
-    def _to_device(self, inputs: list[Tensor]) -> Tensor:
-        """Normalised images (N, 3, h, w) float32 on the device from N BGR uint8 (h, w, 3)."""
-        if self.device.type != "cuda":
-            return _normalize_batch(torch.stack(inputs).to(self.device))
-        # Stacked straight into page-locked memory (torch's caching host allocator keeps such a
-        # block until the copies that read it are done), so the copy need not block this thread.
-        shape = (len(inputs), *inputs[0].shape)
-        pinned = torch.empty(shape, dtype=inputs[0].dtype, pin_memory=True)
-        return _normalize_batch(torch.stack(inputs, out=pinned).to(self.device, non_blocking=True))
-
-
-def _normalize_batch(images_bgr: Tensor) -> Tensor:
-    """``normalize_bgr_array`` of a batch (N, h, w, 3) uint8 on its device, bit for bit (the
-    same float32 subtract and divide), as contiguous (N, 3, h, w) float32."""
-    mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=images_bgr.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD_RGB, dtype=torch.float32, device=images_bgr.device).view(1, 3, 1, 1)
-    rgb = images_bgr.permute(0, 3, 1, 2).flip(1)  # (N, 3, h, w), channels BGR -> RGB
-    rgb = rgb.to(torch.float32, memory_format=torch.contiguous_format)
-    return (rgb - mean) / std

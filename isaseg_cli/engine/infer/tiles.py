@@ -19,7 +19,7 @@ from torch import Tensor
 
 from isaseg_cli.data.image import normalize_bgr, resize_keep_ratio
 from isaseg_cli.engine.infer.confidence import BandCollector, ConfidenceSpec, SegmentationResult
-from isaseg_cli.engine.infer.pipeline import slide_windows
+from isaseg_cli.engine.infer.protocol import slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry

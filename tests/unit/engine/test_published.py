@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from isaseg_cli.engine.infer.segmenter import resolve_test_spec
+from isaseg_cli.engine.infer.protocol import resolve_test_spec
 from isaseg_cli.engine.published import compare_with_published
 from isaseg_cli.zoo.spec import PublishedSpec, WeightsSpec
 from tests.helpers import make_tiny_cityscapes_entry

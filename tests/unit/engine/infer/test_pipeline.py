@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from isaseg_cli.engine.infer.pipeline import infer_scores, ms_flip_views
+from isaseg_cli.engine.infer.pipeline import infer_scores
+from isaseg_cli.engine.infer.protocol import ms_flip_views
 from isaseg_cli.zoo.spec import TestSpec
 
 CITYSCAPES_TEST_SCALE = (2048, 1024)

@@ -25,12 +25,8 @@ from isaseg_cli.data.image import (
     resize_to,
     scale_by_ratio,
 )
-from isaseg_cli.engine.infer.pipeline import (
-    forward_logits,
-    infer_scores,
-    ms_flip_views,
-    slide_windows,
-)
+from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
+from isaseg_cli.engine.infer.protocol import ms_flip_views, slide_windows
 from isaseg_cli.zoo.spec import TestSpec
 from tests.helpers import (
     TINY,

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from isaseg_cli.data.image import normalize_bgr, read_image_bgr, resize_keep_ratio
+from isaseg_cli.engine.infer import prepared as prepared_module
 from isaseg_cli.engine.infer import segmenter as segmenter_module
 from isaseg_cli.engine.infer.confidence import ConfidenceSpec
 from isaseg_cli.engine.infer.pipeline import infer_scores
-from isaseg_cli.engine.infer.protocol import prepare_image
-from isaseg_cli.engine.infer.segmenter import Segmenter, resolve_test_spec
+from isaseg_cli.engine.infer.protocol import prepare_image, resolve_test_spec
+from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.errors import InputError
 from isaseg_cli.zoo import spec
@@ -201,7 +202,7 @@ def test_segment_prepared_equals_segment_batch_bit_for_bit(tiny_checkpoint, imag
     inputs = [prepare_image(one, test) for one in images]
     assert inputs[0].shape == (80, 116, 3) and inputs[0].dtype == np.uint8
     assert np.array_equal(inputs[0], resize_keep_ratio(image, (120, 80)))
-    normalized = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs[:2])))
+    normalized = prepared_module.normalize_batch(torch.from_numpy(np.stack(inputs[:2])))
     for one, prepared in zip(normalized, inputs[:2], strict=True):  # what infer_scores feeds
         assert one.is_contiguous() and torch.equal(one, normalize_bgr(prepared)[0])
     asked = ConfidenceSpec(measure="margin", min_confidence=0.3, probs=True)
@@ -265,8 +266,8 @@ def test_prepared_inputs_reach_the_gpu_through_pinned_memory(tiny_checkpoint, im
     seg = Segmenter(load_model(checkpoint=tiny_checkpoint), device="cuda")
     images = [image, image[::-1].copy()]
     inputs = [prepare_image(one, seg.test) for one in images]
-    batch = seg._to_device([torch.from_numpy(one) for one in inputs])
-    expected_batch = segmenter_module._normalize_batch(torch.from_numpy(np.stack(inputs)))
+    batch = prepared_module.to_device(inputs, seg.device)
+    expected_batch = prepared_module.normalize_batch(torch.from_numpy(np.stack(inputs)))
     assert batch.device.type == "cuda" and torch.equal(batch.cpu(), expected_batch)
     expected = seg.predict_batch(images)
     masks = [result.mask for result in seg.segment_prepared(images, inputs)]

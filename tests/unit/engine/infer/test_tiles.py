@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from isaseg_cli.bench.memory import peak_tensor_bytes
 from isaseg_cli.data.image import normalize_bgr, read_image_bgr
 from isaseg_cli.engine.infer.confidence import ConfidenceSpec
-from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores, slide_windows
+from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
+from isaseg_cli.engine.infer.protocol import slide_windows
 from isaseg_cli.engine.infer.tiles import (
     logit_bands,
     resized_bands,
