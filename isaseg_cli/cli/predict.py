@@ -36,8 +36,8 @@ from isaseg_cli.errors import InputError
 TILED_MAX_PIXELS = 1 << 30
 
 if TYPE_CHECKING:
-    from isaseg_cli.engine.infer.predict import PredictResult
     from isaseg_cli.engine.infer.predict_plan import PredictPlan
+    from isaseg_cli.engine.infer.predict_result import PredictResult
     from isaseg_cli.engine.infer.segmenter import Segmenter
 
 

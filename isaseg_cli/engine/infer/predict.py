@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
-from isaseg_cli.data.mask_io import colorize, overlay, save_image_bgr, save_index_png
-from isaseg_cli.data.tiff import is_tiff, read_geo_tags, save_tiff
+from isaseg_cli.data.mask_io import colorize, overlay
 from isaseg_cli.data.video import VideoReader, VideoWriter
 from isaseg_cli.engine.failure import failure_for
 from isaseg_cli.engine.infer import confidence
@@ -29,6 +28,7 @@ from isaseg_cli.engine.infer.manifest import (
     merge_manifest,
     skipped_record,
 )
+from isaseg_cli.engine.infer.mask_output import confidence_spec, write_mask
 from isaseg_cli.engine.infer.predict_io import (
     BackgroundWriter,
     Decoded,
@@ -37,63 +37,20 @@ from isaseg_cli.engine.infer.predict_io import (
     size_batches,
 )
 from isaseg_cli.engine.infer.predict_plan import (
-    IMAGE_EXTENSIONS,
     Job,
     PredictPlan,
     Source,
-    expand_inputs,
+    check_classes,
     plan_predict,
 )
 from isaseg_cli.engine.infer.predict_result import PredictResult, merge_results
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.errors import InputError, OutputError
-from isaseg_cli.zoo.classes import CITYSCAPES
 
 if TYPE_CHECKING:  # not imported at run time: an exported network segments without torch
     from isaseg_cli.engine.infer.segmenter import Segmenter
 
-__all__ = ["IMAGE_EXTENSIONS", "PredictResult", "Source", "expand_inputs", "predict", "run_plan"]
 T = TypeVar("T")
-
-
-def check_classes(fmt: str, classes: Sequence[str]) -> None:
-    """Raises InputError when ``labelids`` is asked of a model without the Cityscapes classes."""
-    if fmt == "labelids" and tuple(classes) != CITYSCAPES.classes:
-        raise InputError(
-            f"labelids needs a model with the 19 Cityscapes classes; this one has "
-            f"{len(classes)} classes"
-        )
-
-
-def _write_image(
-    segmenter: Segmenter,
-    fmt: str,
-    path: Path,
-    mask: np.ndarray,
-    image: np.ndarray,
-    opacity: float,
-    source: Path | None = None,
-) -> Path:
-    palette = confidence.output_palette(segmenter.palette, _confidence(segmenter))
-    geo_tags = read_geo_tags(source) if source is not None and is_tiff(path) else ()
-    if fmt in ("index", "labelids"):
-        indices = mask if fmt == "index" else confidence.label_ids(mask, _confidence(segmenter))
-        colors = palette if fmt == "index" else None
-        if is_tiff(path):
-            return save_tiff(path, indices, palette=colors, geo_tags=geo_tags)
-        return save_index_png(path, indices, colors)
-    if fmt == "color":
-        bgr = np.ascontiguousarray(colorize(mask, palette)[..., ::-1])
-    else:
-        bgr = overlay(image, mask, palette, opacity)
-    if is_tiff(path):
-        return save_tiff(path, np.ascontiguousarray(bgr[..., ::-1]), geo_tags=geo_tags)
-    return save_image_bgr(path, bgr)
-
-
-def _confidence(segmenter: Any) -> confidence.ConfidenceSpec:
-    """The segmenter's confidence settings; exported networks have none (plain masks)."""
-    return getattr(segmenter, "confidence", None) or confidence.ConfidenceSpec()
 
 
 def predict(
@@ -259,7 +216,7 @@ class _Run:
             "confidence": [],
         }
         self.per_image: list[dict[str, Any]] = []
-        self.spec = confidence.spec_for(_confidence(segmenter), plan)
+        self.spec = confidence.spec_for(confidence_spec(segmenter), plan)
         self.failures: list[tuple[str, str]] = []
         self.count = 0
         self.compute_seconds = 0.0  # inside the segmenter's calls
@@ -383,11 +340,11 @@ class _Run:
         """The one place an image's results are written, from the segmenter's ``result``;
         returns the files written."""
         plan, segmenter, mask, source = self.plan, self.segmenter, result.mask, job.source.path
-        written = [_write_image(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)]
+        written = [write_mask(segmenter, plan.fmt, job.mask, mask, image, plan.opacity, source)]
         self.written["mask"].append(written[-1])
         if job.overlay is not None:
             written.append(
-                _write_image(segmenter, "overlay", job.overlay, mask, image, plan.opacity, source)
+                write_mask(segmenter, "overlay", job.overlay, mask, image, plan.opacity, source)
             )
             self.written["overlay"].append(written[-1])
         for kind, path in confidence.save_extras(result, job):
@@ -397,7 +354,7 @@ class _Run:
         return written
 
     def _frame(self, fmt: str, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        palette = confidence.output_palette(self.segmenter.palette, _confidence(self.segmenter))
+        palette = confidence.output_palette(self.segmenter.palette, confidence_spec(self.segmenter))
         if fmt == "overlay":
             return overlay(frame, mask, palette, self.plan.opacity)
         return np.ascontiguousarray(colorize(mask, palette)[..., ::-1])

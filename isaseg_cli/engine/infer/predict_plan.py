@@ -17,6 +17,7 @@ from isaseg_cli.data.mask_io import check_writable
 from isaseg_cli.data.tiff import TIFF_SUFFIXES, is_tiff, tifffile_available
 from isaseg_cli.data.video import VIDEO_EXTENSIONS
 from isaseg_cli.errors import InputError
+from isaseg_cli.zoo.classes import CITYSCAPES
 
 IMAGE_EXTENSIONS = (
     ".bmp", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".pbm", ".pgm", ".ppm", ".pnm",
@@ -334,6 +335,15 @@ def plan_predict(
     )
 
 
+def check_classes(fmt: str, classes: Sequence[str]) -> None:
+    """Raises InputError when ``labelids`` is asked of a model without the Cityscapes classes."""
+    if fmt == "labelids" and tuple(classes) != CITYSCAPES.classes:
+        raise InputError(
+            f"labelids needs a model with the 19 Cityscapes classes; this one has "
+            f"{len(classes)} classes"
+        )
+
+
 def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> None:
     """What can be checked of a PyTorch model's options without its weights: device, precision,
     test and tile overrides and, for a zoo model, whether its classes suit ``--format labelids``.
@@ -342,7 +352,6 @@ def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> 
         InputError: the first option that cannot work.
     """
     from isaseg_cli.engine.device import check_precision, resolve_device
-    from isaseg_cli.engine.infer.predict import check_classes
     from isaseg_cli.engine.infer.protocol import resolve_test_spec
     from isaseg_cli.engine.infer.tiles import check_tile_options
     from isaseg_cli.engine.loading import entry_classes

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from isaseg_cli.engine.infer.predict import expand_inputs, predict
-from isaseg_cli.engine.infer.predict_plan import plan_predict
+from isaseg_cli.engine.infer.predict import predict
+from isaseg_cli.engine.infer.predict_plan import expand_inputs, plan_predict
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.engine.loading import load_model
 from isaseg_cli.engine.progress import ProgressEvent
