@@ -165,8 +165,8 @@ def predict_cli(
         typer.Option(
             min=0,
             metavar="N",
-            help="Processes decoding images while the model runs, plus a writer thread "
-            "(0: all in turn; default 4 on a GPU for over 32 images, else 0).",
+            help="Processes decoding and resizing images while the model runs, plus a writer "
+            "thread (0: all in turn; default 4 on a GPU for over 32 images, else 0).",
         ),
     ] = None,
     max_pixels: Annotated[
