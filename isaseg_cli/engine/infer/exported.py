@@ -20,6 +20,7 @@ from isaseg_cli.engine.infer.backends import ExportedModel, Runner, check_backen
 from isaseg_cli.engine.infer.protocol import (
     ImageInput,
     as_bgr,
+    linear_taps,
     ms_flip_views,
     resolve_test_spec,
     slide_windows,
@@ -28,32 +29,15 @@ from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.spec import TestSpec
 
 
-def _linear_taps(
-    in_size: int, out_size: int, align_corners: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of bilinear resampling along one axis, computed as PyTorch's
-    ``upsample_bilinear2d`` does on the CPU (float32 source coordinates, clamped at 0)."""
-    dst = np.arange(out_size, dtype=np.float32)
-    if align_corners:
-        scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
-        src = dst * scale
-    else:
-        scale = np.float32(in_size) / np.float32(out_size)
-        src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-    index0 = src.astype(np.int64)  # truncation, as the C++ cast: src >= 0
-    index1 = np.minimum(index0 + 1, in_size - 1)
-    weight1 = np.clip(src - index0.astype(np.float32), 0, 1).astype(np.float32)
-    return index0, index1, np.float32(1) - weight1, weight1
-
-
 def resize_logits(logits: np.ndarray, size: tuple[int, int], align_corners: bool) -> np.ndarray:
     """Bilinear resize of (N, K, h, w) float32 to ``size`` (H, W): ``Segmentor.resize`` in numpy
     (width first, then height, as PyTorch's separable kernel weighs them)."""
     height, width = size
     if logits.shape[2:] == (height, width):
         return logits
-    x0, x1, wx0, wx1 = _linear_taps(logits.shape[3], width, align_corners)
-    y0, y1, wy0, wy1 = _linear_taps(logits.shape[2], height, align_corners)
+    x0, x1, wx1 = linear_taps(logits.shape[3], width, align_corners)
+    y0, y1, wy1 = linear_taps(logits.shape[2], height, align_corners)
+    wx0, wy0 = np.float32(1) - wx1, np.float32(1) - wy1
     rows = logits[..., x0] * wx0 + logits[..., x1] * wx1  # (N, K, h, W)
     return rows[..., y0, :] * wy0[:, None] + rows[..., y1, :] * wy1[:, None]  # (N, K, H, W)
 

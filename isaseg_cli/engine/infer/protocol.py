@@ -139,3 +139,22 @@ def ms_flip_views(
         size = keep_ratio_size(width, height, bound)
         views += [(size, False), (size, True)]
     return views
+
+
+def linear_taps(
+    in_size: int, out_size: int, align_corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position along one axis of a bilinear resize: the two source indices and
+    the weight of the second, computed as PyTorch's ``upsample_bilinear2d`` does (float32
+    source coordinates, clamped at 0; ``area_pixel_compute_source_index``)."""
+    dst = np.arange(out_size, dtype=np.float32)
+    if align_corners:
+        scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
+        src = dst * scale
+    else:
+        scale = np.float32(in_size) / np.float32(out_size)
+        src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    index0 = src.astype(np.int64)  # truncation, as the C++ cast: src >= 0
+    index1 = np.minimum(index0 + 1, in_size - 1)
+    weight1 = np.clip(src - index0.astype(np.float32), 0, 1).astype(np.float32)
+    return index0, index1, weight1

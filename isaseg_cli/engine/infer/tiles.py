@@ -19,7 +19,7 @@ from torch import Tensor
 
 from isaseg_cli.data.image import normalize_bgr, resize_keep_ratio
 from isaseg_cli.engine.infer.confidence import BandCollector, ConfidenceSpec, SegmentationResult
-from isaseg_cli.engine.infer.protocol import slide_windows
+from isaseg_cli.engine.infer.protocol import linear_taps, slide_windows
 from isaseg_cli.errors import InputError
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ZooEntry
@@ -162,18 +162,8 @@ def _shift(band: Tensor, rows: int) -> None:
 def _source_rows(
     source: int, output: int, align_corners: bool, device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """For each output row: the two source rows and the weight of the second, computed in float32
-    as PyTorch's bilinear kernel does (``area_pixel_compute_source_index``)."""
-    dst = np.arange(output, dtype=np.float32)
-    if align_corners:
-        scale = np.float32((source - 1) / (output - 1)) if output > 1 else np.float32(0)
-        real = scale * dst
-    else:
-        scale = np.float32(source) / np.float32(output)
-        real = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-    first = real.astype(np.int64)
-    second = first + (first < source - 1)
-    weight = np.clip(real - first.astype(np.float32), 0, 1).astype(np.float32)
+    """``protocol.linear_taps`` along the rows, as tensors on ``device``."""
+    first, second, weight = linear_taps(source, output, align_corners)
     as_tensor = torch.from_numpy
     return as_tensor(first).to(device), as_tensor(second).to(device), as_tensor(weight).to(device)
 
