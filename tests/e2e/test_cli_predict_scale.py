@@ -29,12 +29,14 @@ _SLOW = """
 import sys, time
 from isaseg_cli.cli import app
 from isaseg_cli.engine.infer.segmenter import Segmenter
-real = Segmenter.segment_batch
-def slow(self, images, **kwargs):
-    time.sleep(0.4)
-    return real(self, images, **kwargs)
-if __name__ == "__main__":
-    Segmenter.segment_batch = slow
+def slowed(real):
+    def slow(self, *args, **kwargs):
+        time.sleep(0.4)
+        return real(self, *args, **kwargs)
+    return slow
+if __name__ == "__main__":  # both entry points: with workers, predict sends prepared inputs
+    Segmenter.segment_batch = slowed(Segmenter.segment_batch)
+    Segmenter.segment_prepared = slowed(Segmenter.segment_prepared)
     app(sys.argv[1:], prog_name="isaseg")
 """
 
