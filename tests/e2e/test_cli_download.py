@@ -145,9 +145,15 @@ def test_four_concurrent_downloads_leave_one_intact_file(server: Files, tmp_path
         while waiting(name) + asked(name) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         server.gates[name].set()
-    outs = [run.communicate(timeout=60)[0] for run in runs]
-    for reader in readers:
+    for run in runs:  # stdout is a few lines: it fits the pipe, so waiting cannot block
+        run.wait(timeout=60)
+    for reader in readers:  # before the pipes close, so no reader meets a closed file
         reader.join(10)
+    outs = []
+    for run in runs:
+        outs.append(run.stdout.read())
+        run.stdout.close()
+        run.stderr.close()
     for run, lines in zip(runs, errs, strict=True):
         assert run.returncode == 0, "".join(lines)
         assert not any("Traceback" in line for line in lines)
