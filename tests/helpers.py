@@ -38,6 +38,14 @@ FLOOR = 1e-5
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "mmseg_tiny"
+# The slide settings the fixture's slide arrays were made with (its README), and each inference
+# mode's test settings, ms_flip and the fixture's (scores, mask) keys.
+FIXTURE_SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
+FIXTURE_CASES = {
+    "whole": (TestSpec(), False, "whole_logits", "whole_pred"),
+    "slide": (FIXTURE_SLIDE, False, "slide_logits", "slide_pred"),
+    "ms_flip": (TestSpec(ms_rule="image"), True, "tta_prob", "tta_pred"),
+}
 TINY_CLASSES = ("c0", "c1", "c2", "c3", "c4")
 
 # A zoo recipe shrunk to the tiny test architecture and 64x64 crops, as `isaseg train` options.

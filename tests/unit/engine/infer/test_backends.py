@@ -12,21 +12,20 @@ from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.engine.infer.backends import check_backend_options, load_exported, open_exported
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ExportError, InputError, MissingExtraError
-from isaseg_cli.zoo.spec import TestSpec
-from tests.helpers import TINY, assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    FIXTURE_CASES,
+    FIXTURE_SLIDE,
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+)
 
 pytest.importorskip("onnxruntime")
-SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
-CASES = {
-    "whole": (TestSpec(), False, "whole_logits", "whole_pred"),
-    "slide": (SLIDE, False, "slide_logits", "slide_pred"),
-    "ms_flip": (TestSpec(ms_rule="image"), True, "tta_prob", "tta_pred"),
-}
 
 
-@pytest.mark.parametrize("mode", list(CASES))
+@pytest.mark.parametrize("mode", list(FIXTURE_CASES))
 def test_onnxruntime_matches_the_mmseg_fixture(tiny_onnx, expected, mode) -> None:
-    test, ms_flip, scores_key, mask_key = CASES[mode]
+    test, ms_flip, scores_key, mask_key = FIXTURE_CASES[mode]
     loaded = load_exported(tiny_onnx["path"], "onnxruntime")
     image = read_image_bgr(TINY / "image.png")
     scores = infer_scores(loaded.model, image, test, ms_flip=ms_flip)
@@ -38,7 +37,7 @@ def test_openvino_matches_the_mmseg_fixture(tiny_onnx, expected) -> None:
     pytest.importorskip("openvino")
     loaded = load_exported(tiny_onnx["path"], "openvino")
     assert loaded.classes == ("c0", "c1", "c2", "c3", "c4") and loaded.entry.name == "tiny-test"
-    scores = infer_scores(loaded.model, read_image_bgr(TINY / "image.png"), SLIDE)
+    scores = infer_scores(loaded.model, read_image_bgr(TINY / "image.png"), FIXTURE_SLIDE)
     assert_close_to_reference(scores, expected["slide_logits"])
     assert_masks_match_except_ties(
         scores.argmax(1), expected["slide_pred"], expected["slide_logits"]

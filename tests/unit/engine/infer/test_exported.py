@@ -16,22 +16,19 @@ from isaseg_cli.engine.infer.backends import load_exported, open_exported
 from isaseg_cli.engine.infer.exported import ExportedSegmenter, resize_logits
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.errors import InputError
-from isaseg_cli.zoo.spec import TestSpec
-from tests.conftest import TINY
-from tests.helpers import assert_close_to_reference, assert_masks_match_except_ties
+from tests.helpers import (
+    FIXTURE_CASES,
+    TINY,
+    assert_close_to_reference,
+    assert_masks_match_except_ties,
+)
 
 pytest.importorskip("onnxruntime")
-SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
-CASES = {
-    "whole": (TestSpec(), False, "whole_logits", "whole_pred"),
-    "slide": (SLIDE, False, "slide_logits", "slide_pred"),
-    "ms_flip": (TestSpec(ms_rule="image"), True, "tta_prob", "tta_pred"),
-}
 
 
-@pytest.mark.parametrize("mode", list(CASES))
+@pytest.mark.parametrize("mode", list(FIXTURE_CASES))
 def test_exported_segmenter_matches_the_mmseg_fixture(tiny_onnx, expected, mode) -> None:
-    test, ms_flip, scores_key, mask_key = CASES[mode]
+    test, ms_flip, scores_key, mask_key = FIXTURE_CASES[mode]
     exported = open_exported(tiny_onnx["path"], "onnxruntime")
     exported = dataclasses.replace(exported, entry=dataclasses.replace(exported.entry, test=test))
     segmenter = ExportedSegmenter(exported, ms_flip=ms_flip)

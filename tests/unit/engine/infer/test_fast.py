@@ -27,6 +27,7 @@ from isaseg_cli.models.fuse import ConvReLU
 from isaseg_cli.zoo.catalog import resolve_entry
 from isaseg_cli.zoo.spec import TestSpec
 from tests.helpers import (
+    FIXTURE_SLIDE,
     TINY,
     assert_close_to_reference,
     assert_masks_match_except_ties,
@@ -35,7 +36,6 @@ from tests.helpers import (
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
-SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
 SPEC = tiny_model_spec()
 
 
@@ -84,7 +84,7 @@ def _autocast_scores(model, image, test, precision) -> torch.Tensor:
         return infer_scores(model, image, test)
 
 
-@pytest.mark.parametrize("test", [TestSpec(), SLIDE], ids=["whole", "slide"])
+@pytest.mark.parametrize("test", [TestSpec(), FIXTURE_SLIDE], ids=["whole", "slide"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_masks_agree_on_the_fixture(fixture_model, image, test, precision):
     reference = infer_scores(fixture_model, image, test)

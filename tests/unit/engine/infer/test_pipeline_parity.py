@@ -29,13 +29,12 @@ from isaseg_cli.engine.infer.pipeline import forward_logits, infer_scores
 from isaseg_cli.engine.infer.protocol import ms_flip_views, slide_windows
 from isaseg_cli.zoo.spec import TestSpec
 from tests.helpers import (
+    FIXTURE_SLIDE,
     TINY,
     assert_close_to_reference,
     assert_masks_match_except_ties,
     tiny_reference_model,
 )
-
-SLIDE = TestSpec(mode="slide", crop_size=(64, 64), stride=(43, 43))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_backbone_and_head_outputs(expected) -> None:
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("mode", ["whole", "slide"])
 def test_whole_and_slide_logits_and_masks(image, expected, mode, align_corners) -> None:
-    test = SLIDE if mode == "slide" else TestSpec()
+    test = FIXTURE_SLIDE if mode == "slide" else TestSpec()
     suffix = "_align_corners" if align_corners else ""
     scores = infer_scores(tiny_reference_model(align_corners).eval(), image, test)
     assert_close_to_reference(scores, expected[f"{mode}_logits{suffix}"])
@@ -116,7 +115,7 @@ def test_cityscapes_test_pipeline(image, expected) -> None:
 @pytest.mark.parametrize("mode", ["whole", "slide", "ms_flip"])
 def test_odd_sizes_run_in_every_mode(size, mode) -> None:
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-    test = SLIDE if mode == "slide" else TestSpec(ms_rule="image")
+    test = FIXTURE_SLIDE if mode == "slide" else TestSpec(ms_rule="image")
     scores = infer_scores(tiny_reference_model().eval(), image, test, ms_flip=mode == "ms_flip")
     assert scores.shape == (1, 5, *size)
     assert torch.isfinite(scores).all()
