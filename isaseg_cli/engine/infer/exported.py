@@ -5,7 +5,7 @@ twin, and both are held to the same fixture (tests/unit/engine/infer/test_export
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import numpy as np
@@ -20,12 +20,13 @@ from isaseg_cli.engine.infer.backends import ExportedModel, Runner, check_backen
 from isaseg_cli.engine.infer.protocol import (
     ImageInput,
     as_bgr,
+    chunks,
     linear_taps,
+    ms_flip_ratios,
     ms_flip_views,
     resolve_test_spec,
     slide_windows,
 )
-from isaseg_cli.errors import InputError
 from isaseg_cli.zoo.spec import TestSpec
 
 
@@ -47,11 +48,6 @@ def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def forward_logits(
     run: Runner, images: np.ndarray, test: TestSpec, *, window_batch: int = 1
 ) -> np.ndarray:
@@ -63,7 +59,7 @@ def forward_logits(
     boxes = slide_windows(height, width, test.crop_size, test.stride)
     canvas: np.ndarray | None = None
     count = np.zeros((n, 1, height, width), dtype=np.float32)
-    for group in _chunks(boxes, max(1, window_batch)):
+    for group in chunks(boxes, max(1, window_batch)):
         crops = np.concatenate([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
         window_logits = run(np.ascontiguousarray(crops))  # (len(group) * N, K, h, w)
         if canvas is None:
@@ -108,18 +104,13 @@ class ExportedSegmenter:
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         check_backend_options(exported.backend, device, precision, compile)
-        if scales is not None and not ms_flip:
-            raise InputError(
-                "scales are the multi-scale ratios of ms+flip: add ms_flip / --ms-flip"
-            )
-        if scales is not None and (not scales or min(scales) <= 0):
-            raise InputError(f"scales must be positive ratios, got {list(scales)}")
+        ratios = ms_flip_ratios(scales, ms_flip)
         self.loaded = exported
         self.device = "cpu"
         self.precision = precision
         self.test = resolve_test_spec(exported.entry, mode=mode, crop=crop, stride=stride)
         self.ms_flip = ms_flip
-        self.ratios = tuple(float(s) for s in scales) if scales is not None else None
+        self.ratios = ratios
         self.window_batch = max(1, window_batch or 1)  # batching windows saves nothing on CPUs
         self.on_warning = on_warning
         self.align_corners = exported.entry.model.align_corners

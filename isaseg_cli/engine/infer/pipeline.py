@@ -3,21 +3,14 @@ multi-scale + flip, with logits brought back to the original image size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from isaseg_cli.data.image import normalize_bgr, resize_keep_ratio, resize_to
-from isaseg_cli.engine.infer.protocol import ms_flip_views, slide_windows
+from isaseg_cli.engine.infer.protocol import chunks, ms_flip_views, slide_windows
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import TestSpec
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def forward_logits(
@@ -39,7 +32,7 @@ def forward_logits(
     boxes = slide_windows(height, width, test.crop_size, test.stride)
     canvas: Tensor | None = None
     count = images.new_zeros((n, 1, height, width))
-    for group in _chunks(boxes, max(1, window_batch)):
+    for group in chunks(boxes, max(1, window_batch)):
         crops = torch.cat([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
         window_logits = model(crops)["out"].float()  # (len(group) * N, K, h, w)
         if canvas is None:

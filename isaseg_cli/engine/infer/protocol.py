@@ -5,6 +5,7 @@ BGR arrays, slide windows and ms+flip views. Shared by the PyTorch ``segmenter``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -98,6 +99,27 @@ def prepare_image(image_bgr: np.ndarray, test: TestSpec) -> np.ndarray:
     quarter of float32's bytes crosses from decode workers and to the GPU. Torch-free, so
     predict's decode workers can run it."""
     return resize_keep_ratio(image_bgr, test.scale) if test.scale else image_bgr
+
+
+def ms_flip_ratios(scales: Sequence[float] | None, ms_flip: bool) -> tuple[float, ...] | None:
+    """The multi-scale ratios a user gave (None: the entry's), checked.
+
+    Raises:
+        InputError: ratios without ms+flip, or ratios that are not all positive.
+    """
+    if scales is None:
+        return None
+    if not ms_flip:
+        raise InputError("scales are the multi-scale ratios of ms+flip: add ms_flip / --ms-flip")
+    if not scales or min(scales) <= 0:
+        raise InputError(f"scales must be positive ratios, got {list(scales)}")
+    return tuple(float(s) for s in scales)
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    """``items`` in consecutive groups of ``size`` (windows per forward pass)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def slide_windows(

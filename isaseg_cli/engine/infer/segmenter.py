@@ -34,6 +34,7 @@ from isaseg_cli.engine.infer.protocol import (
     ImageInput,
     as_bgr,
     default_slide_stride,
+    ms_flip_ratios,
     resolve_test_spec,
 )
 from isaseg_cli.engine.infer.scoring import ImageScoring, WarningCallback
@@ -126,12 +127,7 @@ class Segmenter(ImageScoring):
         tile_accumulate: str = "float32",
     ) -> None:
         check_tile_options(tile, tile_stride, mode, crop, stride, ms_flip)
-        if scales is not None and not ms_flip:
-            raise InputError(
-                "scales are the multi-scale ratios of ms+flip: add ms_flip / --ms-flip"
-            )
-        if scales is not None and (not scales or min(scales) <= 0):
-            raise InputError(f"scales must be positive ratios, got {list(scales)}")
+        ratios = ms_flip_ratios(scales, ms_flip)
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.precision = precision
         self.loaded = loaded
@@ -147,7 +143,7 @@ class Segmenter(ImageScoring):
         self.tile_accumulate = tile_accumulate
         self.confidence = ConfidenceSpec(measure=uncertainty, min_confidence=min_confidence)
         self.ms_flip = ms_flip
-        self.ratios = tuple(float(s) for s in scales) if scales is not None else None
+        self.ratios = ratios
         if window_batch is None and tile is not None:
             window_batch = 4 if self.device.type == "cuda" else 1  # a few tiles: a few GB at most
         elif window_batch is None:

@@ -15,6 +15,7 @@ from isaseg_cli.data.image import resize_keep_ratio
 from isaseg_cli.engine.infer.protocol import (
     default_slide_stride,
     linear_taps,
+    ms_flip_ratios,
     prepare_image,
     resolve_test_spec,
 )
@@ -63,3 +64,12 @@ def test_prepare_image_is_the_keep_ratio_resize_or_the_image_itself() -> None:
     scaled = dataclasses.replace(test, scale=(90, 30))
     assert np.array_equal(prepare_image(image, scaled), resize_keep_ratio(image, (90, 30)))
     assert prepare_image(image, dataclasses.replace(test, scale=None)) is image
+
+
+def test_ms_flip_ratios_are_checked_for_both_segmenters() -> None:
+    assert ms_flip_ratios(None, ms_flip=True) is None
+    assert ms_flip_ratios([0.5, 1], ms_flip=True) == (0.5, 1.0)
+    with pytest.raises(InputError, match="add ms_flip"):
+        ms_flip_ratios([1.0], ms_flip=False)
+    with pytest.raises(InputError, match="positive ratios"):
+        ms_flip_ratios([1.0, 0.0], ms_flip=True)
