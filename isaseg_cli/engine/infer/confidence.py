@@ -196,8 +196,8 @@ def from_prediction(
     prediction: np.ndarray | tuple[np.ndarray, np.ndarray], num_classes: int
 ) -> SegmentationResult:
     """A ``SegmentationResult`` of a plain ``predict_batch`` result, a mask or (mask,
-    probabilities), for segmenters without ``segment_batch`` (exported networks): pixel counts,
-    and the mean confidence when the probabilities are there."""
+    probabilities), as exported networks give them: pixel counts, and the mean confidence when
+    the probabilities are there."""
     mask, probs = prediction if isinstance(prediction, tuple) else (prediction, None)
     counts = np.bincount(mask.reshape(-1), minlength=num_classes)[:num_classes]
     mean = None if probs is None else float(probs.max(axis=0).mean(dtype=np.float64))

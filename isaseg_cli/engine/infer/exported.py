@@ -17,6 +17,11 @@ from isaseg_cli.data.image import (
     resize_to,
 )
 from isaseg_cli.engine.infer.backends import ExportedModel, Runner, check_backend_options
+from isaseg_cli.engine.infer.confidence import (
+    ConfidenceSpec,
+    SegmentationResult,
+    from_prediction,
+)
 from isaseg_cli.engine.infer.protocol import (
     ImageInput,
     as_bgr,
@@ -142,6 +147,20 @@ class ExportedSegmenter:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Segments one image (a path or an array), as ``Segmenter.__call__``."""
         return self._finish(self.scores(as_bgr(image, rgb=rgb)), return_probs)
+
+    def segment_batch(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        spec: ConfidenceSpec | None = None,
+        rgb: bool = False,
+    ) -> list[SegmentationResult]:
+        """``Segmenter.segment_batch`` for an exported network: masks, pixel counts, and the
+        probabilities and mean confidence when ``spec`` asks for probabilities (confidence maps
+        and ``min_confidence`` need the PyTorch segmenter; commands refuse them earlier)."""
+        want_probs = spec is not None and spec.probs
+        predictions = self.predict_batch(images, return_probs=want_probs, rgb=rgb)
+        return [from_prediction(p, self.num_classes) for p in predictions]
 
     def predict_batch(
         self, images: Sequence[ImageInput], *, return_probs: bool = False, rgb: bool = False

@@ -298,15 +298,10 @@ class _Run:
         inputs = [item.prepared for item, _ in readable]
         start = time.perf_counter()
         try:
-            segment_batch = getattr(self.segmenter, "segment_batch", None)
             if self.prepare is not None and all(array is not None for array in inputs):
                 results = self.segmenter.segment_prepared(arrays, inputs, spec=self.spec)  # type: ignore[arg-type]
-            elif segment_batch is not None:
-                results = segment_batch(arrays, spec=self.spec)
-            else:  # an exported network: masks, and probabilities when asked
-                predictions = self.segmenter.predict_batch(arrays, return_probs=self.spec.probs)  # type: ignore[arg-type]
-                num_classes = self.segmenter.num_classes
-                results = [confidence.from_prediction(p, num_classes) for p in predictions]
+            else:
+                results = self.segmenter.segment_batch(arrays, spec=self.spec)  # type: ignore[arg-type]
         except Exception as exc:
             self.compute_seconds += time.perf_counter() - start
             if len(readable) == 1:

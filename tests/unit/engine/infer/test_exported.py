@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from isaseg_cli.data.image import read_image_bgr
 from isaseg_cli.engine.infer.backends import load_exported, open_exported
+from isaseg_cli.engine.infer.confidence import ConfidenceSpec
 from isaseg_cli.engine.infer.exported import ExportedSegmenter, resize_logits
 from isaseg_cli.engine.infer.segmenter import Segmenter
 from isaseg_cli.errors import InputError
@@ -72,3 +73,20 @@ def test_torch_only_options_and_bad_scales_are_refused(tiny_onnx) -> None:
     for options in ({"precision": "bf16"}, {"device": "cuda"}, {"scales": (1.0,)}):
         with pytest.raises(InputError):
             ExportedSegmenter(exported, **options)
+
+
+def test_segment_batch_gives_predict_batchs_masks_and_asked_probabilities(tiny_onnx) -> None:
+    segmenter = ExportedSegmenter(open_exported(tiny_onnx["path"]))
+    image = read_image_bgr(TINY / "image.png")
+    images = [image, image[::-1].copy()]
+    masks = segmenter.predict_batch(images)
+    plain = segmenter.segment_batch(images)
+    asked = segmenter.segment_batch(images, spec=ConfidenceSpec(probs=True))
+    for mask, one, with_probs in zip(masks, plain, asked, strict=True):
+        assert np.array_equal(one.mask, mask) and np.array_equal(with_probs.mask, mask)
+        assert one.probs is None and one.stats.mean_confidence is None
+        counts = np.bincount(mask.reshape(-1), minlength=segmenter.num_classes)
+        assert one.stats.class_pixels == tuple(int(n) for n in counts)
+        assert with_probs.probs.shape == (segmenter.num_classes, *mask.shape)
+        expected_mean = float(with_probs.probs.max(axis=0).mean(dtype=np.float64))
+        assert with_probs.stats.mean_confidence == pytest.approx(expected_mean)
