@@ -81,7 +81,8 @@ def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``isaseg export`` of the tiny checkpoint, run once per session (a dynamic export takes
-    tens of seconds): {"path": the verified .onnx file, "result": its --json-out record}."""
+    tens of seconds): {"path": the verified .onnx file, "result": its --json-out record,
+    "output": what it printed}."""
     import json
 
     pytest.importorskip("onnxruntime")
@@ -94,4 +95,4 @@ def tiny_onnx(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
     args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(path)]
     result = CliRunner().invoke(app, [*args, "--json-out", str(record)])
     assert result.exit_code == 0, result.output
-    return {"path": path, "result": json.loads(record.read_text())}
+    return {"path": path, "result": json.loads(record.read_text()), "output": result.output}

@@ -94,6 +94,8 @@ def export_cli(
                 ]
                 for check in result.checks
             ],
+            # "ok" already says whether the difference is within tolerance
+            droppable=("batch", "tolerance"),
         )
     if json_out is not None:
         _render.write_json(json_out, {"model": loaded.entry.name, **result.to_dict()})

@@ -41,6 +41,19 @@ def test_export_verified_the_dynamic_file_at_other_paddings_tall_and_wide(tiny_o
     assert not list(tiny_onnx["path"].parent.glob("*.incomplete"))
 
 
+def test_the_verification_table_fits_80_columns_uncut(tiny_onnx) -> None:
+    # CliRunner's output is not a terminal: rich lays it out in 80 columns
+    lines = tiny_onnx["output"].splitlines()
+    header = next(line for line in lines if line.startswith("size"))
+    assert "max |diff|" in header and "pixels equal" in header
+    rows = [next(line for line in lines if line.startswith(c["label"]))
+            for c in tiny_onnx["result"]["checks"]]  # fmt: skip
+    assert all(len(line.rstrip()) <= 80 for line in [header, *rows])
+    assert "…" not in "".join([header, *rows])
+    for check, row in zip(tiny_onnx["result"]["checks"], rows, strict=True):
+        assert f"{check['max_abs_diff']:.2e}" in row and row.rstrip().endswith("yes")
+
+
 def test_size_and_dynamic_together_is_a_one_line_error(tiny_checkpoint, tmp_path) -> None:
     out = tmp_path / "x.onnx"
     args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
