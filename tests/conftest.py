@@ -88,11 +88,14 @@ def tiny_onnx(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
     pytest.importorskip("onnxruntime")
     from typer.testing import CliRunner
 
-    from isaseg_cli.cli import app
+    from isaseg_cli.cli import _render, app
 
     folder = tmp_path_factory.mktemp("onnx")
     path, record = folder / "tiny.onnx", folder / "export.json"
     args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(path)]
-    result = CliRunner().invoke(app, [*args, "--json-out", str(record)])
+    # 80 columns, as a pipe gets without $COLUMNS (rich read $COLUMNS once, at import)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_render.console, "_width", 80)
+        result = CliRunner().invoke(app, [*args, "--json-out", str(record)])
     assert result.exit_code == 0, result.output
     return {"path": path, "result": json.loads(record.read_text()), "output": result.output}

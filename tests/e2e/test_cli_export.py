@@ -42,7 +42,7 @@ def test_export_verified_the_dynamic_file_at_other_paddings_tall_and_wide(tiny_o
 
 
 def test_the_verification_table_fits_80_columns_uncut(tiny_onnx) -> None:
-    # CliRunner's output is not a terminal: rich lays it out in 80 columns
+    # the fixture's export printed into 80 columns (tests/conftest.py)
     lines = tiny_onnx["output"].splitlines()
     header = next(line for line in lines if line.startswith("size"))
     assert "max |diff|" in header and "pixels equal" in header
