@@ -58,13 +58,16 @@ def export_cli(
     if size is not None and dynamic:
         raise InputError("--size makes a static file and --dynamic a dynamic one: pick one")
     shape = parse_size(size, "--size")
+    from isaseg_cli.data.mask_io import check_writable
     from isaseg_cli.engine.loading import load_model
     from isaseg_cli.export.onnx import export_onnx
+    from isaseg_cli.export.verify import FP16_AGREEMENT
     from isaseg_cli.zoo.catalog import resolve_entry
 
     name = model or (None if checkpoint else default_model())
     loaded = load_model(resolve_entry(name) if name else None, checkpoint, trust=trust_checkpoint)
     target = out or Path(f"{loaded.entry.name}.onnx")
+    check_writable(target, "--out")  # before the export, which takes minutes at full size
     stages = {"export": "exporting with torch.onnx", "verify": "verifying in onnxruntime"}
     result = export_onnx(
         loaded,
@@ -100,7 +103,16 @@ def export_cli(
     if json_out is not None:
         _render.write_json(json_out, {"model": loaded.entry.name, **result.to_dict()})
     if not result.passed:
-        _render.error("the exported file disagrees with PyTorch beyond float rounding; not written")
+        if result.precision == "fp16":
+            share = f"{100 * (1 - FP16_AGREEMENT):g} %"
+            _render.error(
+                f"the fp16 file's masks differ from PyTorch float32's on more than {share} of "
+                "the pixels; not written (export fp32, or keep it with --no-verify)"
+            )
+        else:
+            _render.error(
+                "the exported file disagrees with PyTorch beyond float rounding; not written"
+            )
         raise typer.Exit(1)
     kind = "dynamic" if result.dynamic else "static " + "x".join(map(str, result.size))
     _render.info(

@@ -14,10 +14,11 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from isaseg_cli.data.image import MEAN_RGB, STD_RGB
+from isaseg_cli.data.mask_io import os_error_reason
 from isaseg_cli.engine.extras import require
 from isaseg_cli.engine.loading import LoadedModel
-from isaseg_cli.errors import ExportError, InputError
+from isaseg_cli.errors import ExportError, InputError, OutputError
 from isaseg_cli.export.verify import SizeCheck, output_stride, verification_sizes, verify_export
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ModelSpec, to_dict
@@ -143,6 +145,17 @@ def _trace_size(size: tuple[int, int], spec: ModelSpec, dynamic: bool) -> tuple[
     return max(size[0], stride * (2 * group_h + 1)), max(size[1], stride * (2 * group_w + 1))
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _export_program(net: nn.Module, example: Tensor, dynamic: bool, output: str, opset: int) -> Any:
     from torch.export import Dim
 
@@ -151,8 +164,9 @@ def _export_program(net: nn.Module, example: Tensor, dynamic: bool, output: str,
         axes = {0: Dim("batch", min=1, max=MAX_BATCH)}
         axes |= {2: Dim("height", min=1, max=MAX_SIDE), 3: Dim("width", min=1, max=MAX_SIDE)}
         shapes = {"images": axes}
-    # torch.onnx reports its steps on stdout; nothing below the CLI prints.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    # torch.onnx reports its steps on stdout, and onnxscript logs the tracebacks of the steps
+    # it falls back from; nothing below the CLI prints (export_onnx checks the result).
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet("onnxscript"):
         warnings.simplefilter("ignore")
         return torch.onnx.export(
             net,
@@ -195,8 +209,9 @@ def export_onnx(
         on_stage: told "export", "verify" as each stage begins.
 
     Raises:
-        InputError: an unknown option value.
-        ExportError: torch.onnx could not export the model.
+        InputError: an unknown option value, or an opset the installed onnx does not know.
+        ExportError: torch.onnx could not export the model, or not at ``opset``.
+        OutputError: the file cannot be written.
         MissingExtraError: onnx, onnxscript or onnxruntime is not installed.
     """
     if output not in OUTPUTS:
@@ -205,6 +220,14 @@ def export_onnx(
         raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     for module in ("onnx", "onnxscript") + (("onnxruntime",) if verify else ()):
         require(module, "onnx")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not DEFAULT_OPSET <= opset <= newest:
+        raise InputError(
+            f"opset {opset} is outside {DEFAULT_OPSET}..{newest}, the opsets torch.onnx can write "
+            f"with the installed onnx {onnx.__version__}"
+        )
     start = time.perf_counter()
     out = Path(out)
     entry, model = loaded.entry, loaded.model.eval()
@@ -224,6 +247,13 @@ def export_onnx(
         text = str(exc).strip().splitlines()
         first = text[0] if text else type(exc).__name__
         raise ExportError(f"torch.onnx could not export {entry.name}: {first}") from None
+    # torch.onnx keeps its own opset when it cannot convert to the one asked for
+    written = program.model.opset_imports.get("")
+    if written != opset:
+        raise ExportError(
+            f"torch.onnx {torch.__version__} cannot write opset {opset} (it wrote {written}); "
+            "choose another --opset"
+        )
     program.model.metadata_props.update(
         metadata(
             loaded,
@@ -235,10 +265,13 @@ def export_onnx(
             weights_sha256=weights_sha256,
         )  # fmt: skip
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.incomplete")
     try:
-        program.save(str(partial), external_data=False)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            program.save(str(partial), external_data=False)
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {os_error_reason(exc)}") from None
         checks: tuple[SizeCheck, ...] = ()
         if verify:
             if on_stage is not None:

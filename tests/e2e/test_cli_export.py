@@ -62,6 +62,42 @@ def test_size_and_dynamic_together_is_a_one_line_error(tiny_checkpoint, tmp_path
     assert result.output.strip().startswith("error:") and len(result.output.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--opset", "99"], "opset 99 is outside 18.."),
+        (["--out", "{tmp}"], "is a folder; give a file name"),
+        (["--out", "{tmp}/a-file/x.onnx"], "a-file is not a folder"),
+    ],
+)
+def test_an_unusable_opset_or_output_is_a_one_line_error_before_exporting(
+    tiny_checkpoint, tmp_path, extra, says
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    extra = [arg.replace("{tmp}", str(tmp_path)) for arg in extra]
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x.onnx")]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and says in result.output
+    assert len(result.output.strip().splitlines()) == 1  # not even the "exporting" line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_an_fp16_file_whose_masks_drift_is_not_written_and_the_error_says_why(
+    tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    from isaseg_cli.export import verify
+
+    # fp16 rounding moves a few pixels of the tiny network (tests/unit/export): demand none
+    monkeypatch.setattr(verify, "FP16_AGREEMENT", 1.0)
+    out = tmp_path / "x16.onnx"
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--size", "64x64"]
+    result = runner.invoke(app, [*args, "--precision", "fp16"])
+    assert result.exit_code == 1 and not out.exists() and not list(tmp_path.iterdir())
+    assert "error: the fp16 file's masks differ from PyTorch float32's" in result.output
+    assert "--no-verify" in result.output
+
+
 def test_predict_with_the_onnx_file_writes_the_torch_masks(
     tiny_onnx, tiny_checkpoint, tmp_path, expected
 ) -> None:
@@ -181,7 +217,7 @@ def test_a_file_that_disagrees_exits_1_and_is_not_written(
     torch.save(payload, changed)
 
     class _Program:
-        model = type("Model", (), {"metadata_props": {}})()
+        model = type("Model", (), {"metadata_props": {}, "opset_imports": {"": 18}})()
 
         def save(self, path: str, external_data: bool) -> None:
             shutil.copyfile(tiny_onnx["path"], path)

@@ -77,3 +77,46 @@ def test_verification_sizes_cover_other_paddings_tall_and_wide(name) -> None:
     (tall_h, tall_w), (wide_h, wide_w) = checks[2][1], checks[3][1]
     assert tall_h > tall_w and wide_w > wide_h
     assert verification_sizes(size, False, entry.model) == checks[:1]
+
+
+def test_fp16_file_computes_the_model_up_to_fp16_rounding_of_its_weights(
+    tiny_checkpoint, tmp_path
+) -> None:
+    from isaseg_cli.export.onnx import export_onnx
+
+    loaded = load_model(None, tiny_checkpoint)
+    path = tmp_path / "tiny16.onnx"
+    result = export_onnx(loaded, path, size=(64, 64), dynamic=False, precision="fp16", verify=False)
+    assert result.path == path and path.is_file()
+    graph = onnx.load(str(path)).graph
+    kinds = {t.data_type for t in graph.initializer if len(t.dims) == 4}  # conv weights
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # The tiny random-init network is chaotic: rounding its weights to fp16 alone, computing
+    # in float32, already moves about 0.5 % of the pixels. The file must land there, not at
+    # the chance level a wrong graph gives (about 1 / 5 of the pixels).
+    sizes = [("export size", (64, 64), 1)]
+    [check] = verify_export(path, loaded.model, loaded.entry.model, sizes, precision="fp16")
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    rounded = copy.deepcopy(loaded.model).half().float()
+    with torch.no_grad():
+        reference = loaded.model(images)["out"].argmax(1)
+        with_fp16_weights = rounded(images)["out"].argmax(1)
+    expected = (reference == with_fp16_weights).double().mean().item()
+    assert expected > 0.98 and abs(check.agreement - expected) < 0.01, (check, expected)
+
+
+def test_an_opset_torch_onnx_falls_back_from_is_an_error_not_a_mislabelled_file(
+    tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    from isaseg_cli.errors import ExportError
+    from isaseg_cli.export.onnx import export_onnx
+
+    # an onnx that claims to know opset 99: torch.onnx then writes its own opset instead
+    monkeypatch.setattr(onnx.defs, "onnx_opset_version", lambda: 99)
+    loaded = load_model(None, tiny_checkpoint)
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ExportError, match="cannot write opset 99 \\(it wrote 18\\)"):
+        export_onnx(loaded, out, size=(64, 64), dynamic=False, opset=99, verify=False)
+    assert list(tmp_path.iterdir()) == []
