@@ -218,12 +218,13 @@ def session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSes
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def profiled_split(path: Path, image: np.ndarray, threads: int) -> dict[str, float]:
+def profiled_split(path: Path, image: np.ndarray, threads: int, runs: int = 2) -> dict[str, float]:
     """Milliseconds per run of the rewritten graph's Winograd products, the operators around
-    them, and the rest of the network, from ONNX Runtime's profiler (two runs after one)."""
+    them, and the rest of the network, from ONNX Runtime's profiler (``runs`` runs after a
+    first one, whose events are left out)."""
     probe = session(path, threads, profile=True)
     feed = {probe.get_inputs()[0].name: image}
-    for _ in range(3):
+    for _ in range(1 + runs):
         probe.run(None, feed)
     trace = Path(probe.end_profiling())
     events = [
@@ -232,14 +233,18 @@ def profiled_split(path: Path, image: np.ndarray, threads: int) -> dict[str, flo
     ]  # fmt: skip
     trace.unlink()
     split: dict[str, float] = collections.defaultdict(float)
-    for event in events:
+    seen: set[str] = set()
+    for event in events:  # in time order: a node's first event is from the first run
+        if event["name"] not in seen:
+            seen.add(event["name"])
+            continue
         if not event["name"].startswith("winograd"):
             part = "rest of the network"
         elif event["args"]["op_name"] == "MatMul":
             part = "winograd products (MatMul)"
         else:
             part = "winograd transforms and layout"
-        split[part] += event["dur"] / 3e3  # us over 3 runs -> ms per run
+        split[part] += event["dur"] / (1e3 * runs)  # us -> ms per run
     return {part: round(ms, 1) for part, ms in sorted(split.items())}
 
 
