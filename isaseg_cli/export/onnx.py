@@ -37,7 +37,8 @@ from isaseg_cli.zoo.spec import ModelSpec, to_dict
 
 OUTPUTS = ("logits", "probs", "argmax")
 PRECISIONS = ("fp32", "fp16")
-DEFAULT_OPSET = 18
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes no older opset
+DEFAULT_OPSET = MIN_OPSET
 # The largest batch and side a dynamic file declares (ONNX Runtime does not enforce them).
 MAX_BATCH, MAX_SIDE = 256, 16384
 
@@ -223,9 +224,9 @@ def export_onnx(
     import onnx
 
     newest = onnx.defs.onnx_opset_version()
-    if not DEFAULT_OPSET <= opset <= newest:
+    if not MIN_OPSET <= opset <= newest:
         raise InputError(
-            f"opset {opset} is outside {DEFAULT_OPSET}..{newest}, the opsets torch.onnx can write "
+            f"opset {opset} is outside {MIN_OPSET}..{newest}, the opsets torch.onnx can write "
             f"with the installed onnx {onnx.__version__}"
         )
     start = time.perf_counter()
