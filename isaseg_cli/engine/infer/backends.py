@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # torch is imported where it is used: open_exported must not 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 Runner = Callable[[np.ndarray], np.ndarray]
+# What the kept ONNX Runtime graph holds beyond ONNX Runtime's own optimisations.
+KEPT_GRAPH = "winograd-f4x4-1"
+# How far the Winograd graph may be from the file's on the check input, relative to its logits.
+WINOGRAD_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,9 @@ def onnxruntime_session(
     With ``optimized_dir``, ONNX Runtime's optimised graph of ``path`` is kept there, per ONNX
     Runtime version and CPU (its layout transforms depend on the vector width), and later
     sessions load it as is instead of optimising again. ``path`` must then be immutable: the
-    kept graph is found by ``path``'s name, as the export cache's files are.
+    kept graph is found by ``path``'s name, as the export cache's files are. The kept graph
+    also has its wide 3x3 convolutions in Winograd form (``engine.infer.winograd``), when that
+    matches the file.
     """
     ort = require("onnxruntime", EXTRAS["onnxruntime"])
     kept = None
@@ -133,7 +140,12 @@ def onnxruntime_session(
         tmp = kept.with_name(f"{kept.stem}.{os.getpid()}.tmp")
         options.optimized_model_filepath = str(tmp)
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = path
+        with contextlib.ExitStack() as stack:
+            if tmp is not None:  # a graph to keep: worth the rewrite's one-off seconds
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=tmp.parent)))
+                source = _with_winograd(ort, path, work) or path
+            session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -144,6 +156,47 @@ def onnxruntime_session(
         except OSError:
             tmp.unlink(missing_ok=True)
     return session
+
+
+def _with_winograd(ort: Any, path: Path, work: Path) -> Path | None:
+    """``path``'s graph in ``work`` with BatchNorm folded (ONNX Runtime's basic level) and its
+    wide 3x3 convolutions in Winograd form (``winograd``), once it has matched ``path`` on a
+    small input; None when nothing is rewritten or the two disagree (``path`` is used as is)."""
+    try:
+        import onnx
+    except ImportError:  # onnxruntime installed without isaseg[onnx]
+        return None
+    from isaseg_cli.engine.infer import winograd
+
+    folded, rewritten = work / "folded.onnx", work / "winograd.onnx"
+    options = _session_options(ort, None)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = plain.get_inputs()[0]
+    images = _check_images(feed.shape)
+    try:
+        model = onnx.load(str(folded))
+        if winograd.rewrite_wide_convs(model, winograd.MIN_CHANNELS) == 0:
+            return None
+        onnx.save(model, str(rewritten))
+        options = _session_options(ort, None)
+        providers = ["CPUExecutionProvider"]
+        candidate = ort.InferenceSession(str(rewritten), options, providers=providers)
+        got = candidate.run(None, {feed.name: images})[0]
+    except Exception:  # the file itself loaded: run it as it is rather than fail on a speed-up
+        return None
+    expected = plain.run(None, {feed.name: images})[0]
+    # Winograd's rounding is about 2e-5 of the logits; a wrong graph is off by far more.
+    bound = WINOGRAD_TOLERANCE * float(np.abs(expected).max()) + 1e-6
+    return rewritten if float(np.abs(got - expected).max()) <= bound else None
+
+
+def _check_images(shape: list[int | str | None]) -> np.ndarray:
+    """Random input for ``_with_winograd``'s check: one 64x64 image where the file's input is
+    dynamic (a batch of 64 would cost seconds on R-50), a static file's own shape otherwise."""
+    side = [d if isinstance(d, int) else 64 if axis else 1 for axis, d in enumerate(shape)]
+    return np.random.default_rng(0).standard_normal(side).astype(np.float32)
 
 
 def _session_options(ort: Any, threads: int | None) -> Any:
@@ -168,7 +221,8 @@ def _machine_key(ort_version: str) -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         described = [line for line in lines if line.startswith(("model name", "flags"))]
         cpu += "".join(described[:2])  # the first processor's
-    return hashlib.sha256(f"{ort_version} {cpu}".encode()).hexdigest()[:16]
+    # the rewrite is part of the kept graph: a changed one must not reuse an older graph
+    return hashlib.sha256(f"{ort_version} {cpu} {KEPT_GRAPH}".encode()).hexdigest()[:16]
 
 
 def _onnxruntime(

@@ -1,0 +1,186 @@
+"""Wide 3x3 convolutions of an ONNX graph rewritten as Winograd F(4x4, 3x3), for ONNX Runtime's
+CPU provider, which computes every convolution directly.
+
+Winograd's minimal filtering (Lavin & Gray, arXiv 1509.09308) computes a 4x4 output tile with
+36 instead of 144 multiplications, as one (out, in) x (in, tiles) product per position of the
+6x6 input tile. Written with standard operators, the transforms around those products cost
+copies, so only wide convolutions gain: ISANet's 2048-to-512 ``in_conv`` runs about 1.1-1.25x
+faster as a whole network on a 2-core Xeon, while rewriting the narrower and dilated backbone
+convolutions too is slower overall (``benchmarks/winograd_probe.py``, docs/PERFORMANCE.md).
+The results differ from direct convolution by float rounding of about 2e-5 of the outputs.
+
+Only ``backends.onnxruntime_session`` applies this, to the graph it keeps per CPU; exported
+files stay plain, for runtimes with their own convolution kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TILE = 4  # output tile side
+SPAN = TILE + 2  # input tile side
+# Below this many input channels the transforms cost more than the products save.
+MIN_CHANNELS = 1024
+
+# F(4x4, 3x3): output = A^T [(G g G^T) * (B^T d B)] A, over each 6x6 input tile d
+B_T = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=np.float64,
+)
+G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+A_T = np.array(
+    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    dtype=np.float64,
+)
+
+
+class _Subgraph:
+    """Nodes and initializers replacing one Conv, named ``<prefix>_<n>``."""
+
+    def __init__(self, onnx: Any, prefix: str) -> None:
+        self.onnx, self.prefix = onnx, prefix
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+
+    def _name(self) -> str:
+        return f"{self.prefix}_{len(self.nodes) + len(self.initializers)}"
+
+    def const(self, value: Any, dtype: Any = np.int64) -> str:
+        name = self._name()
+        array = np.asarray(value, dtype=dtype)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, **attributes: Any) -> str:
+        out = self._name()
+        node = self.onnx.helper.make_node(op_type, list(inputs), [out], name=out, **attributes)
+        self.nodes.append(node)
+        return out
+
+    def size(self, x: str, axis: int) -> str:
+        """Dimension ``axis`` of ``x`` as a 1-element int64 tensor (sizes are dynamic)."""
+        return self.op("Gather", self.op("Shape", x), self.const([axis]), axis=0)
+
+    def tiles(self, size: str) -> str:
+        return self.op("Div", self.op("Add", size, self.const([TILE - 1])), self.const([TILE]))
+
+
+def _winograd_conv(sub: _Subgraph, x: str, weight: np.ndarray, bias: str | None, out: str) -> None:
+    """Writes ``out`` = the 3x3, stride 1, padding 1 convolution of ``x`` (N, C, H, W)."""
+    out_channels, in_channels = weight.shape[:2]
+    positions = SPAN * SPAN
+    n, h, w = sub.size(x, 0), sub.size(x, 2), sub.size(x, 3)
+    tiles_h, tiles_w = sub.tiles(h), sub.tiles(w)
+    # zeros: one row and column before (the padding), enough after for whole tiles
+    after_h = sub.op("Sub", sub.op("Mul", tiles_h, sub.const([TILE])), h)
+    after_w = sub.op("Sub", sub.op("Mul", tiles_w, sub.const([TILE])), w)
+    after_h = sub.op("Add", after_h, sub.const([1]))
+    after_w = sub.op("Add", after_w, sub.const([1]))
+    pads = sub.op("Concat", sub.const([0, 0, 1, 1, 0, 0]), after_h, after_w, axis=0)
+    # input transform B^T d B of each tile, channel by channel: (N, C * 36, tiles_h, tiles_w)
+    taps = np.einsum("ik,jl->ijkl", B_T, B_T).reshape(positions, 1, SPAN, SPAN)
+    taps = np.tile(taps.astype(np.float32), (in_channels, 1, 1, 1))
+    v = sub.op(
+        "Conv", sub.op("Pad", x, pads), sub.const(taps, np.float32),
+        group=in_channels, kernel_shape=[SPAN, SPAN], strides=[TILE, TILE],
+    )  # fmt: skip
+    v = sub.op("Reshape", v, sub.op("Concat", n, sub.const([in_channels, positions, -1]), axis=0))
+    v = sub.op("Transpose", v, perm=[0, 2, 1, 3])  # (N, 36, C, tiles)
+    # per tile position, the transformed weights G g G^T (O, C) times the tiles (C, tiles)
+    u = np.einsum("ik,ockl,jl->ijoc", G, weight.astype(np.float64), G)
+    u = u.reshape(positions, out_channels, in_channels).astype(np.float32)
+    y = sub.op("MatMul", sub.const(u, np.float32), v)  # (N, 36, O, tiles)
+    y = sub.op("Transpose", y, perm=[0, 2, 1, 3])
+    grid = sub.op("Concat", n, sub.const([out_channels * positions]), tiles_h, tiles_w, axis=0)
+    # output transform A^T M A, each result written into its 4x4 output tile
+    spread = np.einsum("pi,qj->ijpq", A_T, A_T).reshape(positions, 1, TILE, TILE)
+    spread = np.tile(spread.astype(np.float32), (out_channels, 1, 1, 1))
+    y = sub.op(
+        "ConvTranspose", sub.op("Reshape", y, grid), sub.const(spread, np.float32),
+        *([bias] if bias else []), group=out_channels, kernel_shape=[TILE, TILE],
+        strides=[TILE, TILE],
+    )  # fmt: skip
+    ends = sub.op("Concat", h, w, axis=0)
+    crop = [y, sub.const([0, 0]), ends, sub.const([2, 3])]
+    sub.nodes.append(sub.onnx.helper.make_node("Slice", crop, [out], name=f"{sub.prefix}_crop"))
+
+
+def _eligible(onnx: Any, node: Any, weights: dict[str, np.ndarray], min_channels: int) -> bool:
+    if node.op_type != "Conv" or node.input[1] not in weights:
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    weight = weights[node.input[1]]
+    return (
+        weight.dtype == np.float32
+        and weight.shape[2:] == (3, 3)
+        and weight.shape[1] >= min_channels
+        and attrs.get("group", 1) == 1
+        and list(attrs.get("strides", [1, 1])) == [1, 1]
+        and list(attrs.get("dilations", [1, 1])) == [1, 1]
+        and list(attrs.get("pads", [0] * 4)) == [1] * 4
+        and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    )
+
+
+def rewrite_wide_convs(model: Any, min_channels: int = MIN_CHANNELS) -> int:
+    """Replaces, in place, each 3x3 stride-1 padding-1 undilated Conv of ``model`` (an
+    ``onnx.ModelProto``) with constant float32 weights and at least ``min_channels`` inputs by
+    its Winograd form. Returns how many were replaced."""
+    import onnx
+
+    graph = model.graph
+    weights = {
+        t.name: onnx.numpy_helper.to_array(t)
+        for t in graph.initializer
+        if len(t.dims) == 4 and t.data_type == onnx.TensorProto.FLOAT
+    }
+    nodes, replaced, count = [], set(), 0
+    for node in graph.node:
+        if not _eligible(onnx, node, weights, min_channels):
+            nodes.append(node)
+            continue
+        sub = _Subgraph(onnx, f"winograd{count}")
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        _winograd_conv(sub, node.input[0], weights[node.input[1]], bias, node.output[0])
+        nodes += sub.nodes
+        graph.initializer.extend(sub.initializers)
+        replaced.add(node.input[1])
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    unused = replaced - _inputs(onnx, graph)  # the replaced kernels would only take room
+    kept = [t for t in graph.initializer if t.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return count
+
+
+def _inputs(onnx: Any, graph: Any) -> set[str]:
+    """Every name ``graph``'s nodes read, those of nested graphs (If, Loop, Scan) included."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            value = onnx.helper.get_attribute_value(attribute)
+            for sub in value if isinstance(value, list) else [value]:
+                if isinstance(sub, onnx.GraphProto):
+                    names |= _inputs(onnx, sub)
+    return names
