@@ -20,7 +20,7 @@ from isaseg_cli.engine.loading import LoadedModel, entry_classes
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import ExportError
-from isaseg_cli.export.cache import export_key
+from isaseg_cli.export.cache import export_key, optimized_dir
 from isaseg_cli.export.onnx import export_onnx
 from isaseg_cli.export.verify import verification_sizes
 from isaseg_cli.hub.cache import cache_dir
@@ -82,7 +82,7 @@ def benchmark_backend(
     device = torch.device("cpu")
     model = random_model(entry.model, device)
     path = _exported_random_model(entry, model)
-    runner = load_exported(path, backend).model
+    runner = load_exported(path, backend, optimized_dir=optimized_dir()).model
     test = slide_test(entry) if mode == "slide" else TestSpec()
     images = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(2))
 

@@ -153,7 +153,9 @@ def load_backend(
     path, backend = _exported_file(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
-    return load_exported(path, backend)
+    if is_exported_file(checkpoint):  # the user's file may change under the same name
+        return load_exported(path, backend)
+    return load_exported(path, backend, optimized_dir=optimized_dir())
 
 
 def open_backend(
@@ -169,7 +171,13 @@ def open_backend(
     path, backend = _exported_file(backend, entry, checkpoint, trust=trust, on_download=on_download)
     if is_exported_file(checkpoint):  # the user's file may change under the same name
         return open_exported(path, backend)
-    return open_exported(path, backend, optimized_dir=cache_dir() / "onnx" / "optimized")
+    return open_exported(path, backend, optimized_dir=optimized_dir())
+
+
+def optimized_dir() -> Path:
+    """Where ONNX Runtime's optimised graphs of cached exports are kept
+    (``backends.onnxruntime_session``)."""
+    return cache_dir() / "onnx" / "optimized"
 
 
 def exported_segmenter(

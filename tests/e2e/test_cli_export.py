@@ -204,6 +204,27 @@ def test_eval_on_the_onnx_file_gives_the_torch_metrics(tiny_onnx, tiny_checkpoin
     assert records["onnx"]["mIoU"] == pytest.approx(records["torch"]["mIoU"], abs=0.02)
 
 
+@pytest.mark.parametrize("source", ["onnx file", "cached export"])
+def test_eval_keeps_onnx_runtimes_graph_of_a_cached_export_only(
+    source, tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """eval runs what predict runs (the kept graph, with its Winograd convolutions), but never
+    keeps a graph of the user's own file, which may change under the same name."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ISASEG_HOME", str(home))
+    checkpoint = tiny_onnx["path"] if source == "onnx file" else tiny_checkpoint
+    if source == "cached export":
+        key = cache.export_key(cache.weights_digest(checkpoint), None)
+        (home / "onnx").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_onnx["path"], home / "onnx" / f"{key[:24]}.onnx")
+    root = write_synthetic_dataset("custom", tmp_path / "custom", num_classes=5)
+    args = ["eval", "--checkpoint", str(checkpoint), "--data-root", str(root), "--limit", "1"]
+    result = runner.invoke(app, [*args, "--workers", "0", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    kept = list((home / "onnx" / "optimized").glob("*.onnx"))
+    assert len(kept) == (1 if source == "cached export" else 0)
+
+
 def test_a_file_that_disagrees_exits_1_and_is_not_written(
     tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
 ) -> None:

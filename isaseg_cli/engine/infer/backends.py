@@ -306,7 +306,11 @@ def open_exported(
 
 
 def load_exported(
-    path: str | Path, backend: str = "onnxruntime", *, threads: int | None = None
+    path: str | Path,
+    backend: str = "onnxruntime",
+    *,
+    threads: int | None = None,
+    optimized_dir: Path | None = None,
 ) -> LoadedModel:
     """``open_exported``, as a ``LoadedModel`` whose model is an ``ExportedNetwork``.
 
@@ -315,7 +319,7 @@ def load_exported(
     """
     from isaseg_cli.engine.loading import LoadedModel
 
-    exported = open_exported(path, backend, threads=threads)
+    exported = open_exported(path, backend, threads=threads, optimized_dir=optimized_dir)
     network = ExportedNetwork(
         exported.run, align_corners=exported.entry.model.align_corners, backend=backend
     )
