@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from filelock import FileLock
 
 from isaseg_cli.engine.extras import require
 from isaseg_cli.errors import ExportError, InputError
@@ -121,24 +122,57 @@ def onnxruntime_session(
     sessions load it as is instead of optimising again. ``path`` must then be immutable: the
     kept graph is found by ``path``'s name, as the export cache's files are. The kept graph
     also has its wide 3x3 convolutions in Winograd form (``engine.infer.winograd``), when that
-    matches the file.
+    matches the file. Its weights are kept in a ``.data`` file beside it, which ONNX Runtime
+    maps into memory instead of parsing (0.3-0.7 s less per start on R-50). One process builds
+    it while others wait for it, under a file lock.
     """
     ort = require("onnxruntime", EXTRAS["onnxruntime"])
-    kept = None
-    if optimized_dir is not None:
-        kept = optimized_dir / f"{path.stem}-{_machine_key(ort.__version__)}.onnx"
-    if kept is not None and kept.is_file():
-        options = _session_options(ort, threads)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
-        except Exception:  # a damaged copy: optimise the original again, and keep that
-            kept.unlink(missing_ok=True)
+    if optimized_dir is None:
+        return _new_session(ort, path, threads, None)
+    kept = optimized_dir / f"{path.stem}-{_machine_key(ort.__version__)}.onnx"
+    session = _kept_session(ort, kept, threads)
+    if session is not None:
+        return session
+    if not _writable(optimized_dir):
+        return _new_session(ort, path, threads, None)
+    with FileLock(str(kept.with_suffix(".lock"))):
+        session = _kept_session(ort, kept, threads)  # another process built it meanwhile
+        if session is None:  # missing or damaged: a new inode, never rewriting mapped bytes
+            for stale in (kept, _kept_data(kept)):
+                stale.unlink(missing_ok=True)
+            session = _new_session(ort, path, threads, kept)
+    return session
+
+
+def _kept_data(kept: Path) -> Path:
+    return kept.with_suffix(".data")
+
+
+def _kept_session(ort: Any, kept: Path, threads: int | None) -> Any | None:
+    """The kept graph's session, or None when there is none or it cannot be loaded."""
+    if not kept.is_file():
+        return None
+    options = _session_options(ort, threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
+    except Exception:  # a damaged copy, or its .data gone: built again under the lock
+        return None
+
+
+def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -> Any:
+    """A session optimising ``path``; with ``kept``, its optimised graph is written there."""
     options = _session_options(ort, threads)
     tmp = None
-    if kept is not None and _writable(kept.parent):
+    if kept is not None:  # the .onnx appears last, so a kept graph always has its .data
         tmp = kept.with_name(f"{kept.stem}.{os.getpid()}.tmp")
         options.optimized_model_filepath = str(tmp)
+        entries = {
+            "session.optimized_model_external_initializers_file_name": _kept_data(kept).name,
+            "session.optimized_model_external_initializers_min_size_in_bytes": "1024",
+        }
+        for name, value in entries.items():
+            options.add_session_config_entry(name, value)
     try:
         source = path
         with contextlib.ExitStack() as stack:
@@ -147,8 +181,9 @@ def onnxruntime_session(
                 source = _with_winograd(ort, path, work) or path
             session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        if tmp is not None and kept is not None:
+            for partial in (tmp, _kept_data(kept)):
+                partial.unlink(missing_ok=True)
         raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
     if tmp is not None and kept is not None:
         try:
