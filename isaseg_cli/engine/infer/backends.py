@@ -180,10 +180,12 @@ def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -
                 work = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=tmp.parent)))
                 source = _with_winograd(ort, path, work) or path
             session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-        if tmp is not None and kept is not None:
+    except BaseException as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        if tmp is not None and kept is not None:  # Ctrl-C included: no partial graph left
             for partial in (tmp, _kept_data(kept)):
                 partial.unlink(missing_ok=True)
+        if not isinstance(exc, Exception):
+            raise
         raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
     if tmp is not None and kept is not None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,24 @@ def test_concurrent_first_sessions_build_the_kept_graph_once(
     images = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype(np.float32)
     outputs = [s.run(None, {s.get_inputs()[0].name: images})[0] for s in sessions]
     assert all(np.allclose(o, outputs[0], atol=1e-5) for o in outputs)
+
+
+def test_an_interrupted_build_leaves_no_partial_kept_graph(
+    tiny_onnx, tmp_path, monkeypatch
+) -> None:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession
+
+    def interrupted_once_written(model, options, **kwargs):
+        built = session(model, options, **kwargs)
+        if options.optimized_model_filepath.endswith(".tmp"):  # Ctrl-C just after ORT wrote it
+            assert Path(options.optimized_model_filepath).is_file()
+            raise KeyboardInterrupt
+        return built
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", interrupted_once_written)
+    kept_dir = tmp_path / "optimized"
+    with pytest.raises(KeyboardInterrupt):
+        onnxruntime_session(tiny_onnx["path"], optimized_dir=kept_dir)
+    assert [p.suffix for p in kept_dir.iterdir()] == [".lock"]
