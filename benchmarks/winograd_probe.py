@@ -17,7 +17,9 @@ this probe writes it with standard ONNX operators and measures what that costs:
    Winograd products and the layout operators around them.
 
 Usage: python benchmarks/winograd_probe.py MODEL.onnx [--runs 3] [--json-out F]
-(MODEL.onnx: ``isaseg export ... --dynamic``, fp32 logits.) Nothing here is used by isaseg.
+(MODEL.onnx: ``isaseg export ... --dynamic``, fp32 logits.) The undilated rewrite is isaseg's
+own (``isaseg_cli.engine.infer.winograd``, which its ONNX Runtime backend applies to the widest
+convolutions); the dilated one and the timings are this probe's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -37,108 +38,20 @@ import onnxruntime as ort
 from cpu_peak import cpu_name
 from onnx import helper, numpy_helper
 
-TILE = 4  # output tile side m
-SPAN = TILE + 2  # input tile side m + r - 1
-
-# F(4x4, 3x3): output = A^T [(G g G^T) * (B^T d B)] A
-B_T = np.array(
-    [
-        [4, 0, -5, 0, 1, 0],
-        [0, -4, -4, 1, 1, 0],
-        [0, 4, -4, -1, 1, 0],
-        [0, -2, -1, 2, 1, 0],
-        [0, 2, -1, -2, 1, 0],
-        [0, 4, 0, -5, 0, 1],
-    ],
-    dtype=np.float64,
-)
-G = np.array(
-    [
-        [1 / 4, 0, 0],
-        [-1 / 6, -1 / 6, -1 / 6],
-        [-1 / 6, 1 / 6, -1 / 6],
-        [1 / 24, 1 / 12, 1 / 6],
-        [1 / 24, -1 / 12, 1 / 6],
-        [0, 0, 1],
-    ]
-)
-A_T = np.array(
-    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-    dtype=np.float64,
-)
+from isaseg_cli.engine.infer.winograd import Subgraph, winograd_conv
 
 
-class Subgraph:
-    """Nodes and initializers of one rewritten Conv, named ``<prefix>_<n>``."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self.initializers, self.count = prefix, [], [], 0
-
-    def _name(self) -> str:
-        self.count += 1
-        return f"{self.prefix}_{self.count}"
-
-    def const(self, value: Any, dtype: Any = np.int64) -> str:
-        name = self._name()
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, **attributes: Any) -> str:
-        out = self._name()
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attributes))
-        return out
-
-    def dims(self, x: str) -> list[str]:
-        """N, C, H, W of ``x`` as 1-element int64 tensors (sizes are dynamic)."""
-        shape = self.op("Shape", x)
-        return [self.op("Gather", shape, self.const([axis]), axis=0) for axis in range(4)]
-
-    def ceil_div(self, size: str, k: int) -> str:
-        return self.op("Div", self.op("Add", size, self.const([k - 1])), self.const([k]))
-
-    def times(self, size: str, k: int, plus: int = 0) -> str:
-        product = self.op("Mul", size, self.const([k]))
-        return self.op("Add", product, self.const([plus])) if plus else product
-
-    def crop(self, x: str, h: str, w: str) -> str:
-        ends = self.op("Concat", h, w, axis=0)
-        return self.op("Slice", x, self.const([0, 0]), ends, self.const([2, 3]))
+def _ceil_div(sub: Subgraph, size: str, k: int) -> str:
+    return sub.op("Div", sub.op("Add", size, sub.const([k - 1])), sub.const([k]))
 
 
-def winograd_conv(sub: Subgraph, x: str, weight: np.ndarray, bias: str | None) -> str:
-    """A 3x3, stride 1, padding 1 convolution of ``x`` (N, C, H, W) as F(4x4, 3x3)."""
-    out_channels, in_channels = weight.shape[:2]
-    positions = SPAN * SPAN
-    n, _, h, w = sub.dims(x)
-    tiles_h, tiles_w = sub.ceil_div(h, TILE), sub.ceil_div(w, TILE)
-    # one row/column of zeros before, enough after for whole tiles (padding 1 included)
-    pad_h = sub.op("Sub", sub.times(tiles_h, TILE, 1), h)
-    pad_w = sub.op("Sub", sub.times(tiles_w, TILE, 1), w)
-    pads = sub.op("Concat", sub.const([0, 0, 1, 1, 0, 0]), pad_h, pad_w, axis=0)
-    # input transform B^T d B of every 6x6 tile, per channel: (N, C*36, tiles_h, tiles_w)
-    taps = np.einsum("ik,jl->ijkl", B_T, B_T).reshape(positions, 1, SPAN, SPAN)
-    taps = np.tile(taps.astype(np.float32), (in_channels, 1, 1, 1))
-    v = sub.op(
-        "Conv", sub.op("Pad", x, pads), sub.const(taps, np.float32),
-        group=in_channels, kernel_shape=[SPAN, SPAN], strides=[TILE, TILE],
-    )  # fmt: skip
-    v = sub.op("Reshape", v, sub.op("Concat", n, sub.const([in_channels, positions, -1]), axis=0))
-    v = sub.op("Transpose", v, perm=[0, 2, 1, 3])  # (N, 36, C, tiles)
-    # one (O, C) x (C, tiles) product per tile position with the transformed weights G g G^T
-    u = np.einsum("ik,ockl,jl->ijoc", G, weight.astype(np.float64), G)
-    u = u.reshape(positions, out_channels, in_channels).astype(np.float32)
-    y = sub.op("MatMul", sub.const(u, np.float32), v)  # (N, 36, O, tiles)
-    y = sub.op("Transpose", y, perm=[0, 2, 1, 3])
-    shape = sub.op("Concat", n, sub.const([out_channels * positions]), tiles_h, tiles_w, axis=0)
-    # output transform A^T M A, written into each 4x4 output tile
-    spread = np.einsum("pi,qj->ijpq", A_T, A_T).reshape(positions, 1, TILE, TILE)
-    spread = np.tile(spread.astype(np.float32), (out_channels, 1, 1, 1))
-    y = sub.op(
-        "ConvTranspose", sub.op("Reshape", y, shape), sub.const(spread, np.float32),
-        *([bias] if bias else []), group=out_channels, kernel_shape=[TILE, TILE],
-        strides=[TILE, TILE],
-    )  # fmt: skip
-    return sub.crop(y, h, w)
+def _times(sub: Subgraph, size: str, k: int) -> str:
+    return sub.op("Mul", size, sub.const([k]))
+
+
+def _crop(sub: Subgraph, x: str, h: str, w: str) -> str:
+    ends = sub.op("Concat", h, w, axis=0)
+    return sub.op("Slice", x, sub.const([0, 0]), ends, sub.const([2, 3]))
 
 
 def dilated_winograd_conv(
@@ -147,9 +60,10 @@ def dilated_winograd_conv(
     """A 3x3 convolution dilated ``dilation`` (padding alike): on each of the dilation^2
     interleaved sub-grids of the zero-padded map it is an undilated one."""
     d, out_channels = dilation, weight.shape[0]
-    n, c, h, w = sub.dims(x)
-    grid_h, grid_w = sub.ceil_div(h, d), sub.ceil_div(w, d)
-    pad_h, pad_w = sub.op("Sub", sub.times(grid_h, d), h), sub.op("Sub", sub.times(grid_w, d), w)
+    n, c, h, w = (sub.size(x, axis) for axis in range(4))
+    grid_h, grid_w = _ceil_div(sub, h, d), _ceil_div(sub, w, d)
+    pad_h = sub.op("Sub", _times(sub, grid_h, d), h)
+    pad_w = sub.op("Sub", _times(sub, grid_w, d), w)
     pads = sub.op("Concat", sub.const([0, 0, 0, 0, 0, 0]), pad_h, pad_w, axis=0)
     split = sub.op("Concat", n, c, grid_h, sub.const([d]), grid_w, sub.const([d]), axis=0)
     grids = sub.op("Reshape", sub.op("Pad", x, pads), split)
@@ -158,9 +72,9 @@ def dilated_winograd_conv(
     y = winograd_conv(sub, grids, weight, bias)
     shape = sub.op("Concat", n, sub.const([d, d, out_channels]), grid_h, grid_w, axis=0)
     y = sub.op("Transpose", sub.op("Reshape", y, shape), perm=[0, 3, 4, 1, 5, 2])
-    whole = [n, sub.const([out_channels]), sub.times(grid_h, d), sub.times(grid_w, d)]
+    whole = [n, sub.const([out_channels]), _times(sub, grid_h, d), _times(sub, grid_w, d)]
     y = sub.op("Reshape", y, sub.op("Concat", *whole, axis=0))
-    return sub.crop(y, h, w)
+    return _crop(sub, y, h, w)
 
 
 def _rewritable(node: onnx.NodeProto, weights: dict[str, np.ndarray], min_channels: int) -> int:
@@ -194,7 +108,7 @@ def rewrite(model: onnx.ModelProto, min_channels: int) -> int:
         if not dilation:
             nodes.append(node)
             continue
-        sub = Subgraph(f"winograd{count}")
+        sub = Subgraph(onnx, f"winograd{count}")
         weight, x = weights[node.input[1]], node.input[0]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if dilation == 1:

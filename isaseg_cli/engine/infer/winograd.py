@@ -52,7 +52,7 @@ A_T = np.array(
 )
 
 
-class _Subgraph:
+class Subgraph:
     """Nodes and initializers replacing one Conv, named ``<prefix>_<n>``."""
 
     def __init__(self, onnx: Any, prefix: str) -> None:
@@ -60,17 +60,17 @@ class _Subgraph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
 
-    def _name(self) -> str:
+    def name(self) -> str:
         return f"{self.prefix}_{len(self.nodes) + len(self.initializers)}"
 
     def const(self, value: Any, dtype: Any = np.int64) -> str:
-        name = self._name()
+        name = self.name()
         array = np.asarray(value, dtype=dtype)
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
     def op(self, op_type: str, *inputs: str, **attributes: Any) -> str:
-        out = self._name()
+        out = self.name()
         node = self.onnx.helper.make_node(op_type, list(inputs), [out], name=out, **attributes)
         self.nodes.append(node)
         return out
@@ -83,8 +83,11 @@ class _Subgraph:
         return self.op("Div", self.op("Add", size, self.const([TILE - 1])), self.const([TILE]))
 
 
-def _winograd_conv(sub: _Subgraph, x: str, weight: np.ndarray, bias: str | None, out: str) -> None:
-    """Writes ``out`` = the 3x3, stride 1, padding 1 convolution of ``x`` (N, C, H, W)."""
+def winograd_conv(
+    sub: Subgraph, x: str, weight: np.ndarray, bias: str | None, out: str | None = None
+) -> str:
+    """The 3x3, stride 1, padding 1 convolution of ``x`` (N, C, H, W), written into ``out``
+    (default: a new name); returns its name."""
     out_channels, in_channels = weight.shape[:2]
     positions = SPAN * SPAN
     n, h, w = sub.size(x, 0), sub.size(x, 2), sub.size(x, 3)
@@ -120,7 +123,9 @@ def _winograd_conv(sub: _Subgraph, x: str, weight: np.ndarray, bias: str | None,
     )  # fmt: skip
     ends = sub.op("Concat", h, w, axis=0)
     crop = [y, sub.const([0, 0]), ends, sub.const([2, 3])]
+    out = out or sub.name()
     sub.nodes.append(sub.onnx.helper.make_node("Slice", crop, [out], name=f"{sub.prefix}_crop"))
+    return out
 
 
 def _eligible(onnx: Any, node: Any, weights: dict[str, np.ndarray], min_channels: int) -> bool:
@@ -157,9 +162,9 @@ def rewrite_wide_convs(model: Any, min_channels: int = MIN_CHANNELS) -> int:
         if not _eligible(onnx, node, weights, min_channels):
             nodes.append(node)
             continue
-        sub = _Subgraph(onnx, f"winograd{count}")
+        sub = Subgraph(onnx, f"winograd{count}")
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        _winograd_conv(sub, node.input[0], weights[node.input[1]], bias, node.output[0])
+        winograd_conv(sub, node.input[0], weights[node.input[1]], bias, node.output[0])
         nodes += sub.nodes
         graph.initializer.extend(sub.initializers)
         replaced.add(node.input[1])
