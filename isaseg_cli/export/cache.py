@@ -21,6 +21,13 @@ from isaseg_cli.zoo.spec import ZooEntry
 # Nothing here imports torch: on a cache hit, `predict --backend onnxruntime` runs without it.
 # The PyTorch side (loading the weights, exporting, verifying) is imported on a miss only.
 EXPORT_OPSET = 18
+# What a first run on an exported backend is doing (``on_stage``), for the commands' status.
+STAGE_MESSAGES = {
+    "export": "exporting the weights to ONNX, once for these weights (minutes at full size)",
+    "verify": "verifying the export in onnxruntime",
+    "optimize": "optimising the ONNX graph for this CPU, once",
+    "wait": "waiting for another isaseg process optimising the same graph",
+}
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.loading import LoadedModel
@@ -147,7 +154,7 @@ def load_backend(
     on_stage: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """The model on ``backend`` (see ``_exported_file``) behind ``Segmentor``'s call contract,
-    for the PyTorch code paths (eval)."""
+    for the PyTorch code paths (eval). ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
     from isaseg_cli.engine.infer.backends import load_exported
 
     path, backend = _exported_file(
@@ -155,7 +162,7 @@ def load_backend(
     )
     if is_exported_file(checkpoint):  # the user's file may change under the same name
         return load_exported(path, backend)
-    return load_exported(path, backend, optimized_dir=optimized_dir())
+    return load_exported(path, backend, optimized_dir=optimized_dir(), on_stage=on_stage)
 
 
 def open_backend(
@@ -165,13 +172,17 @@ def open_backend(
     *,
     trust: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ExportedModel:
     """The exported network on ``backend`` (see ``_exported_file``), without torch when the
-    export is cached; ONNX Runtime's optimised graph of a cached export is kept beside it."""
-    path, backend = _exported_file(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    export is cached; ONNX Runtime's optimised graph of a cached export is kept beside it.
+    ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
+    path, backend = _exported_file(
+        backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
+    )
     if is_exported_file(checkpoint):  # the user's file may change under the same name
         return open_exported(path, backend)
-    return open_exported(path, backend, optimized_dir=optimized_dir())
+    return open_exported(path, backend, optimized_dir=optimized_dir(), on_stage=on_stage)
 
 
 def optimized_dir() -> Path:
@@ -187,6 +198,7 @@ def exported_segmenter(
     *,
     trust: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
     options: dict[str, Any],
 ) -> ExportedSegmenter:
     """The segmenter of ``predict`` and ``serve`` whose network runs on ``backend``, on the CPU
@@ -195,5 +207,7 @@ def exported_segmenter(
     from isaseg_cli.zoo.catalog import resolve_entry
 
     entry = resolve_entry(name) if name is not None else None
-    exported = open_backend(backend, entry, checkpoint, trust=trust, on_download=on_download)
+    exported = open_backend(
+        backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
+    )
     return ExportedSegmenter(exported, **{**options, "device": "cpu"})

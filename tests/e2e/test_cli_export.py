@@ -153,6 +153,20 @@ def test_backend_onnxruntime_exports_once_into_the_cache(
     assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
 
 
+def test_a_first_run_on_onnxruntime_says_what_it_is_doing_once(
+    tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
+    """The export and the graph optimisation take minutes at full size: no silent pause."""
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    args = ["predict", str(TINY / "image.png"), "--checkpoint", str(tiny_checkpoint)]
+    args += ["--backend", "onnxruntime", "--overwrite", "--out", str(tmp_path / "mask.png")]
+    first, again = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == again.exit_code == 0, first.output + again.output
+    stages = [cache.STAGE_MESSAGES[stage] for stage in ("export", "verify", "optimize")]
+    assert all(message in first.output for message in stages), first.output
+    assert not any(message in again.output for message in stages), again.output
+
+
 @pytest.mark.parametrize("source", ["onnx file", "cached export"])
 def test_predict_on_onnxruntime_never_imports_torch(
     source, tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
@@ -223,6 +237,8 @@ def test_eval_keeps_onnx_runtimes_graph_of_a_cached_export_only(
     assert result.exit_code == 0, result.output
     kept = list((home / "onnx" / "optimized").glob("*.onnx"))
     assert len(kept) == (1 if source == "cached export" else 0)
+    said = cache.STAGE_MESSAGES["optimize"] in result.output
+    assert said == (source == "cached export"), result.output
 
 
 def test_a_file_that_disagrees_exits_1_and_is_not_written(

@@ -11,13 +11,13 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from isaseg_cli.engine.extras import require
 from isaseg_cli.errors import ExportError, InputError
@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # torch is imported where it is used: open_exported must not 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 Runner = Callable[[np.ndarray], np.ndarray]
+# told "optimize" before ONNX Runtime's graph is optimised and kept, "wait" while another
+# process does it
+StageFn = Callable[[str], None]
 # What the kept ONNX Runtime graph holds beyond ONNX Runtime's own optimisations.
 KEPT_GRAPH = "winograd-f4x4-1"
 # How far the Winograd graph may be from the file's on the check input, relative to its logits.
@@ -112,7 +115,11 @@ def default_threads() -> int | None:
 
 
 def onnxruntime_session(
-    path: Path, threads: int | None = None, *, optimized_dir: Path | None = None
+    path: Path,
+    threads: int | None = None,
+    *,
+    optimized_dir: Path | None = None,
+    on_stage: StageFn | None = None,
 ) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
     ``default_threads``).
@@ -124,7 +131,7 @@ def onnxruntime_session(
     also has its wide 3x3 convolutions in Winograd form (``engine.infer.winograd``), when that
     matches the file. Its weights are kept in a ``.data`` file beside it, which ONNX Runtime
     maps into memory instead of parsing (0.3-0.7 s less per start on R-50). One process builds
-    it while others wait for it, under a file lock.
+    it while others wait for it, under a file lock (``on_stage``: see ``StageFn``).
     """
     ort = require("onnxruntime", EXTRAS["onnxruntime"])
     if optimized_dir is None:
@@ -135,13 +142,30 @@ def onnxruntime_session(
         return session
     if not _writable(optimized_dir):
         return _new_session(ort, path, threads, None)
-    with FileLock(str(kept.with_suffix(".lock"))):
+    with _locked(kept.with_suffix(".lock"), on_stage):
         session = _kept_session(ort, kept, threads)  # another process built it meanwhile
         if session is None:  # missing or damaged: a new inode, never rewriting mapped bytes
             for stale in (kept, _kept_data(kept)):
                 stale.unlink(missing_ok=True)
+            if on_stage is not None:
+                on_stage("optimize")
             session = _new_session(ort, path, threads, kept)
     return session
+
+
+@contextlib.contextmanager
+def _locked(path: Path, on_stage: StageFn | None) -> Iterator[None]:
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_stage is not None:
+            on_stage("wait")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _kept_data(kept: Path) -> Path:
@@ -263,16 +287,16 @@ def _machine_key(ort_version: str) -> str:
 
 
 def _onnxruntime(
-    path: Path, threads: int | None, optimized_dir: Path | None = None
+    path: Path, threads: int | None, optimized_dir: Path | None, on_stage: StageFn | None
 ) -> tuple[Runner, dict[str, str]]:
-    session = onnxruntime_session(path, threads, optimized_dir=optimized_dir)
+    session = onnxruntime_session(path, threads, optimized_dir=optimized_dir, on_stage=on_stage)
     name = session.get_inputs()[0].name
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     return (lambda images: session.run(None, {name: images})[0]), metadata
 
 
 def _openvino(
-    path: Path, threads: int | None, optimized_dir: Path | None = None
+    path: Path, threads: int | None, optimized_dir: Path | None, on_stage: StageFn | None
 ) -> tuple[Runner, dict[str, str]]:
     ov = require("openvino", EXTRAS["openvino"])
     core = ov.Core()
@@ -306,10 +330,11 @@ def open_exported(
     *,
     threads: int | None = None,
     optimized_dir: Path | None = None,
+    on_stage: StageFn | None = None,
 ) -> ExportedModel:
     """An exported file (``isaseg export``) opened on ``backend``, with the entry, classes and
-    palette from its metadata. Imports no torch. ``optimized_dir``: see ``onnxruntime_session``
-    (OpenVINO ignores it).
+    palette from its metadata. Imports no torch. ``optimized_dir``, ``on_stage``: see
+    ``onnxruntime_session`` (OpenVINO ignores them).
 
     Raises:
         ExportError: the file is not a readable ONNX model, was not written by isaseg, or does
@@ -320,7 +345,7 @@ def open_exported(
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
     open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run, metadata = open_backend(path, threads, optimized_dir)
+    run, metadata = open_backend(path, threads, optimized_dir, on_stage)
     try:
         entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
         classes = tuple(json.loads(metadata["classes"]))
@@ -348,6 +373,7 @@ def load_exported(
     *,
     threads: int | None = None,
     optimized_dir: Path | None = None,
+    on_stage: StageFn | None = None,
 ) -> LoadedModel:
     """``open_exported``, as a ``LoadedModel`` whose model is an ``ExportedNetwork``.
 
@@ -356,7 +382,9 @@ def load_exported(
     """
     from isaseg_cli.engine.loading import LoadedModel
 
-    exported = open_exported(path, backend, threads=threads, optimized_dir=optimized_dir)
+    exported = open_exported(
+        path, backend, threads=threads, optimized_dir=optimized_dir, on_stage=on_stage
+    )
     network = ExportedNetwork(
         exported.run, align_corners=exported.entry.model.align_corners, backend=backend
     )

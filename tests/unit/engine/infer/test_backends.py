@@ -120,13 +120,14 @@ def test_concurrent_first_sessions_build_the_kept_graph_once(
 
     monkeypatch.setattr(backends, "_new_session", counted)
     kept_dir = tmp_path / "optimized"
+    stages: list[str] = []
+    options = {"optimized_dir": kept_dir, "on_stage": stages.append}
     with ThreadPoolExecutor(3) as pool:
         sessions = list(
-            pool.map(
-                lambda _: onnxruntime_session(tiny_onnx["path"], optimized_dir=kept_dir), range(3)
-            )
+            pool.map(lambda _: onnxruntime_session(tiny_onnx["path"], **options), range(3))
         )
     assert len(builds) == 1 and builds[0] is not None
+    assert sorted(stages) == ["optimize", "wait", "wait"]  # the others said they waited
     images = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype(np.float32)
     outputs = [s.run(None, {s.get_inputs()[0].name: images})[0] for s in sessions]
     assert all(np.allclose(o, outputs[0], atol=1e-5) for o in outputs)
