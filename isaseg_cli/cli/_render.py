@@ -49,6 +49,13 @@ def status(message: str) -> None:
     err_console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
 
 
+def stage_status(stage: str) -> None:
+    """``status`` for what a first run on an exported backend is doing (``on_stage``)."""
+    from isaseg_cli.export.cache import STAGE_MESSAGES  # only reached on an exported backend
+
+    status(f"{STAGE_MESSAGES[stage]} ...")
+
+
 def is_main_process() -> bool:
     """Only rank 0 of a torchrun job draws bars and tables.
 

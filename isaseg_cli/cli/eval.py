@@ -258,7 +258,7 @@ def _load(
 
     if uses_export(backend, checkpoint):
         from isaseg_cli.engine.infer.backends import check_backend_options
-        from isaseg_cli.export.cache import STAGE_MESSAGES, load_backend
+        from isaseg_cli.export.cache import load_backend
 
         backend = "onnxruntime" if backend == "torch" else backend
         check_backend_options(backend, device.type, precision, False)
@@ -269,7 +269,7 @@ def _load(
                 checkpoint,
                 trust=trust,
                 on_download=_render.download_sink(update),
-                on_stage=lambda stage: _render.status(f"{STAGE_MESSAGES[stage]} ..."),
+                on_stage=_render.stage_status,
             )
 
     with _render.progress_bars(transfer=True) as update:

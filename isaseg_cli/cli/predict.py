@@ -331,7 +331,7 @@ def _load(
     with _render.progress_bars(transfer=True) as update:
         on_download = _render.download_sink(update)
         if uses_export(backend, checkpoint):
-            from isaseg_cli.export.cache import STAGE_MESSAGES, exported_segmenter
+            from isaseg_cli.export.cache import exported_segmenter
 
             return exported_segmenter(
                 backend,
@@ -339,7 +339,7 @@ def _load(
                 checkpoint,
                 trust=trust,
                 on_download=on_download,
-                on_stage=lambda stage: _render.status(f"{STAGE_MESSAGES[stage]} ..."),
+                on_stage=_render.stage_status,
                 options=options,
             )
         from isaseg_cli.engine.infer.segmenter import Segmenter  # imports torch: not on that path

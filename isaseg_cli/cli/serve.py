@@ -98,7 +98,9 @@ def serve_cli(
     where |= {"trust": trust_checkpoint, "backend": backend}
     # Loaded here even with --workers: a bad model fails once, with one message, and a zoo
     # file is downloaded once before the workers load their own copies.
-    segmenter = load_segmenter(**where, options={**options, "on_warning": _render.warn})
+    segmenter = load_segmenter(
+        **where, on_stage=_render.stage_status, options={**options, "on_warning": _render.warn}
+    )
     entry_name = segmenter.loaded.entry.name
 
     def started(url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,22 @@ def load_segmenter(
     *,
     trust: bool = False,
     backend: str = "torch",
+    on_stage: Callable[[str], None] | None = None,
     options: dict[str, Any],
 ) -> Segmenter:
     """The Segmenter ``isaseg serve`` runs, built as ``isaseg predict`` builds it.
 
     ``options`` are Segmenter keyword arguments (device, precision, mode, ms_flip, ...). An
-    exported ``.onnx`` file or another ``backend`` runs the network in that backend on the CPU.
+    exported ``.onnx`` file or another ``backend`` runs the network in that backend on the CPU;
+    ``on_stage`` then hears what a first run does (``export.cache.STAGE_MESSAGES``).
     """
     path = Path(checkpoint) if checkpoint is not None else None
     if backend != "torch" or (path is not None and path.suffix.lower() == ".onnx"):
         from isaseg_cli.export.cache import exported_segmenter
 
-        return exported_segmenter(backend, name, path, trust=trust, options=options)
+        return exported_segmenter(
+            backend, name, path, trust=trust, on_stage=on_stage, options=options
+        )
     if path is not None:
         return Segmenter.from_checkpoint(path, name, trust=trust, **options)
     assert name is not None
