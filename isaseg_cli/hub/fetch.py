@@ -14,19 +14,19 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import requests
-from filelock import FileLock, Timeout
 
 from isaseg_cli.errors import ChecksumError, DownloadError
 from isaseg_cli.hub import record
 from isaseg_cli.hub.cache import cached_path, url_filename
+from isaseg_cli.hub.lock import exclusive
 from isaseg_cli.zoo.spec import WeightsSpec
 
 ProgressFn = Callable[[int, int | None], None]
@@ -169,24 +169,14 @@ def _part(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-@contextmanager
-def _exclusive(dest: Path, on_status: StatusFn | None) -> Iterator[bool]:
+def _exclusive(dest: Path, on_status: StatusFn | None) -> AbstractContextManager[bool]:
     """Holds ``dest``'s lock; yields whether another process held it first."""
     locks = dest.parent / ".locks"
     locks.mkdir(exist_ok=True)
-    lock = FileLock(locks / f"{dest.name}.lock")
-    try:
-        lock.acquire(timeout=0)
-        waited = False
-    except Timeout:
-        if on_status is not None:
-            on_status(f"waiting for another download of {dest.name}")
-        lock.acquire()
-        waited = True
-    try:
-        yield waited
-    finally:
-        lock.release()
+    message = f"waiting for another download of {dest.name}"
+    return exclusive(
+        locks / f"{dest.name}.lock", None if on_status is None else lambda: on_status(message)
+    )
 
 
 def _cached(dest: Path, expected: str | None) -> FetchResult | None:

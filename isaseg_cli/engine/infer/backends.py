@@ -11,16 +11,16 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from isaseg_cli.engine.extras import require
 from isaseg_cli.errors import ExportError, InputError
+from isaseg_cli.hub.lock import exclusive
 from isaseg_cli.zoo.spec import ZooEntry, from_dict
 
 if TYPE_CHECKING:  # torch is imported where it is used: open_exported must not load it
@@ -142,7 +142,8 @@ def onnxruntime_session(
         return session
     if not _writable(optimized_dir):
         return _new_session(ort, path, threads, None)
-    with _locked(kept.with_suffix(".lock"), on_stage):
+    on_wait = None if on_stage is None else lambda: on_stage("wait")
+    with exclusive(kept.with_suffix(".lock"), on_wait):
         session = _kept_session(ort, kept, threads)  # another process built it meanwhile
         if session is None:  # missing or damaged: a new inode, never rewriting mapped bytes
             for stale in (kept, _kept_data(kept)):
@@ -151,21 +152,6 @@ def onnxruntime_session(
                 on_stage("optimize")
             session = _new_session(ort, path, threads, kept)
     return session
-
-
-@contextlib.contextmanager
-def _locked(path: Path, on_stage: StageFn | None) -> Iterator[None]:
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_stage is not None:
-            on_stage("wait")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _kept_data(kept: Path) -> Path:
