@@ -184,12 +184,15 @@ def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -
         for name, value in entries.items():
             options.add_session_config_entry(name, value)
     try:
-        source = path
-        with contextlib.ExitStack() as stack:
-            if tmp is not None:  # a graph to keep: worth the rewrite's one-off seconds
-                work = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=tmp.parent)))
-                source = _with_winograd(ort, path, work) or path
-            session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        session = None
+        if tmp is not None and kept is not None:  # a graph to keep: worth the rewrite's seconds
+            with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+                session = _winograd_session(ort, path, Path(work), options)
+            if session is None:  # rejected: its graph is written again, from ``path``
+                for rejected in (tmp, _kept_data(kept)):
+                    rejected.unlink(missing_ok=True)
+        if session is None:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except BaseException as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
         if tmp is not None and kept is not None:  # Ctrl-C included: no partial graph left
             for partial in (tmp, _kept_data(kept)):
@@ -205,10 +208,10 @@ def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -
     return session
 
 
-def _with_winograd(ort: Any, path: Path, work: Path) -> Path | None:
-    """``path``'s graph in ``work`` with BatchNorm folded (ONNX Runtime's basic level) and its
-    wide 3x3 convolutions in Winograd form (``winograd``), once it has matched ``path`` on a
-    small input; None when nothing is rewritten or the two disagree (``path`` is used as is)."""
+def _winograd_session(ort: Any, path: Path, work: Path, options: Any) -> Any | None:
+    """A session with ``options`` on ``path``'s graph with BatchNorm folded (ONNX Runtime's
+    basic level) and its wide 3x3 convolutions in Winograd form (``winograd``), once it has
+    matched ``path`` on a small input; None when nothing is rewritten or the two disagree."""
     try:
         import onnx
     except ImportError:  # onnxruntime installed without isaseg[onnx]
@@ -216,10 +219,10 @@ def _with_winograd(ort: Any, path: Path, work: Path) -> Path | None:
     from isaseg_cli.engine.infer import winograd
 
     folded, rewritten = work / "folded.onnx", work / "winograd.onnx"
-    options = _session_options(ort, None)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(folded)
-    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    basic = _session_options(ort, None)
+    basic.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    basic.optimized_model_filepath = str(folded)
+    plain = ort.InferenceSession(str(path), basic, providers=["CPUExecutionProvider"])
     feed = plain.get_inputs()[0]
     images = _check_images(feed.shape)
     try:
@@ -227,20 +230,19 @@ def _with_winograd(ort: Any, path: Path, work: Path) -> Path | None:
         if winograd.rewrite_wide_convs(model, winograd.MIN_CHANNELS) == 0:
             return None
         onnx.save(model, str(rewritten))
-        options = _session_options(ort, None)
         providers = ["CPUExecutionProvider"]
-        candidate = ort.InferenceSession(str(rewritten), options, providers=providers)
-        got = candidate.run(None, {feed.name: images})[0]
+        session = ort.InferenceSession(str(rewritten), options, providers=providers)
+        got = session.run(None, {feed.name: images})[0]
     except Exception:  # the file itself loaded: run it as it is rather than fail on a speed-up
         return None
     expected = plain.run(None, {feed.name: images})[0]
     # Winograd's rounding is about 2e-5 of the logits; a wrong graph is off by far more.
     bound = WINOGRAD_TOLERANCE * float(np.abs(expected).max()) + 1e-6
-    return rewritten if float(np.abs(got - expected).max()) <= bound else None
+    return session if float(np.abs(got - expected).max()) <= bound else None
 
 
 def _check_images(shape: list[int | str | None]) -> np.ndarray:
-    """Random input for ``_with_winograd``'s check: one 64x64 image where the file's input is
+    """Random input for ``_winograd_session``'s check: one 64x64 image where the file's input is
     dynamic (a batch of 64 would cost seconds on R-50), a static file's own shape otherwise."""
     side = [d if isinstance(d, int) else 64 if axis else 1 for axis, d in enumerate(shape)]
     return np.random.default_rng(0).standard_normal(side).astype(np.float32)
