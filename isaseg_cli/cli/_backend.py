@@ -22,7 +22,7 @@ def check_exported_options(
 ) -> None:
     """What can be checked before the export is loaded (or made): backend, device, precision.
 
-    ``options`` are Segmenter keyword arguments; ``compile`` and ``scales`` may be absent.
+    ``options`` are Segmenter keyword arguments; ``compile`` may be absent.
     """
     from isaseg_cli.engine.infer.backends import check_backend_options
 
@@ -31,5 +31,3 @@ def check_exported_options(
     check_backend_options(backend, options["device"], options["precision"], compiled)
     if is_exported(checkpoint) and name is not None:
         raise InputError("an exported .onnx file carries its model: drop the model name")
-    if options.get("scales") is not None and not options["ms_flip"]:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")

@@ -59,10 +59,14 @@ def parse_scale(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def parse_ratios(text: str | None) -> tuple[float, ...] | None:
-    """``"0.5,1.0,1.5"`` -> (0.5, 1.0, 1.5): the scales of multi-scale testing."""
+def parse_ratios(text: str | None, ms_flip: bool) -> tuple[float, ...] | None:
+    """``"0.5,1.0,1.5"`` -> (0.5, 1.0, 1.5): the scales of multi-scale testing, which only
+    ``--ms-flip`` uses. Checked here, before anything heavy is imported, so a mistyped command
+    fails at once."""
     if text is None:
         return None
+    if not ms_flip:
+        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
     try:
         ratios = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:

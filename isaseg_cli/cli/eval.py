@@ -99,9 +99,7 @@ def eval_cli(
     from isaseg_cli.engine.published import compare_with_published
     from isaseg_cli.report.dataset_check import check_before_run
 
-    ratios = parse_ratios(scales)
-    if ratios is not None and not ms_flip:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
+    ratios = parse_ratios(scales, ms_flip)
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
     check_before_run(entry.data, root, split, max_pixels)

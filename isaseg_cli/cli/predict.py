@@ -204,7 +204,7 @@ def predict_cli(
         "crop": parse_size(crop, "--crop-size"),
         "stride": parse_size(stride, "--stride"),
         "ms_flip": ms_flip,
-        "scales": parse_ratios(scales),
+        "scales": parse_ratios(scales, ms_flip),
         "compile": compile_model,
         "on_warning": _render.warn,
     }

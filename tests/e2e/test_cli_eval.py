@@ -115,6 +115,9 @@ def test_published_comparison_only_on_the_whole_val_split(
     ms = run_eval(published_checkpoint, custom_root, "--ms-flip", "--scales", "1.0")
     assert ms.exit_code == 0, ms.output
     assert "published mIoU (ms+flip)" in ms.output and "55.50" in ms.output
+    alone = run_eval(published_checkpoint, custom_root, "--scales", "1.0")
+    assert alone.exit_code == 2
+    assert alone.output.strip() == "error: --scales sets the --ms-flip ratios; add --ms-flip"
 
 
 def test_published_comparison_needs_the_entrys_own_settings(published_checkpoint, custom_root):

@@ -357,8 +357,6 @@ def check_model_options(name: str | None, fmt: str, options: dict[str, Any]) -> 
     from isaseg_cli.engine.loading import entry_classes
     from isaseg_cli.zoo.catalog import resolve_entry
 
-    if options["scales"] is not None and not options["ms_flip"]:
-        raise InputError("--scales sets the --ms-flip ratios; add --ms-flip")
     crop, stride, mode = options["crop"], options["stride"], options["mode"]
     tile, tile_stride = options.get("tile"), options.get("tile_stride")
     check_tile_options(tile, tile_stride, mode, crop, stride, options["ms_flip"], cli=True)
