@@ -176,8 +176,9 @@ MaxPixelsOpt = Annotated[
     ),
 ]
 BackendOpt = Annotated[
-    Literal["torch", "onnxruntime", "openvino"],
+    Literal["auto", "torch", "onnxruntime", "openvino"],
     typer.Option(
-        help="Run the network in PyTorch, or as a cached ONNX export in ONNX Runtime or OpenVINO."
+        help="Run the network in PyTorch, or as a cached ONNX export in ONNX Runtime or "
+        "OpenVINO (auto: onnxruntime for an .onnx --checkpoint, else torch)."
     ),
 ]

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
+from isaseg_cli.cli._backend import resolve_backend
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
     BackendOpt,
@@ -104,12 +105,13 @@ def benchmark_cli(
             metavar="FILE", help="Also write a torch.profiler table of the costliest kernels."
         ),
     ] = None,
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     json_out: JsonOutOpt = None,
 ) -> None:
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
     if train and attention:
         raise InputError("--train and --attention are separate benchmarks: pick one")
+    backend = resolve_backend(backend, None)  # random weights: never an exported file
     from isaseg_cli.bench.run import BenchmarkRequest, call_counts, check_request, run_benchmark
     from isaseg_cli.engine.device import resolve_device
     from isaseg_cli.engine.infer.fast import FastOptions

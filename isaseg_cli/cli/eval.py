@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import is_exported, uses_export
+from isaseg_cli.cli._backend import is_exported, resolve_backend
 from isaseg_cli.cli._options import (
     BackendOpt,
     CheckpointOpt,
@@ -82,7 +82,7 @@ def eval_cli(
     ] = None,
     settings: SetOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
 ) -> None:
     """Evaluate a model on a dataset split: per-class IoU and accuracy, aAcc, mIoU and mAcc.
 
@@ -100,6 +100,7 @@ def eval_cli(
     from isaseg_cli.report.dataset_check import check_before_run
 
     ratios = parse_ratios(scales, ms_flip)
+    backend = resolve_backend(backend, checkpoint)
     entry = _resolve(model, checkpoint, trust_checkpoint, settings or [], mode, crop, stride)
     root = data_root or default_data_root(entry.data.dataset)
     check_before_run(entry.data, root, split, max_pixels)
@@ -114,7 +115,7 @@ def eval_cli(
             _refuse_earlier_predictions(prediction_paths(samples, save_dir, save_format))
     if json_out is not None:
         check_writable(json_out, "--json-out")
-    on_cpu = uses_export(backend, checkpoint) and device == "auto"  # the backends run there
+    on_cpu = backend != "torch" and device == "auto"  # the backends run there
     target = resolve_device("cpu" if on_cpu else device)
     check_precision(precision, target)
     collector = _start_report(report, entry) if report is not None else None
@@ -250,15 +251,15 @@ def _load(
     backend: str = "torch",
     precision: str = "fp32",
 ) -> Any:
-    """The model on ``device``; a download bar appears only if the weights are fetched. An
-    exported ``checkpoint`` or another ``backend`` gives the exported network on the CPU."""
+    """The model on ``device``; a download bar appears only if the weights are fetched. A
+    ``backend`` other than torch (see ``resolve_backend``) gives the exported network on the
+    CPU."""
     from isaseg_cli.engine.loading import load_model
 
-    if uses_export(backend, checkpoint):
+    if backend != "torch":
         from isaseg_cli.engine.infer.backends import check_backend_options
         from isaseg_cli.export.cache import load_backend
 
-        backend = "onnxruntime" if backend == "torch" else backend
         check_backend_options(backend, device.type, precision, False)
         with _render.progress_bars(transfer=True) as update:
             return load_backend(

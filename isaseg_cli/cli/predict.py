@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import check_exported_options, uses_export
+from isaseg_cli.cli._backend import check_exported_options, resolve_backend
 from isaseg_cli.cli._options import (
     BackendOpt,
     CheckpointOpt,
@@ -139,7 +139,7 @@ def predict_cli(
             help="torch.compile the model (compiles per input shape; pays off on GPUs).",
         ),
     ] = False,
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     json_out: JsonOutOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace results that already exist.")
@@ -209,7 +209,8 @@ def predict_cli(
         "on_warning": _render.warn,
     }
     extra = _tile_options(tile, tile_stride, scale, batch_size, uncertainty, min_confidence)
-    exported = uses_export(backend, checkpoint)
+    backend = resolve_backend(backend, checkpoint)
+    exported = backend != "torch"
     if exported:
         refuse_torch_only_options(extra, confidence)
     options.update({} if exported else extra)
@@ -330,7 +331,7 @@ def _load(
     """The segmenter; a download bar appears only if the weights are really downloaded."""
     with _render.progress_bars(transfer=True) as update:
         on_download = _render.download_sink(update)
-        if uses_export(backend, checkpoint):
+        if backend != "torch":
             from isaseg_cli.export.cache import exported_segmenter
 
             return exported_segmenter(

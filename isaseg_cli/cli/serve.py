@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import check_exported_options, uses_export
+from isaseg_cli.cli._backend import check_exported_options, resolve_backend
 from isaseg_cli.cli._options import (
     BackendOpt,
     CheckpointOpt,
@@ -33,7 +33,7 @@ def serve_cli(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free).")] = 8000,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     mode: ModeOpt = None,
     ms_flip: MsFlipOpt = False,
     max_batch: Annotated[int, typer.Option(min=1, help="Images per forward pass at most.")] = 4,
@@ -92,7 +92,8 @@ def serve_cli(
         "ms_flip": ms_flip,
     }
     name = model or (None if checkpoint else default_model())
-    if uses_export(backend, checkpoint):
+    backend = resolve_backend(backend, checkpoint)
+    if backend != "torch":
         check_exported_options(backend, name, checkpoint, options)
     where = {"name": name, "checkpoint": None if checkpoint is None else str(checkpoint)}
     where |= {"trust": trust_checkpoint, "backend": backend}

@@ -126,6 +126,21 @@ def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: onnxruntime cannot load")
 
 
+@pytest.mark.parametrize("command", ["predict", "eval", "serve"])
+def test_an_explicit_torch_backend_with_an_onnx_file_is_refused(tiny_onnx, tmp_path, command):
+    """PyTorch cannot run an exported file; the default (auto) runs it on onnxruntime."""
+    path = tiny_onnx["path"]
+    inputs = {"predict": [str(TINY / "image.png"), "--out", str(tmp_path / "m.png")]}
+    args = [command, *inputs.get(command, []), "--checkpoint", str(path), "--backend", "torch"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: --backend torch runs .pth weights, and {path} is an ONNX export: "
+        "use --backend onnxruntime or openvino, or leave --backend out"
+    )
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_backend_onnxruntime_exports_once_into_the_cache(
     tiny_onnx, tiny_checkpoint, tmp_path, monkeypatch
 ) -> None:
