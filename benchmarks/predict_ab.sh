@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Whole `isaseg predict --backend onnxruntime` processes of two checkouts of isaseg, run by run in
-# alternation, on the cache, checkpoint and image of benchmarks/onnx_cpu.sh (run that first):
-# a before/after figure for a change of the ONNX Runtime path (docs/PERFORMANCE.md).
+# Whole `isaseg predict --backend $BACKEND` processes (default onnxruntime; or openvino) of two
+# checkouts of isaseg, run by run in alternation, on the cache, checkpoint and image of
+# benchmarks/onnx_cpu.sh (run that first): a before/after figure for a change of a backend's
+# path (docs/PERFORMANCE.md).
 # Usage: bash benchmarks/predict_ab.sh BEFORE_CHECKOUT AFTER_CHECKOUT OUT.tsv [RUNS]
 # (make BEFORE with `git worktree add /tmp/before <commit>`); each checkout runs its own code
-# through `python -m isaseg_cli` from its root. Each builds its kept graph in an untimed run.
+# through `python -m isaseg_cli` from its root. Each builds what it keeps in an untimed run.
 set -eu
 BEFORE=$(realpath "$1"); AFTER=$(realpath "$2"); OUT=$3; RUNS=${4:-6}
-WORK=${WORK:-/tmp/isaseg-onnx-cpu}
+WORK=${WORK:-/tmp/isaseg-onnx-cpu} BACKEND=${BACKEND:-onnxruntime}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} ISASEG_HOME=${ISASEG_HOME:-$WORK/home}
 predict() {  # predict CHECKOUT MASK [TIME_FILE]
   local timer=()
   [ $# -gt 2 ] && timer=(/usr/bin/time -f %e -o "$3")
   (cd "$1" && "${timer[@]}" python -m isaseg_cli predict "$WORK/street.png" \
-    --checkpoint "$WORK/r50.pth" --backend onnxruntime --device cpu --overwrite --out "$2" \
+    --checkpoint "$WORK/r50.pth" --backend "$BACKEND" --device cpu --overwrite --out "$2" \
     > /dev/null 2>&1)
 }
 for checkout in "$BEFORE" "$AFTER"; do predict "$checkout" "$WORK/ab_warm.png"; done

@@ -186,8 +186,8 @@ def open_backend(
 
 
 def optimized_dir() -> Path:
-    """Where ONNX Runtime's optimised graphs of cached exports are kept
-    (``backends.onnxruntime_session``)."""
+    """Where the backends keep what they build from cached exports: ONNX Runtime's optimised
+    graphs, and OpenVINO's compiled models in ``openvino/`` (``backends.open_exported``)."""
     return cache_dir() / "onnx" / "optimized"
 
 

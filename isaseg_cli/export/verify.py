@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isaseg_cli.engine.infer.backends import onnxruntime_session
+from isaseg_cli.engine.infer.ort_session import onnxruntime_session
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ModelSpec
 

@@ -16,7 +16,7 @@ from isaseg_cli.data.image import (
     resize_keep_ratio,
     resize_to,
 )
-from isaseg_cli.engine.infer.backends import ExportedModel, Runner, check_backend_options
+from isaseg_cli.engine.infer.backends import ExportedModel, check_backend_options
 from isaseg_cli.engine.infer.confidence import (
     ConfidenceSpec,
     SegmentationResult,
@@ -32,6 +32,7 @@ from isaseg_cli.engine.infer.protocol import (
     resolve_test_spec,
     slide_windows,
 )
+from isaseg_cli.engine.infer.runtime import Runner
 from isaseg_cli.zoo.spec import TestSpec
 
 

@@ -9,7 +9,7 @@ faster as a whole network on a 2-core Xeon, while rewriting the narrower and dil
 convolutions too is slower overall (``benchmarks/winograd_probe.py``, docs/PERFORMANCE.md).
 The results differ from direct convolution by float rounding of about 2e-5 of the outputs.
 
-Only ``backends.onnxruntime_session`` applies this, to the graph it keeps per CPU; exported
+Only ``ort_session.onnxruntime_session`` applies this, to the graph it keeps per CPU; exported
 files stay plain, for runtimes with their own convolution kernels.
 """
 

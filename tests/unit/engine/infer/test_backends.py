@@ -4,20 +4,11 @@ whole, slide and ms+flip code, under the tolerance rule of the PyTorch parity te
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from isaseg_cli.data.image import read_image_bgr
-from isaseg_cli.engine.infer import backends
-from isaseg_cli.engine.infer.backends import (
-    check_backend_options,
-    load_exported,
-    onnxruntime_session,
-    open_exported,
-)
+from isaseg_cli.engine.infer.backends import check_backend_options, load_exported
 from isaseg_cli.engine.infer.pipeline import infer_scores
 from isaseg_cli.errors import ExportError, InputError, MissingExtraError
 from tests.helpers import (
@@ -81,74 +72,3 @@ def test_a_missing_backend_names_its_extra(tiny_onnx, monkeypatch) -> None:
 def test_torch_only_options_are_refused(device, precision, compile) -> None:
     with pytest.raises(InputError):
         check_backend_options("onnxruntime", device, precision, compile)
-
-
-@pytest.mark.parametrize("damage", ["graph", "weights"])
-def test_the_optimised_graph_is_kept_reused_and_rebuilt_when_damaged(
-    damage, tiny_onnx, tmp_path
-) -> None:
-    images = np.random.default_rng(0).standard_normal((1, 3, 45, 61)).astype(np.float32)
-    reference = open_exported(tiny_onnx["path"]).run(images)
-    kept_dir = tmp_path / "optimized"
-    first = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
-    [kept] = kept_dir.glob("*.onnx")
-    data = kept.with_suffix(".data")  # the weights, mapped into memory on load
-    assert data.stat().st_size > 10 * kept.stat().st_size > 0
-    again = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
-    assert again.entry == first.entry and again.classes == first.classes
-    assert np.allclose(again.run(images), reference, atol=1e-5)
-    if damage == "graph":
-        kept.write_bytes(b"damaged")
-    else:
-        data.unlink()
-    rebuilt = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
-    assert np.allclose(rebuilt.run(images), reference, atol=1e-5)
-    assert sorted(p.suffix for p in kept_dir.iterdir()) == [".data", ".lock", ".onnx"]
-    assert kept.stat().st_size > 1000 and data.stat().st_size > 10 * kept.stat().st_size
-
-
-def test_concurrent_first_sessions_build_the_kept_graph_once(
-    tiny_onnx, tmp_path, monkeypatch
-) -> None:
-    """The others wait on the lock and load what the first one kept."""
-    builds = []
-    build = backends._new_session
-
-    def counted(*args):
-        builds.append(args[-1])
-        return build(*args)
-
-    monkeypatch.setattr(backends, "_new_session", counted)
-    kept_dir = tmp_path / "optimized"
-    stages: list[str] = []
-    options = {"optimized_dir": kept_dir, "on_stage": stages.append}
-    with ThreadPoolExecutor(3) as pool:
-        sessions = list(
-            pool.map(lambda _: onnxruntime_session(tiny_onnx["path"], **options), range(3))
-        )
-    assert len(builds) == 1 and builds[0] is not None
-    assert sorted(stages) == ["optimize", "wait", "wait"]  # the others said they waited
-    images = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype(np.float32)
-    outputs = [s.run(None, {s.get_inputs()[0].name: images})[0] for s in sessions]
-    assert all(np.allclose(o, outputs[0], atol=1e-5) for o in outputs)
-
-
-def test_an_interrupted_build_leaves_no_partial_kept_graph(
-    tiny_onnx, tmp_path, monkeypatch
-) -> None:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession
-
-    def interrupted_once_written(model, options, **kwargs):
-        built = session(model, options, **kwargs)
-        if options.optimized_model_filepath.endswith(".tmp"):  # Ctrl-C just after ORT wrote it
-            assert Path(options.optimized_model_filepath).is_file()
-            raise KeyboardInterrupt
-        return built
-
-    monkeypatch.setattr(onnxruntime, "InferenceSession", interrupted_once_written)
-    kept_dir = tmp_path / "optimized"
-    with pytest.raises(KeyboardInterrupt):
-        onnxruntime_session(tiny_onnx["path"], optimized_dir=kept_dir)
-    assert [p.suffix for p in kept_dir.iterdir()] == [".lock"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isaseg_cli.engine.infer import backends, winograd
-from isaseg_cli.engine.infer.backends import onnxruntime_session, open_exported
+from isaseg_cli.engine.infer import ort_session, winograd
+from isaseg_cli.engine.infer.backends import open_exported
+from isaseg_cli.engine.infer.ort_session import onnxruntime_session
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -117,7 +118,7 @@ def test_the_kept_graph_runs_the_tiny_network_in_winograd_form(
         expected, got = plain.run(images), fast.run(images)
         # The tiny network amplifies rounding: ONNX Runtime's own optimised graph is 1e-4 of
         # the logits from the unoptimised one here, Winograd's up to 5e-4 (R-50: 1e-5).
-        bound = backends.WINOGRAD_TOLERANCE * np.abs(expected).max()
+        bound = ort_session.WINOGRAD_TOLERANCE * np.abs(expected).max()
         assert np.abs(got - expected).max() <= bound, shape
         assert (got.argmax(1) == expected.argmax(1)).mean() > 0.999
 
@@ -126,7 +127,7 @@ def test_a_rewrite_that_disagrees_with_the_file_is_not_kept(
     tiny_onnx, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(backends, "WINOGRAD_TOLERANCE", -1.0)  # nothing is close enough
+    monkeypatch.setattr(ort_session, "WINOGRAD_TOLERANCE", -1.0)  # nothing is close enough
     kept_dir = tmp_path / "optimized"
     onnxruntime_session(tiny_onnx["path"], optimized_dir=kept_dir)
     assert _kept_winograd_nodes(kept_dir) == 0
@@ -135,5 +136,5 @@ def test_a_rewrite_that_disagrees_with_the_file_is_not_kept(
 
 
 def test_the_check_runs_one_small_image_or_a_static_files_own_shape() -> None:
-    assert backends._check_images(["batch", 3, "height", "width"]).shape == (1, 3, 64, 64)
-    assert backends._check_images([2, 3, 40, 50]).shape == (2, 3, 40, 50)
+    assert ort_session._check_images(["batch", 3, "height", "width"]).shape == (1, 3, 64, 64)
+    assert ort_session._check_images([2, 3, 40, 50]).shape == (2, 3, 40, 50)
