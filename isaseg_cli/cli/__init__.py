@@ -62,6 +62,7 @@ def _root(
 def _register() -> None:
     from isaseg_cli.cli import (
         benchmark,
+        cache,
         check_data,
         convert,
         download,
@@ -86,6 +87,7 @@ def _register() -> None:
         "check-data": check_data.check_data_cli,
         "export": export_command.export_cli,
         "serve": serve.serve_cli,
+        "cache": cache.cache_cli,
     }
     for name, command in commands.items():
         app.command(name, cls=IsasegCommand)(_guarded(command))

@@ -20,10 +20,9 @@ from isaseg_cli.engine.loading import LoadedModel, entry_classes
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import ExportError
-from isaseg_cli.export.cache import export_key, optimized_dir
+from isaseg_cli.export.cache import export_dir, export_key, optimized_dir
 from isaseg_cli.export.onnx import export_onnx
 from isaseg_cli.export.verify import verification_sizes
-from isaseg_cli.hub.cache import cache_dir
 from isaseg_cli.zoo.spec import TestSpec, ZooEntry
 
 
@@ -38,7 +37,7 @@ def _state_sha256(model: torch.nn.Module) -> str:
 def _exported_random_model(entry: ZooEntry, model: torch.nn.Module) -> Path:
     """The random model's dynamic export, cached like ``export.cache.cached_export``."""
     weights_sha256 = _state_sha256(model)
-    path = cache_dir() / "onnx" / f"bench-{export_key(weights_sha256, entry.name)[:24]}.onnx"
+    path = export_dir() / f"bench-{export_key(weights_sha256, entry.name)[:24]}.onnx"
     if path.is_file():
         return path
     classes, palette = entry_classes(entry)

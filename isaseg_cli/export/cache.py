@@ -59,7 +59,7 @@ def weights_digest(checkpoint: Path) -> str:
     mtime: hashing a 150 MB checkpoint at every start would cost a few tenths of a second."""
     resolved = checkpoint.resolve()
     name = hashlib.sha256(str(resolved).encode()).hexdigest()[:24]
-    memo = cache_dir() / "onnx" / "digests" / name
+    memo = export_dir() / "digests" / name
     try:
         text, size, mtime_ns = memo.read_text().split()
         known: DigestRecord | None = DigestRecord(text, int(size), int(mtime_ns))
@@ -103,7 +103,7 @@ def cached_export(
         checkpoint = ensure_weights_once(entry.weights, on_progress=on_download)
     weights_sha256 = weights_digest(Path(checkpoint))
     key = export_key(weights_sha256, entry.name if entry else None)
-    path = cache_dir() / "onnx" / f"{key[:24]}.onnx"
+    path = export_dir() / f"{key[:24]}.onnx"
     if path.is_file():
         return path
     from isaseg_cli.engine.loading import load_model
@@ -185,10 +185,16 @@ def open_backend(
     return open_exported(path, backend, optimized_dir=optimized_dir(), on_stage=on_stage)
 
 
+def export_dir() -> Path:
+    """Where exported files are cached, with the checkpoints' remembered digests and
+    ``optimized_dir``."""
+    return cache_dir() / "onnx"
+
+
 def optimized_dir() -> Path:
     """Where the backends keep what they build from cached exports: ONNX Runtime's optimised
     graphs, and OpenVINO's compiled models in ``openvino/`` (``backends.open_exported``)."""
-    return cache_dir() / "onnx" / "optimized"
+    return export_dir() / "optimized"
 
 
 def exported_segmenter(
