@@ -160,9 +160,7 @@ def load_backend(
     path, backend = _exported_file(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
-    if is_exported_file(checkpoint):  # the user's file may change under the same name
-        return load_exported(path, backend)
-    return load_exported(path, backend, optimized_dir=optimized_dir(), on_stage=on_stage)
+    return load_exported(path, backend, **_kept(path, checkpoint), on_stage=on_stage)
 
 
 def open_backend(
@@ -175,14 +173,20 @@ def open_backend(
     on_stage: Callable[[str], None] | None = None,
 ) -> ExportedModel:
     """The exported network on ``backend`` (see ``_exported_file``), without torch when the
-    export is cached; ONNX Runtime's optimised graph of a cached export is kept beside it.
+    export is cached; the backends keep their builds of the file (``_kept``).
     ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
     path, backend = _exported_file(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
-    if is_exported_file(checkpoint):  # the user's file may change under the same name
-        return open_exported(path, backend)
-    return open_exported(path, backend, optimized_dir=optimized_dir(), on_stage=on_stage)
+    return open_exported(path, backend, **_kept(path, checkpoint), on_stage=on_stage)
+
+
+def _kept(path: Path, checkpoint: str | Path | None) -> dict[str, Any]:
+    """Where and by which name the backends keep their builds of ``path``. A cached export's
+    name says what it holds; a user's file may change under its name, so its builds are named
+    by its SHA-256 (hashed once, then remembered by path, size and mtime)."""
+    name = f"file-{weights_digest(path)[:24]}" if is_exported_file(checkpoint) else None
+    return {"optimized_dir": optimized_dir(), "kept_name": name}
 
 
 def export_dir() -> Path:

@@ -91,19 +91,29 @@ def check_backend_options(backend: str, device: str, precision: str, compile: bo
 
 
 def _onnxruntime(
-    path: Path, threads: int | None, optimized_dir: Path | None, on_stage: StageFn | None
+    path: Path,
+    threads: int | None,
+    optimized_dir: Path | None,
+    kept_name: str | None,
+    on_stage: StageFn | None,
 ) -> tuple[Runner, dict[str, str]]:
-    session = onnxruntime_session(path, threads, optimized_dir=optimized_dir, on_stage=on_stage)
+    session = onnxruntime_session(
+        path, threads, optimized_dir=optimized_dir, kept_name=kept_name, on_stage=on_stage
+    )
     name = session.get_inputs()[0].name
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     return (lambda images: session.run(None, {name: images})[0]), metadata
 
 
 def _openvino(
-    path: Path, threads: int | None, optimized_dir: Path | None, on_stage: StageFn | None
+    path: Path,
+    threads: int | None,
+    optimized_dir: Path | None,
+    kept_name: str | None,
+    on_stage: StageFn | None,
 ) -> tuple[Runner, dict[str, str]]:
     cache_dir = None if optimized_dir is None else optimized_dir / "openvino"
-    return openvino_model(path, threads, cache_dir, on_stage)
+    return openvino_model(path, threads, cache_dir, on_stage, lock_name=kept_name)
 
 
 def open_exported(
@@ -112,15 +122,17 @@ def open_exported(
     *,
     threads: int | None = None,
     optimized_dir: Path | None = None,
+    kept_name: str | None = None,
     on_stage: StageFn | None = None,
 ) -> ExportedModel:
     """An exported file (``isaseg export``) opened on ``backend``, with the entry, classes and
     palette from its metadata. Imports no torch.
 
-    ``optimized_dir``: where the backends keep what they build from ``path``, which must then
-    be immutable (a cached export): ONNX Runtime's optimised graph
-    (``ort_session.onnxruntime_session``) and, in its ``openvino`` folder, OpenVINO's compiled
-    model (``openvino_model``). ``on_stage``: see ``runtime.StageFn``.
+    ``optimized_dir``: where the backends keep what they build from ``path``: ONNX Runtime's
+    optimised graph (``ort_session.onnxruntime_session``), found by ``kept_name`` (default:
+    ``path``'s stem), which must change with ``path``'s contents; and, in its ``openvino``
+    folder, OpenVINO's compiled model (``openvino_model``), found by a hash of the model.
+    ``on_stage``: see ``runtime.StageFn``.
 
     Raises:
         ExportError: the file is not a readable ONNX model, was not written by isaseg, or does
@@ -131,7 +143,7 @@ def open_exported(
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
     open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run, metadata = open_backend(path, threads, optimized_dir, on_stage)
+    run, metadata = open_backend(path, threads, optimized_dir, kept_name, on_stage)
     try:
         entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
         classes = tuple(json.loads(metadata["classes"]))
@@ -159,6 +171,7 @@ def load_exported(
     *,
     threads: int | None = None,
     optimized_dir: Path | None = None,
+    kept_name: str | None = None,
     on_stage: StageFn | None = None,
 ) -> LoadedModel:
     """``open_exported``, as a ``LoadedModel`` whose model is an ``ExportedNetwork``.
@@ -169,7 +182,12 @@ def load_exported(
     from isaseg_cli.engine.loading import LoadedModel
 
     exported = open_exported(
-        path, backend, threads=threads, optimized_dir=optimized_dir, on_stage=on_stage
+        path,
+        backend,
+        threads=threads,
+        optimized_dir=optimized_dir,
+        kept_name=kept_name,
+        on_stage=on_stage,
     )
     network = ExportedNetwork(
         exported.run, align_corners=exported.entry.model.align_corners, backend=backend

@@ -22,14 +22,19 @@ from isaseg_cli.hub.lock import exclusive
 
 
 def openvino_model(
-    path: Path, threads: int | None, cache_dir: Path | None, on_stage: StageFn | None
+    path: Path,
+    threads: int | None,
+    cache_dir: Path | None,
+    on_stage: StageFn | None,
+    lock_name: str | None = None,
 ) -> tuple[Runner, dict[str, str]]:
     """The file's runner (float32, ``threads`` threads) and its ``metadata_props``.
 
     With ``cache_dir``, OpenVINO keeps the compiled model there (its ``CACHE_DIR``: one blob
     per model, found by a hash of the model, the options, the CPU and OpenVINO's version) and
     later starts import it: R-50 took 1.0 s to compile and 0.2 s to import on the Xeon.
-    Compiles hold a file lock there, so no process imports a blob another is still writing;
+    Compiles hold a file lock there (``lock_name``, default ``path``'s stem), so no process
+    imports a blob another is still writing;
     OpenVINO compiles again over a blob cut short (a build interrupted by Ctrl-C).
     """
     ov = require("openvino", EXTRAS["openvino"])
@@ -40,7 +45,7 @@ def openvino_model(
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads or default_threads():
             config["INFERENCE_NUM_THREADS"] = threads or default_threads()
-        compiled = _compile(core, model, config, path.stem, cache_dir, on_stage)
+        compiled = _compile(core, model, config, lock_name or path.stem, cache_dir, on_stage)
     except Exception as exc:
         raise ExportError(f"openvino cannot load {path}: {first_line(exc)}") from None
     # OpenVINO's ONNX reader keeps the file's metadata_props under rt_info["framework"].

@@ -8,6 +8,7 @@ import hashlib
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def onnxruntime_session(
     threads: int | None = None,
     *,
     optimized_dir: Path | None = None,
+    kept_name: str | None = None,
     on_stage: StageFn | None = None,
 ) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` with ``threads`` intra-op threads (default:
@@ -36,8 +38,9 @@ def onnxruntime_session(
 
     With ``optimized_dir``, ONNX Runtime's optimised graph of ``path`` is kept there, per ONNX
     Runtime version and CPU (its layout transforms depend on the vector width), and later
-    sessions load it as is instead of optimising again. ``path`` must then be immutable: the
-    kept graph is found by ``path``'s name, as the export cache's files are. The kept graph
+    sessions load it as is instead of optimising again. The kept graph is found by
+    ``kept_name`` (default: ``path``'s stem, for the export cache's files, named by what they
+    hold), which must change whenever ``path``'s contents do. The kept graph
     also has its wide 3x3 convolutions in Winograd form (``engine.infer.winograd``), when that
     matches the file. Its weights are kept in a ``.data`` file beside it, which ONNX Runtime
     maps into memory instead of parsing (0.3-0.7 s less per start on R-50). One process builds
@@ -46,7 +49,7 @@ def onnxruntime_session(
     ort = require("onnxruntime", EXTRAS["onnxruntime"])
     if optimized_dir is None:
         return _new_session(ort, path, threads, None)
-    kept = optimized_dir / f"{path.stem}-{_machine_key(ort.__version__)}.onnx"
+    kept = optimized_dir / f"{kept_name or path.stem}-{_machine_key(ort.__version__)}.onnx"
     session = _kept_session(ort, kept, threads)
     if session is not None:
         return session
@@ -58,9 +61,7 @@ def onnxruntime_session(
         if session is None:  # missing or damaged: a new inode, never rewriting mapped bytes
             for stale in (kept, _kept_data(kept)):
                 stale.unlink(missing_ok=True)
-            if on_stage is not None:
-                on_stage("optimize")
-            session = _new_session(ort, path, threads, kept)
+            session = _new_session(ort, path, threads, kept, _once(on_stage, "optimize"))
     return session
 
 
@@ -80,8 +81,28 @@ def _kept_session(ort: Any, kept: Path, threads: int | None) -> Any | None:
         return None
 
 
-def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -> Any:
-    """A session optimising ``path``; with ``kept``, its optimised graph is written there."""
+def _once(on_stage: StageFn | None, stage: str) -> Callable[[], None]:
+    """Tells ``on_stage`` of ``stage`` on the first call only."""
+    told: list[bool] = []
+
+    def tell() -> None:
+        if on_stage is not None and not told:
+            told.append(True)
+            on_stage(stage)
+
+    return tell
+
+
+def _new_session(
+    ort: Any,
+    path: Path,
+    threads: int | None,
+    kept: Path | None,
+    announce: Callable[[], None] = lambda: None,
+) -> Any:
+    """A session optimising ``path``; with ``kept``, its optimised graph is written there.
+    ``announce`` is called once ``path`` has loaded and the build starts, so that a file that
+    does not load gives its error alone."""
     options = _session_options(ort, threads)
     tmp = None
     if kept is not None:  # the .onnx appears last, so a kept graph always has its .data
@@ -97,11 +118,13 @@ def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -
         session = None
         if tmp is not None and kept is not None:  # a graph to keep: worth the rewrite's seconds
             with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
-                session = _winograd_session(ort, path, Path(work), options)
+                session = _winograd_session(ort, path, Path(work), options, announce)
             if session is None:  # rejected: its graph is written again, from ``path``
                 for rejected in (tmp, _kept_data(kept)):
                     rejected.unlink(missing_ok=True)
         if session is None:
+            if kept is not None:
+                announce()
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except BaseException as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
         if tmp is not None and kept is not None:  # Ctrl-C included: no partial graph left
@@ -118,7 +141,9 @@ def _new_session(ort: Any, path: Path, threads: int | None, kept: Path | None) -
     return session
 
 
-def _winograd_session(ort: Any, path: Path, work: Path, options: Any) -> Any | None:
+def _winograd_session(
+    ort: Any, path: Path, work: Path, options: Any, announce: Callable[[], None]
+) -> Any | None:
     """A session with ``options`` on ``path``'s graph with BatchNorm folded (ONNX Runtime's
     basic level) and its wide 3x3 convolutions in Winograd form (``winograd``), once it has
     matched ``path`` on a small input; None when nothing is rewritten or the two disagree."""
@@ -133,6 +158,7 @@ def _winograd_session(ort: Any, path: Path, work: Path, options: Any) -> Any | N
     basic.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     basic.optimized_model_filepath = str(folded)
     plain = ort.InferenceSession(str(path), basic, providers=["CPUExecutionProvider"])
+    announce()
     feed = plain.get_inputs()[0]
     images = _check_images(feed.shape)
     try:

@@ -1,0 +1,51 @@
+"""The backends' builds of a user's exported file: kept under the file's digest, so a file that
+changes under the same name is never run through an older file's graph."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from isaseg_cli.engine.infer.backends import open_exported
+from isaseg_cli.export.cache import open_backend, optimized_dir
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+IMAGES = np.random.default_rng(0).standard_normal((1, 3, 40, 56)).astype(np.float32)
+
+
+def _shifted(source, target, offset: float) -> None:
+    """``source`` with its classifier's bias (5 classes) moved by ``offset``: the same
+    metadata, other logits."""
+    model = onnx.load(str(source))
+    float32 = onnx.TensorProto.FLOAT
+    bias = next(t for t in model.graph.initializer if t.dims == [5] and t.data_type == float32)
+    array = onnx.numpy_helper.to_array(bias) + np.float32(offset)
+    bias.CopyFrom(onnx.numpy_helper.from_array(array.astype(np.float32), bias.name))
+    onnx.save(model, str(target))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_users_file_is_kept_by_digest_and_a_changed_one_rebuilt(
+    backend, tiny_onnx, tmp_path, monkeypatch
+) -> None:
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    user = tmp_path / "model.onnx"
+    shutil.copyfile(tiny_onnx["path"], user)
+    first = open_backend(backend, None, user).run(IMAGES)
+    built = sorted(p.name for p in optimized_dir().rglob("*") if p.is_file())
+    assert built and all(p.startswith("file-") or p.endswith(".blob") for p in built)
+    assert np.allclose(open_backend(backend, None, user).run(IMAGES), first, atol=1e-5)
+    assert sorted(p.name for p in optimized_dir().rglob("*") if p.is_file()) == built
+
+    _shifted(tiny_onnx["path"], tmp_path / "other.onnx", 0.5)
+    os.replace(tmp_path / "other.onnx", user)  # new contents, same name
+    changed = open_backend(backend, None, user).run(IMAGES)
+    assert np.abs(changed - first).max() > 0.4  # not the old file's graph
+    expected = open_exported(user, backend).run(IMAGES)  # the new file, nothing kept
+    assert np.abs(changed - expected).max() <= 1e-5 * np.abs(expected).max()
