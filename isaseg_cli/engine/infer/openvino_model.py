@@ -1,5 +1,5 @@
 """An exported file compiled by OpenVINO for the CPU, through OpenVINO's own model cache when
-the file is one of isaseg's cached exports, so that later starts import it instead."""
+a cache folder is given, so that later starts import the compiled model instead."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def openvino_model(
     per model, found by a hash of the model, the options, the CPU and OpenVINO's version) and
     later starts import it: R-50 took 1.0 s to compile and 0.2 s to import on the Xeon.
     Compiles hold a file lock there (``lock_name``, default ``path``'s stem), so no process
-    imports a blob another is still writing;
-    OpenVINO compiles again over a blob cut short (a build interrupted by Ctrl-C).
+    imports a blob another is still writing; OpenVINO compiles again over a blob cut short (a
+    build interrupted by Ctrl-C).
     """
     ov = require("openvino", EXTRAS["openvino"])
     core = ov.Core()
