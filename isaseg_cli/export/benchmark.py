@@ -20,7 +20,7 @@ from isaseg_cli.engine.loading import LoadedModel, entry_classes
 from isaseg_cli.engine.progress import ProgressCallback, ProgressEvent
 from isaseg_cli.engine.random_weights import random_model
 from isaseg_cli.errors import ExportError
-from isaseg_cli.export.cache import export_dir, export_key, optimized_dir
+from isaseg_cli.export.cache import export_dir, export_key, one_exporter, optimized_dir
 from isaseg_cli.export.onnx import export_onnx
 from isaseg_cli.export.verify import verification_sizes
 from isaseg_cli.zoo.spec import TestSpec, ZooEntry
@@ -40,16 +40,19 @@ def _exported_random_model(entry: ZooEntry, model: torch.nn.Module) -> Path:
     path = export_dir() / f"bench-{export_key(weights_sha256, entry.name)[:24]}.onnx"
     if path.is_file():
         return path
-    classes, palette = entry_classes(entry)
-    loaded = LoadedModel(model, entry, classes, palette, Path(""))  # type: ignore[arg-type]
-    size = entry.data.crop_size
-    result = export_onnx(
-        loaded,
-        path,
-        size=size,
-        verify_sizes=verification_sizes(size, True, entry.model)[1:2],
-        weights_sha256=weights_sha256,
-    )
+    with one_exporter(path, None):
+        if path.is_file():  # another process exported it while this one waited
+            return path
+        classes, palette = entry_classes(entry)
+        loaded = LoadedModel(model, entry, classes, palette, Path(""))  # type: ignore[arg-type]
+        size = entry.data.crop_size
+        result = export_onnx(
+            loaded,
+            path,
+            size=size,
+            verify_sizes=verification_sizes(size, True, entry.model)[1:2],
+            weights_sha256=weights_sha256,
+        )
     if not result.passed:
         raise ExportError(f"the ONNX export of {entry.name} disagrees with PyTorch")
     return path

@@ -7,14 +7,17 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isaseg_cli.engine.infer.backends import ExportedModel, open_exported
 from isaseg_cli.engine.infer.exported import ExportedSegmenter
+from isaseg_cli.engine.infer.runtime import writable
 from isaseg_cli.errors import CheckpointError, ExportError
 from isaseg_cli.hub.cache import cache_dir
+from isaseg_cli.hub.lock import exclusive
 from isaseg_cli.hub.record import DigestRecord, current_digest
 from isaseg_cli.zoo.spec import ZooEntry
 
@@ -27,6 +30,7 @@ STAGE_MESSAGES = {
     "verify": "verifying the export in onnxruntime",
     "optimize": "optimising the ONNX graph for this CPU, once",
     "wait": "waiting for another isaseg process optimising the same graph",
+    "wait_export": "waiting for another isaseg process exporting the same weights",
 }
 
 if TYPE_CHECKING:
@@ -106,6 +110,30 @@ def cached_export(
     path = export_dir() / f"{key[:24]}.onnx"
     if path.is_file():
         return path
+    with one_exporter(path, on_stage):
+        if not path.is_file():  # else another process exported it while this one waited
+            _export(entry, checkpoint, path, weights_sha256, trust, on_stage)
+    return path
+
+
+def one_exporter(path: Path, on_stage: Callable[[str], None] | None) -> AbstractContextManager:
+    """The lock of exporting to ``path``: one process exports (minutes at full size) while the
+    others wait for its file. A cache that cannot be written takes none, and its export fails
+    with its own error."""
+    if not writable(path.parent / ".locks"):
+        return nullcontext()
+    on_wait = None if on_stage is None else lambda: on_stage("wait_export")
+    return exclusive(path.parent / ".locks" / f"{path.stem}.lock", on_wait)
+
+
+def _export(
+    entry: ZooEntry | None,
+    checkpoint: str | Path,
+    path: Path,
+    weights_sha256: str,
+    trust: bool,
+    on_stage: Callable[[str], None] | None,
+) -> None:
     from isaseg_cli.engine.loading import load_model
     from isaseg_cli.export import onnx as onnx_export
     from isaseg_cli.export.verify import verification_sizes
@@ -126,7 +154,6 @@ def cached_export(
         raise ExportError(
             f"the ONNX export of {loaded.entry.name} disagrees with PyTorch: use --backend torch"
         )
-    return path
 
 
 def _exported_file(

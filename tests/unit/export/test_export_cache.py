@@ -1,10 +1,13 @@
-"""The backends' builds of a user's exported file: kept under the file's digest, so a file that
-changes under the same name is never run through an older file's graph."""
+"""The export cache: the backends' builds of a user's exported file, kept under the file's digest
+so that a file that changes under the same name is never run through an older file's graph;
+and one export of a checkpoint however many first runs ask for it at once."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,3 +52,36 @@ def test_a_users_file_is_kept_by_digest_and_a_changed_one_rebuilt(
     assert np.abs(changed - first).max() > 0.4  # not the old file's graph
     expected = open_exported(user, backend).run(IMAGES)  # the new file, nothing kept
     assert np.abs(changed - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_concurrent_first_runs_export_once_while_the_others_wait(
+    tiny_checkpoint, tiny_onnx, tmp_path, monkeypatch
+) -> None:
+    from isaseg_cli.export import onnx as onnx_export
+    from isaseg_cli.export.cache import cached_export
+
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    exports, started = [], threading.Event()
+
+    def slow_export(loaded, path, **options):  # the real one takes a minute: a copy will do
+        exports.append(path)
+        started.set()
+        time.sleep(1.0)
+        partial = path.with_suffix(".part")
+        shutil.copyfile(tiny_onnx["path"], partial)
+        os.replace(partial, path)
+        return type("Result", (), {"passed": True})()
+
+    monkeypatch.setattr(onnx_export, "export_onnx", slow_export)
+    results, stages = [], []
+
+    def first_run(on_stage=None) -> None:
+        results.append(cached_export(None, tiny_checkpoint, on_stage=on_stage))
+
+    exporter = threading.Thread(target=first_run)
+    exporter.start()
+    assert started.wait(60)
+    first_run(stages.append)  # finds the export under way: waits for it, then uses its file
+    exporter.join(60)
+    assert len(exports) == 1 and stages == ["wait_export"]
+    assert results[0] == results[1] == exports[0] and exports[0].is_file()
