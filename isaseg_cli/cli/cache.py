@@ -31,7 +31,7 @@ def cache_cli(
         typer.Option(
             metavar="graphs|exports|checkpoints|all",
             help="Remove that part (exports: with their graphs); each is made again when a "
-            "command needs it. Not while other isaseg processes run.",
+            "command needs it. Refused while another isaseg process downloads or builds there.",
         ),
     ] = None,
     json_out: JsonOutOpt = None,
@@ -39,7 +39,7 @@ def cache_cli(
     """Show what the cache holds ($ISASEG_HOME, else ~/.cache/isaseg); free space with --clean."""
     from isaseg_cli.export.cache import export_dir, optimized_dir
     from isaseg_cli.hub.cache import cache_dir, checkpoint_dir
-    from isaseg_cli.hub.usage import Usage, clear_folder, folder_usage
+    from isaseg_cli.hub.usage import Usage, clear_folders, folder_usage
 
     folders: dict[str, tuple[Path, tuple[Path, ...]]] = {
         "checkpoints": (checkpoint_dir(), ()),
@@ -48,9 +48,7 @@ def cache_cli(
     }
     record: dict[str, Any] = {"cache": str(cache_dir())}
     if clean is not None:
-        freed = Usage()
-        for part in CLEANS[clean]:
-            freed += clear_folder(*folders[part])
+        freed = clear_folders([folders[part] for part in CLEANS[clean]])
         _render.info(f"removed {freed.files} file(s), {_size(freed.bytes)}")
         record["removed"] = {"files": freed.files, "bytes": freed.bytes}
     usage = {part: folder_usage(*where) for part, where in folders.items()}

@@ -1,4 +1,5 @@
-"""What a cache folder holds on disk, and emptying it (``isaseg cache``)."""
+"""What a cache folder holds on disk, and emptying it (``isaseg cache``). Lock files are the
+cache's bookkeeping, empty and kept for good (``hub.lock``): neither counted nor removed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isaseg_cli.errors import OutputError
+from isaseg_cli.hub.lock import LockHeld, all_free
+
+LOCK_SUFFIX = ".lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +35,30 @@ def folder_usage(folder: Path, skip: tuple[Path, ...] = ()) -> Usage:
     return total
 
 
-def clear_folder(folder: Path, skip: tuple[Path, ...] = ()) -> Usage:
-    """Removes the files under ``folder`` but those in ``skip`` (the folders stay); what it
-    freed. A process that has a removed file open keeps reading it until it closes it.
+def clear_folders(folders: list[tuple[Path, tuple[Path, ...]]]) -> Usage:
+    """Removes the files under each ``(folder, skip)`` but those in ``skip`` (the folders stay),
+    while holding every lock there, so that no download or build in progress loses its files;
+    what it freed. A process that has a removed file open keeps reading it until it closes it.
 
     Raises:
-        OutputError: a file that cannot be removed (a read-only cache), named.
+        OutputError: another process holds one of the locks (nothing is removed then), or a
+            file cannot be removed (a read-only cache); named.
     """
+    locks = [path for where in folders for path in _files(*where, locks=True)]
+    try:
+        with all_free(path for path, _ in locks):
+            freed = Usage()
+            for folder, skip in folders:
+                freed += _clear(folder, skip)
+    except LockHeld as held:
+        raise OutputError(
+            f"another isaseg process is writing into the cache ({held.path.name} is locked): "
+            "try again when it has finished"
+        ) from None
+    return freed
+
+
+def _clear(folder: Path, skip: tuple[Path, ...]) -> Usage:
     freed = Usage()
     for path, info in _files(folder, skip):
         try:
@@ -50,11 +71,16 @@ def clear_folder(folder: Path, skip: tuple[Path, ...] = ()) -> Usage:
     return freed
 
 
-def _files(folder: Path, skip: tuple[Path, ...]) -> Iterator[tuple[Path, os.stat_result]]:
+def _files(
+    folder: Path, skip: tuple[Path, ...], locks: bool = False
+) -> Iterator[tuple[Path, os.stat_result]]:
+    """The regular files under ``folder`` outside ``skip``: the lock files, or all the others."""
     for root, dirs, names in os.walk(folder):
         here = Path(root)
         dirs[:] = [name for name in dirs if here / name not in skip]
         for name in names:
+            if name.endswith(LOCK_SUFFIX) != locks:
+                continue
             try:
                 info = (here / name).lstat()
             except FileNotFoundError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -56,7 +58,7 @@ def test_the_listing_adds_up_the_files_each_run_left(home, tiny_checkpoint, tmp_
         _predict(tiny_checkpoint, tmp_path, backend)
     parts = _state(tmp_path)
     for part, folder in (("checkpoints", "checkpoints"), ("graphs", "onnx/optimized")):
-        files = [p for p in (home / folder).rglob("*") if p.is_file()]
+        files = [p for p in (home / folder).rglob("*") if p.is_file() and p.suffix != ".lock"]
         assert parts[part] == {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     [export] = (home / "onnx").glob("*.onnx")
     assert parts["exports"]["bytes"] > export.stat().st_size  # and the weights' digest memo
@@ -96,3 +98,33 @@ def test_an_unknown_part_is_a_one_line_error(home) -> None:
     result = runner.invoke(app, ["cache", "--clean", "everything"])
     assert result.exit_code == 2 and "'everything' is not one of" in result.output
     assert (home / "checkpoints" / "model_20200101-0123abcd.pth").is_file()
+
+
+def test_clean_is_refused_while_another_process_builds_and_works_after(
+    home, tiny_checkpoint, tmp_path
+) -> None:
+    _predict(tiny_checkpoint, tmp_path, "openvino")
+    before = _state(tmp_path)
+    [lock] = (home / "onnx" / "optimized" / "openvino").glob("*.lock")
+    code = (  # what a compile in progress holds
+        "import sys; from filelock import FileLock\n"
+        f"with FileLock({str(lock)!r}):\n"
+        "    print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = runner.invoke(app, ["cache", "--clean", "all"])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+        assert "another isaseg process is writing into the cache" in result.output
+        assert _state(tmp_path) == before
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    result = runner.invoke(app, ["cache", "--clean", "all"])
+    assert result.exit_code == 0, result.output
+    assert all(used["files"] == 0 for used in _state(tmp_path).values())
+    assert lock.is_file()  # kept: a waiter may hold it open
