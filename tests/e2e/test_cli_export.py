@@ -115,6 +115,36 @@ def test_predict_with_the_onnx_file_writes_the_torch_masks(
     assert (masks["onnx"] == expected["whole_pred"][0]).mean() > 0.999
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_static_file_runs_its_own_size_in_batches_and_names_it_for_others(
+    backend, tiny_checkpoint, tmp_path, expected
+) -> None:
+    pytest.importorskip(backend)
+    static, folder = tmp_path / "static.onnx", tmp_path / "images"
+    folder.mkdir()
+    height, width = expected["whole_pred"][0].shape  # the tiny entry has no test scale
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(static)]
+    exported = runner.invoke(app, [*args, "--size", f"{height}x{width}"])
+    assert exported.exit_code == 0, exported.output
+    for name in ("a.png", "b.png"):
+        shutil.copyfile(TINY / "image.png", folder / name)
+    args = ["predict", str(folder), "--checkpoint", str(static), "--backend", backend]
+    result = runner.invoke(app, [*args, "--batch-size", "2", "--out", str(tmp_path / "masks")])
+    assert result.exit_code == 0, result.output
+    for name in ("a.png", "b.png"):
+        assert (_mask(tmp_path / "masks" / name) == expected["whole_pred"][0]).mean() > 0.999
+    other = tmp_path / "other.png"
+    Image.open(TINY / "image.png").resize((width + 8, height)).save(other)
+    out = tmp_path / "other_mask.png"
+    args = ["predict", str(other), "--checkpoint", str(static), "--backend", backend]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 1 and not out.exists()
+    assert (
+        f"static.onnx takes {height}x{width} inputs only (exported with --size), and this image "
+        f"reaches the network at {height}x{width + 8}: export it without --size"
+    ) in " ".join(result.output.split())
+
+
 def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path) -> None:
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"\x08\x07garbage")

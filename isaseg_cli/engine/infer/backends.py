@@ -149,6 +149,9 @@ def open_exported(
         classes = tuple(json.loads(metadata["classes"]))
         palette = tuple(tuple(int(v) for v in color) for color in json.loads(metadata["palette"]))
         output = metadata["output"]
+        static = not json.loads(metadata.get("dynamic", "true"))
+        if static:
+            height, width = (int(side) for side in json.loads(metadata["export_size"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise ExportError(f"{path} has no isaseg metadata ({exc}): export it with isaseg") from None
     if output != "logits":
@@ -156,13 +159,31 @@ def open_exported(
             f"{path} outputs {output}; isaseg's backends need logits (export with --output logits)"
         )
     return ExportedModel(
-        run=run,
+        run=_one_size(run, path, (height, width)) if static else run,
         entry=entry,
         classes=classes,
         palette=palette,  # type: ignore[arg-type]  # three ints per colour, as exported
         checkpoint=path,
         backend=backend,
     )
+
+
+def _one_size(run: Runner, path: Path, size: tuple[int, int]) -> Runner:
+    """A static file's runner (``isaseg export --size``): a batch goes through one image at a
+    time, the file's batch being 1, and another size than the file's is refused by name
+    instead of failing in the runtime with a shape message."""
+
+    def run_static(images: np.ndarray) -> np.ndarray:
+        got = tuple(images.shape[2:])
+        if got != size:
+            raise InputError(
+                f"{path.name} takes {size[0]}x{size[1]} inputs only (exported with --size), and "
+                f"this image reaches the network at {got[0]}x{got[1]}: export it without --size "
+                "for a file that takes any size"
+            )
+        return np.concatenate([run(images[i : i + 1]) for i in range(len(images))])
+
+    return run_static
 
 
 def load_exported(
