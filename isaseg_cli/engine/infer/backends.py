@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from isaseg_cli.engine.infer.onnx_metadata import NotAModel, read_metadata
 from isaseg_cli.engine.infer.openvino_model import openvino_model
 from isaseg_cli.engine.infer.ort_session import onnxruntime_session
 from isaseg_cli.engine.infer.runtime import EXTRAS, Runner, StageFn
@@ -96,13 +97,12 @@ def _onnxruntime(
     optimized_dir: Path | None,
     kept_name: str | None,
     on_stage: StageFn | None,
-) -> tuple[Runner, dict[str, str]]:
+) -> Runner:
     session = onnxruntime_session(
         path, threads, optimized_dir=optimized_dir, kept_name=kept_name, on_stage=on_stage
     )
     name = session.get_inputs()[0].name
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
-    return (lambda images: session.run(None, {name: images})[0]), metadata
+    return lambda images: session.run(None, {name: images})[0]
 
 
 def _openvino(
@@ -111,7 +111,7 @@ def _openvino(
     optimized_dir: Path | None,
     kept_name: str | None,
     on_stage: StageFn | None,
-) -> tuple[Runner, dict[str, str]]:
+) -> Runner:
     cache_dir = None if optimized_dir is None else optimized_dir / "openvino"
     return openvino_model(path, threads, cache_dir, on_stage, lock_name=kept_name)
 
@@ -131,7 +131,8 @@ def open_exported(
     ``optimized_dir``: where the backends keep what they build from ``path``: ONNX Runtime's
     optimised graph (``ort_session.onnxruntime_session``), found by ``kept_name`` (default:
     ``path``'s stem), which must change with ``path``'s contents; and, in its ``openvino``
-    folder, OpenVINO's compiled model (``openvino_model``), found by a hash of the model.
+    folder, OpenVINO's compiled model (``openvino_model``), found by ``path`` itself when
+    there is no ``kept_name``, else by a hash of the model.
     ``on_stage``: see ``runtime.StageFn``.
 
     Raises:
@@ -142,8 +143,12 @@ def open_exported(
     path = Path(path)
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
-    open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run, metadata = open_backend(path, threads, optimized_dir, kept_name, on_stage)
+    # Read and checked before the backend builds anything from a file it cannot use.
+    try:
+        metadata = read_metadata(path)
+    except (OSError, NotAModel) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not an ONNX file ({exc})"
+        raise ExportError(f"{backend} cannot load {path}: {reason}") from None
     try:
         entry = from_dict(ZooEntry, json.loads(metadata["entry"]), f"{path} metadata")
         classes = tuple(json.loads(metadata["classes"]))
@@ -158,6 +163,8 @@ def open_exported(
         raise ExportError(
             f"{path} outputs {output}; isaseg's backends need logits (export with --output logits)"
         )
+    open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
+    run = open_backend(path, threads, optimized_dir, kept_name, on_stage)
     return ExportedModel(
         run=_one_size(run, path, (height, width)) if static else run,
         entry=entry,

@@ -59,6 +59,40 @@ def test_a_truncated_file_is_an_export_error(tiny_onnx, tmp_path) -> None:
     assert "\n" not in str(caught.value)
 
 
+def _with_metadata(source, target, **changes) -> None:
+    """``source`` with its metadata changed (``None`` removes a key)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    props.update(changes)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        if value is not None:
+            model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(target))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"output": "argmax"}, "outputs argmax; isaseg's backends need logits"),
+        ({"entry": None}, "has no isaseg metadata"),
+    ],
+)
+def test_a_file_the_backends_cannot_use_is_refused_before_anything_is_built(
+    tiny_onnx, tmp_path, backend, changes, message
+) -> None:
+    pytest.importorskip(backend)
+    path, kept = tmp_path / "model.onnx", tmp_path / "optimized"
+    _with_metadata(tiny_onnx["path"], path, **changes)
+    stages: list[str] = []
+    with pytest.raises(ExportError, match=message):
+        load_exported(path, backend, optimized_dir=kept, on_stage=stages.append)
+    assert stages == [] and not kept.exists()
+
+
 def test_a_missing_backend_names_its_extra(tiny_onnx, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
     with pytest.raises(MissingExtraError, match=r"pip install 'isaseg\[openvino\]'"):
