@@ -231,9 +231,9 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
 
     assert checkpoint is not None
     if is_exported(checkpoint):  # an exported file: the entry is in its metadata
-        from isaseg_cli.engine.infer.backends import load_exported
+        from isaseg_cli.engine.infer.backends import describe_exported
 
-        return load_exported(checkpoint).entry
+        return describe_exported(checkpoint).entry
     meta = read_checkpoint(checkpoint, trust=trust).get("meta")
     entry = entry_from_meta(meta, str(checkpoint)) if isinstance(meta, dict) else None
     if entry is None:

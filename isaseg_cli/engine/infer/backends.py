@@ -143,7 +143,38 @@ def open_exported(
     path = Path(path)
     if backend not in EXTRAS:
         raise InputError(f"an exported file runs on {' or '.join(EXTRAS)}, not {backend}")
-    # Read and checked before the backend builds anything from a file it cannot use.
+    described = describe_exported(path, backend)  # before building anything from the file
+    open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
+    run = open_backend(path, threads, optimized_dir, kept_name, on_stage)
+    size = described.static_size
+    return ExportedModel(
+        run=run if size is None else _one_size(run, path, size),
+        entry=described.entry,
+        classes=described.classes,
+        palette=described.palette,
+        checkpoint=path,
+        backend=backend,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedMetadata:
+    """What an exported file's metadata says isaseg needs: ``static_size`` is (h, w) for a
+    file exported with ``--size``, None for a dynamic one."""
+
+    entry: ZooEntry
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    static_size: tuple[int, int] | None
+
+
+def describe_exported(path: Path, backend: str = "onnxruntime") -> ExportedMetadata:
+    """``path``'s metadata, read without loading the network (``onnx_metadata``) and checked:
+    written by isaseg, with logits out. ``backend`` names the runtime in the error.
+
+    Raises:
+        ExportError: as ``open_exported``.
+    """
     try:
         metadata = read_metadata(path)
     except (OSError, NotAModel) as exc:
@@ -154,24 +185,21 @@ def open_exported(
         classes = tuple(json.loads(metadata["classes"]))
         palette = tuple(tuple(int(v) for v in color) for color in json.loads(metadata["palette"]))
         output = metadata["output"]
-        static = not json.loads(metadata.get("dynamic", "true"))
-        if static:
+        static_size = None
+        if not json.loads(metadata.get("dynamic", "true")):
             height, width = (int(side) for side in json.loads(metadata["export_size"]))
+            static_size = (height, width)
     except (KeyError, ValueError, TypeError) as exc:
         raise ExportError(f"{path} has no isaseg metadata ({exc}): export it with isaseg") from None
     if output != "logits":
         raise ExportError(
             f"{path} outputs {output}; isaseg's backends need logits (export with --output logits)"
         )
-    open_backend = _onnxruntime if backend == "onnxruntime" else _openvino
-    run = open_backend(path, threads, optimized_dir, kept_name, on_stage)
-    return ExportedModel(
-        run=_one_size(run, path, (height, width)) if static else run,
-        entry=entry,
-        classes=classes,
-        palette=palette,  # type: ignore[arg-type]  # three ints per colour, as exported
-        checkpoint=path,
-        backend=backend,
+    return ExportedMetadata(
+        entry,
+        classes,
+        palette,  # type: ignore[arg-type]  # three ints per colour, as exported
+        static_size,
     )
 
 
