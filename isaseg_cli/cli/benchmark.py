@@ -11,7 +11,6 @@ from isaseg_cli.cli import _render
 from isaseg_cli.cli._backend import resolve_backend
 from isaseg_cli.cli._options import (
     DEFAULT_MODEL,
-    BackendOpt,
     CudaGraphsOpt,
     DeviceOpt,
     JsonOutOpt,
@@ -24,6 +23,14 @@ from isaseg_cli.cli._options import (
 from isaseg_cli.errors import InputError
 
 GIB = 1024**3
+# benchmark has random weights and no --checkpoint, so auto always means torch here
+BenchBackendOpt = Annotated[
+    Literal["auto", "torch", "onnxruntime", "openvino"],
+    typer.Option(
+        help="Run the network in PyTorch (auto), or exported to ONNX (cached) in ONNX Runtime "
+        "or OpenVINO; add --check-masks to time PyTorch beside it."
+    ),
+]
 
 
 def benchmark_cli(
@@ -105,7 +112,7 @@ def benchmark_cli(
             metavar="FILE", help="Also write a torch.profiler table of the costliest kernels."
         ),
     ] = None,
-    backend: BackendOpt = "auto",
+    backend: BenchBackendOpt = "auto",
     json_out: JsonOutOpt = None,
 ) -> None:
     """Measure images/s, latency, peak memory and FLOP/s with random weights (no download)."""
