@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from isaseg_cli.errors import InputError
+from isaseg_cli.export.files import is_exported_file
 
 
 def resolve_backend(backend: str, checkpoint: Path | None) -> str:
@@ -15,9 +16,9 @@ def resolve_backend(backend: str, checkpoint: Path | None) -> str:
 
     Raises:
         InputError: ``torch`` asked for explicitly with an exported file, which PyTorch cannot
-            run; it used to go to ONNX Runtime without a word.
+            run (rather than running it on ONNX Runtime without a word).
     """
-    if not is_exported(checkpoint):
+    if not is_exported_file(checkpoint):
         return "torch" if backend == "auto" else backend
     if backend == "torch":
         raise InputError(
@@ -25,10 +26,6 @@ def resolve_backend(backend: str, checkpoint: Path | None) -> str:
             "use --backend onnxruntime or openvino, or leave --backend out"
         )
     return "onnxruntime" if backend == "auto" else backend
-
-
-def is_exported(checkpoint: Path | None) -> bool:
-    return checkpoint is not None and checkpoint.suffix.lower() == ".onnx"
 
 
 def check_exported_options(
@@ -43,5 +40,5 @@ def check_exported_options(
 
     compiled = bool(options.get("compile", False))
     check_backend_options(backend, options["device"], options["precision"], compiled)
-    if is_exported(checkpoint) and name is not None:
+    if is_exported_file(checkpoint) and name is not None:
         raise InputError("an exported .onnx file carries its model: drop the model name")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from isaseg_cli.cli import _render
-from isaseg_cli.cli._backend import is_exported, resolve_backend
+from isaseg_cli.cli._backend import resolve_backend
 from isaseg_cli.cli._options import (
     BackendOpt,
     CheckpointOpt,
@@ -33,6 +33,7 @@ from isaseg_cli.cli._options import (
 )
 from isaseg_cli.data.image_header import DEFAULT_MAX_PIXELS
 from isaseg_cli.errors import CheckpointError, InputError
+from isaseg_cli.export.files import is_exported_file
 
 if TYPE_CHECKING:
     import torch
@@ -230,7 +231,7 @@ def _entry_in(checkpoint: Path | None, trust: bool) -> ZooEntry:
     from isaseg_cli.engine.checkpoint import entry_from_meta, read_checkpoint
 
     assert checkpoint is not None
-    if is_exported(checkpoint):  # an exported file: the entry is in its metadata
+    if is_exported_file(checkpoint):  # an exported file: the entry is in its metadata
         from isaseg_cli.engine.infer.backends import describe_exported
 
         return describe_exported(checkpoint).entry

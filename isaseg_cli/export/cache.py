@@ -16,6 +16,7 @@ from isaseg_cli.engine.infer.backends import ExportedModel, open_exported
 from isaseg_cli.engine.infer.exported import ExportedSegmenter
 from isaseg_cli.engine.infer.runtime import writable
 from isaseg_cli.errors import CheckpointError, ExportError
+from isaseg_cli.export.files import is_exported_file
 from isaseg_cli.hub.cache import cache_dir
 from isaseg_cli.hub.lock import exclusive
 from isaseg_cli.hub.record import DigestRecord, current_digest
@@ -35,11 +36,6 @@ STAGE_MESSAGES = {
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.loading import LoadedModel
-
-
-def is_exported_file(path: str | Path | None) -> bool:
-    """An ``.onnx`` file (``isaseg export``), as opposed to PyTorch weights."""
-    return path is not None and Path(path).suffix.lower() == ".onnx"
 
 
 def export_key(weights_sha256: str, model: str | None, opset: int = EXPORT_OPSET) -> str:
