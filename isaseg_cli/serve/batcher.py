@@ -3,6 +3,7 @@
 The collector coroutine takes the first waiting job, then up to ``max_batch - 1`` more that arrive
 within ``max_wait_s``, and hands the batch to a single inference thread, so the event loop keeps
 accepting and decoding while the model runs. Jobs whose caller gave up (timeout) are skipped.
+A batch that fails runs again job by job, so that only the jobs at fault get its error.
 """
 
 from __future__ import annotations
@@ -117,31 +118,48 @@ class Batcher:
         return [job for job in batch if not job.future.done()]
 
     async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             groups: dict[Hashable, list[Job]] = {}
             for job in batch:
                 groups.setdefault(job.variant, []).append(job)
             for variant, jobs in groups.items():
-                started = time.perf_counter()
-                pairs = [(job.image, job.want_probs) for job in jobs]
-                try:
-                    results = await loop.run_in_executor(
-                        self._executor, self.run_batch, variant, pairs
-                    )
-                except Exception as exc:  # noqa: BLE001 - answered to each caller, never fatal
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                failure = await self._run(variant, jobs)
+                if failure is None:
                     continue
-                inference_s = time.perf_counter() - started
-                if self.on_batch is not None:
-                    self.on_batch(len(jobs))
-                for job, (mask, probs) in zip(jobs, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(
-                            BatchOutcome(
-                                mask, probs, len(jobs), started - job.queued_at, inference_s
-                            )
-                        )
+                if len(jobs) == 1:
+                    _fail(jobs[0], failure)
+                    continue
+                # One job's fault (an image the model cannot take) must not fail the others
+                # of its batch: each runs again alone, and only the faulty ones fail.
+                for job in jobs:
+                    if job.future.done():  # its caller gave up meanwhile
+                        continue
+                    if (alone := await self._run(variant, [job])) is not None:
+                        _fail(job, alone)
+
+    async def _run(self, variant: Hashable, jobs: list[Job]) -> Exception | None:
+        """Runs ``jobs`` as one batch and answers each; the exception when the batch failed
+        (nothing answered then)."""
+        started = time.perf_counter()
+        pairs = [(job.image, job.want_probs) for job in jobs]
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.run_batch, variant, pairs
+            )
+        except Exception as exc:  # noqa: BLE001 - answered to the callers, never fatal
+            return exc
+        inference_s = time.perf_counter() - started
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
+        for job, (mask, probs) in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(
+                    BatchOutcome(mask, probs, len(jobs), started - job.queued_at, inference_s)
+                )
+        return None
+
+
+def _fail(job: Job, exc: Exception) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)

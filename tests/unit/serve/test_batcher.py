@@ -14,14 +14,16 @@ from isaseg_cli.serve.batcher import Batcher
 class Recorder:
     """A run_batch that answers each image with its own first pixel and records every batch."""
 
-    def __init__(self, fail_on: Hashable | None = None) -> None:
+    def __init__(self, fail_on: Hashable | None = None, bad_image: int | None = None) -> None:
         self.batches: list[tuple[Hashable, list[int]]] = []
-        self.fail_on = fail_on
+        self.fail_on, self.bad_image = fail_on, bad_image
 
     def __call__(self, variant: Hashable, pairs: Sequence[tuple[np.ndarray, bool]]) -> list:
         self.batches.append((variant, [int(image[0, 0]) for image, _ in pairs]))
         if variant == self.fail_on:
             raise RuntimeError(f"{variant} failed")
+        if any(int(image[0, 0]) == self.bad_image for image, _ in pairs):
+            raise ValueError(f"image {self.bad_image} cannot be segmented")
         return [(image[0, 0], "probs" if want else None) for image, want in pairs]
 
 
@@ -70,6 +72,16 @@ def test_a_failing_batch_answers_its_callers_and_the_others_go_on() -> None:
     assert [str(o) for o in outcomes if isinstance(o, Exception)] == ["bad failed"] * 2
     assert int(outcomes[1].mask) == 2
     assert sizes == [1]  # only the batch that ran is counted
+
+
+def test_one_bad_image_fails_alone_and_its_batch_mates_are_answered() -> None:
+    """An image the model refuses (another size than a static export's) in a batch."""
+    recorder = Recorder(bad_image=2)
+    outcomes, sizes = asyncio.run(_run(recorder, [(value, "a") for value in range(4)]))
+    assert recorder.batches == [("a", [0, 1, 2, 3]), ("a", [0]), ("a", [1]), ("a", [2]), ("a", [3])]
+    assert [int(outcomes[i].mask) for i in (0, 1, 3)] == [0, 1, 3]
+    assert isinstance(outcomes[2], ValueError) and "image 2" in str(outcomes[2])
+    assert sizes == [1, 1, 1] and [outcomes[i].batch_size for i in (0, 1, 3)] == [1, 1, 1]
 
 
 def test_a_full_queue_refuses_at_once() -> None:
