@@ -237,9 +237,11 @@ def exported_segmenter(
     """The segmenter of ``predict`` and ``serve`` whose network runs on ``backend``, on the CPU
     where the backends run (torch-free: ``ExportedSegmenter``). ``name`` is the zoo entry of
     ``checkpoint``'s weights, if any; ``options`` are the other Segmenter keyword arguments."""
-    from isaseg_cli.zoo.catalog import resolve_entry
+    entry = None
+    if name is not None:  # the zoo's YAML is read only when a model is named
+        from isaseg_cli.zoo.catalog import resolve_entry
 
-    entry = resolve_entry(name) if name is not None else None
+        entry = resolve_entry(name)
     exported = open_backend(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
