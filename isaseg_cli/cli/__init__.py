@@ -14,6 +14,7 @@ import typer
 from isaseg_cli import __version__
 from isaseg_cli.cli import _render
 from isaseg_cli.cli._command import IsasegCommand, IsasegGroup
+from isaseg_cli.cli._signals import TERMINATED_EXIT, sigterm_as_interrupt
 from isaseg_cli.errors import IsasegError
 
 app = typer.Typer(
@@ -28,18 +29,24 @@ app = typer.Typer(
 
 
 def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns a user-fixable error into one line on stderr and exit code 2; Ctrl-C into 130."""
+    """Turns a user-fixable error into one line on stderr and exit code 2; Ctrl-C into 130, and
+    SIGTERM, which stops a command as Ctrl-C does, into 143."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except IsasegError as exc:
-            _render.error(str(exc))
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            _render.error("interrupted")
-            raise typer.Exit(130) from None
+        with sigterm_as_interrupt() as terminated:
+            try:
+                return command(*args, **kwargs)
+            except IsasegError as exc:
+                _render.error(str(exc))
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                _render.error("terminated (SIGTERM)" if terminated() else "interrupted")
+                raise typer.Exit(TERMINATED_EXIT if terminated() else 130) from None
+            except typer.Exit as exc:  # a command that reported its interruption itself
+                if exc.exit_code == 130 and terminated():
+                    raise typer.Exit(TERMINATED_EXIT) from None
+                raise
 
     return run
 

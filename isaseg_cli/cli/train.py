@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -174,7 +171,7 @@ def train_cli(
         overwrite=overwrite,
     )
     check_before_run(recipe.entry.data, recipe.data_root, "train")
-    with _sigterm_as_interrupt() as terminated, _render.progress_bars() as update:
+    with _render.progress_bars() as update:
         try:
             result = fit(
                 recipe.entry,
@@ -201,42 +198,14 @@ def train_cli(
                 on_message=_render.info,
                 on_download=_render.download_sink(update, label="download (MB)", megabytes=True),
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli._signals): exit 130 or 143
             if _render.is_main_process():
                 _render.warn(stop_hint(recipe.work_dir))
-            if terminated():
-                _render.error("terminated (SIGTERM)")
-                raise typer.Exit(143) from None
             raise
     if _render.is_main_process():
         _show(result)
         if json_out is not None:
             _render.write_json(json_out, result.to_dict())
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turns SIGTERM (what batch schedulers send before they kill a job) into a
-    KeyboardInterrupt, so it stops like Ctrl-C: no partial checkpoint, a hint to resume.
-
-    Yields a function that says whether SIGTERM came.
-    """
-    received: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        del frame
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (an embedding program): its handler stays
-        yield lambda: False
-        return
-    try:
-        yield lambda: bool(received)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_json_out(path: Path | None) -> None:
