@@ -12,7 +12,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from isaseg_cli.engine.infer.backends import ExportedModel, open_exported
+from isaseg_cli.engine.infer.backends import ExportedModel, describe_exported, open_exported
 from isaseg_cli.engine.infer.exported import ExportedSegmenter
 from isaseg_cli.engine.infer.runtime import writable
 from isaseg_cli.errors import CheckpointError, ExportError
@@ -208,7 +208,10 @@ def _kept(path: Path, checkpoint: str | Path | None) -> dict[str, Any]:
     """Where and by which name the backends keep their builds of ``path``. A cached export's
     name says what it holds; a user's file may change under its name, so its builds are named
     by its SHA-256 (hashed once, then remembered by path, size and mtime)."""
-    name = f"file-{weights_digest(path)[:24]}" if is_exported_file(checkpoint) else None
+    name = None
+    if is_exported_file(checkpoint):
+        describe_exported(path)  # a file the backends refuse leaves no digest in the cache
+        name = f"file-{weights_digest(path)[:24]}"
     return {"optimized_dir": optimized_dir(), "kept_name": name}
 
 

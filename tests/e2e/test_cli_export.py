@@ -145,7 +145,8 @@ def test_a_static_file_runs_its_own_size_in_batches_and_names_it_for_others(
     ) in " ".join(result.output.split())
 
 
-def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path) -> None:
+def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"\x08\x07garbage")
     out = tmp_path / "mask.png"
@@ -154,6 +155,8 @@ def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path) -> None:
     assert result.exit_code == 2 and not out.exists()
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: onnxruntime cannot load")
+    home = tmp_path / "home"  # nothing kept for a file that cannot be used
+    assert not home.exists() or not [p for p in home.rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("command", ["predict", "eval", "serve"])
