@@ -49,6 +49,9 @@ def export_cli(
             help="Check the file in onnxruntime against PyTorch at several sizes.",
         ),
     ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+    ] = False,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Export the network (backbone, ISA head, final resize) to ONNX; verify it at several sizes.
@@ -64,9 +67,12 @@ def export_cli(
     from isaseg_cli.export.verify import FP16_AGREEMENT
     from isaseg_cli.zoo.catalog import resolve_entry
 
+    if out is not None:  # before the weights are read (or downloaded)
+        _check_new(out, overwrite)
     name = model or (None if checkpoint else default_model())
     loaded = load_model(resolve_entry(name) if name else None, checkpoint, trust=trust_checkpoint)
     target = out or Path(f"{loaded.entry.name}.onnx")
+    _check_new(target, overwrite)
     check_writable(target, "--out")  # before the export, which takes minutes at full size
     stages = {"export": "exporting with torch.onnx", "verify": "verifying in onnxruntime"}
     result = export_onnx(
@@ -119,3 +125,11 @@ def export_cli(
         f"Wrote {result.path} ({result.file_bytes / 2**20:.1f} MiB, {kind}, {result.output}, "
         f"{result.precision}) in {result.seconds:.1f} s"
     )
+
+
+def _check_new(target: Path, overwrite: bool) -> None:
+    """An earlier export is kept unless --overwrite, as predict keeps its results."""
+    if target.exists() and not target.is_dir() and not overwrite:
+        raise InputError(
+            f"{target} already exists: add --overwrite to replace it, or choose another --out"
+        )

@@ -145,6 +145,21 @@ def test_a_static_file_runs_its_own_size_in_batches_and_names_it_for_others(
     ) in " ".join(result.output.split())
 
 
+def test_an_existing_file_is_kept_unless_overwrite(tiny_checkpoint, tmp_path) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    refused = runner.invoke(app, [*args, "--size", "64x64", "--no-verify"])
+    assert refused.exit_code == 2 and out.read_bytes() == b"an earlier export"
+    assert refused.output.strip().splitlines() == [
+        f"error: {out} already exists: add --overwrite to replace it, or choose another --out"
+    ]
+    replaced = runner.invoke(app, [*args, "--size", "64x64", "--no-verify", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_bytes() != b"an earlier export"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+
+
 def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
     broken = tmp_path / "model.onnx"
