@@ -72,7 +72,8 @@ def export_cli(
     name = model or (None if checkpoint else default_model())
     loaded = load_model(resolve_entry(name) if name else None, checkpoint, trust=trust_checkpoint)
     target = out or Path(f"{loaded.entry.name}.onnx")
-    _check_new(target, overwrite)
+    if out is None:  # the default name, known once the entry is
+        _check_new(target, overwrite)
     check_writable(target, "--out")  # before the export, which takes minutes at full size
     stages = {"export": "exporting with torch.onnx", "verify": "verifying in onnxruntime"}
     result = export_onnx(

@@ -183,7 +183,7 @@ def load_backend(
     path, backend = _exported_file(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
-    return load_exported(path, backend, **_kept(path, checkpoint), on_stage=on_stage)
+    return load_exported(path, backend, **_kept(path, checkpoint, backend), on_stage=on_stage)
 
 
 def open_backend(
@@ -201,16 +201,16 @@ def open_backend(
     path, backend = _exported_file(
         backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
     )
-    return open_exported(path, backend, **_kept(path, checkpoint), on_stage=on_stage)
+    return open_exported(path, backend, **_kept(path, checkpoint, backend), on_stage=on_stage)
 
 
-def _kept(path: Path, checkpoint: str | Path | None) -> dict[str, Any]:
+def _kept(path: Path, checkpoint: str | Path | None, backend: str) -> dict[str, Any]:
     """Where and by which name the backends keep their builds of ``path``. A cached export's
     name says what it holds; a user's file may change under its name, so its builds are named
     by its SHA-256 (hashed once, then remembered by path, size and mtime)."""
     name = None
     if is_exported_file(checkpoint):
-        describe_exported(path)  # a file the backends refuse leaves no digest in the cache
+        describe_exported(path, backend)  # a refused file leaves no digest in the cache
         name = f"file-{weights_digest(path)[:24]}"
     return {"optimized_dir": optimized_dir(), "kept_name": name}
 

@@ -25,10 +25,11 @@ def load_segmenter(
     ``on_stage`` then hears what a first run does (``export.cache.STAGE_MESSAGES``).
     """
     path = Path(checkpoint) if checkpoint is not None else None
-    from isaseg_cli.export.cache import exported_segmenter
     from isaseg_cli.export.files import is_exported_file
 
     if backend != "torch" or is_exported_file(path):
+        from isaseg_cli.export.cache import exported_segmenter
+
         return exported_segmenter(
             backend, name, path, trust=trust, on_stage=on_stage, options=options
         )

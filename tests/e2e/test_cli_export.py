@@ -160,16 +160,17 @@ def test_an_existing_file_is_kept_unless_overwrite(tiny_checkpoint, tmp_path) ->
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_corrupted_onnx_file_is_a_one_line_error(tmp_path, monkeypatch, backend) -> None:
     monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"\x08\x07garbage")
     out = tmp_path / "mask.png"
     args = ["predict", str(TINY / "image.png"), "--checkpoint", str(broken), "--out", str(out)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--backend", backend])
     assert result.exit_code == 2 and not out.exists()
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: onnxruntime cannot load")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {backend} cannot load")
     home = tmp_path / "home"  # nothing kept for a file that cannot be used
     assert not home.exists() or not [p for p in home.rglob("*") if p.is_file()]
 
