@@ -13,6 +13,9 @@ B=${1:-benchmarks/results/onnx_cpu}
 RUNS=${2:-5}
 WORK=${WORK:-/tmp/isaseg-onnx-cpu}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} ISASEG_HOME=${ISASEG_HOME:-$WORK/home}
+# Bytecode caches as on a user's machine (pip writes them at install); some sandboxes set
+# PYTHONDONTWRITEBYTECODE, which recompiles isaseg's modules in every process (about 0.05 s).
+unset PYTHONDONTWRITEBYTECODE
 mkdir -p "$B" "$WORK"
 R50=isanet_r50-d8_4xb2-80k_cityscapes-512x1024
 predict() {  # predict BACKEND OUT: one whole process, its wall time in $WORK/wall_s

@@ -10,6 +10,9 @@ set -eu
 BEFORE=$(realpath "$1"); AFTER=$(realpath "$2"); OUT=$3; RUNS=${4:-6}
 WORK=${WORK:-/tmp/isaseg-onnx-cpu} BACKEND=${BACKEND:-onnxruntime}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} ISASEG_HOME=${ISASEG_HOME:-$WORK/home}
+# Bytecode caches as on a user's machine (pip writes them at install); some sandboxes set
+# PYTHONDONTWRITEBYTECODE, which recompiles isaseg's modules in every process (about 0.05 s).
+unset PYTHONDONTWRITEBYTECODE
 predict() {  # predict CHECKOUT MASK [TIME_FILE]
   local timer=()
   [ $# -gt 2 ] && timer=(/usr/bin/time -f %e -o "$3")
