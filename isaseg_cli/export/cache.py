@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from isaseg_cli.engine.infer.backends import ExportedModel, describe_exported, open_exported
 from isaseg_cli.engine.infer.exported import ExportedSegmenter
@@ -36,6 +36,8 @@ STAGE_MESSAGES = {
 
 if TYPE_CHECKING:
     from isaseg_cli.engine.loading import LoadedModel
+
+Opened = TypeVar("Opened")
 
 
 def export_key(weights_sha256: str, model: str | None, opset: int = EXPORT_OPSET) -> str:
@@ -180,10 +182,8 @@ def load_backend(
     for the PyTorch code paths (eval). ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
     from isaseg_cli.engine.infer.backends import load_exported
 
-    path, backend = _exported_file(
-        backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
-    )
-    return load_exported(path, backend, **_kept(path, checkpoint, backend), on_stage=on_stage)
+    export = {"trust": trust, "on_download": on_download}
+    return _opened(load_exported, backend, entry, checkpoint, on_stage, export)
 
 
 def open_backend(
@@ -198,10 +198,31 @@ def open_backend(
     """The exported network on ``backend`` (see ``_exported_file``), without torch when the
     export is cached; the backends keep their builds of the file (``_kept``).
     ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
-    path, backend = _exported_file(
-        backend, entry, checkpoint, trust=trust, on_download=on_download, on_stage=on_stage
-    )
-    return open_exported(path, backend, **_kept(path, checkpoint, backend), on_stage=on_stage)
+    export = {"trust": trust, "on_download": on_download}
+    return _opened(open_exported, backend, entry, checkpoint, on_stage, export)
+
+
+def _opened(
+    open_file: Callable[..., Opened],
+    backend: str,
+    entry: ZooEntry | None,
+    checkpoint: str | Path | None,
+    on_stage: Callable[[str], None] | None,
+    export: dict[str, Any],
+) -> Opened:
+    """``open_file`` (``backends.open_exported`` or ``load_exported``) on the file that
+    ``_exported_file`` gives, with the backends' builds (``_kept``). A cached export removed
+    between being found and being opened, by ``isaseg cache --clean`` in another process, is
+    made again once instead of failing the run."""
+    path, resolved = _exported_file(backend, entry, checkpoint, on_stage=on_stage, **export)
+    try:
+        return open_file(path, resolved, **_kept(path, checkpoint, resolved), on_stage=on_stage)
+    except ExportError:
+        if is_exported_file(checkpoint) or path.is_file():
+            raise
+    # exported again, after the clean (which holds the export's lock while it removes files)
+    path, resolved = _exported_file(backend, entry, checkpoint, on_stage=on_stage, **export)
+    return open_file(path, resolved, **_kept(path, checkpoint, resolved), on_stage=on_stage)
 
 
 def _kept(path: Path, checkpoint: str | Path | None, backend: str) -> dict[str, Any]:

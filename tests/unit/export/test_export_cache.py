@@ -85,3 +85,38 @@ def test_concurrent_first_runs_export_once_while_the_others_wait(
     exporter.join(60)
     assert len(exports) == 1 and stages == ["wait_export"]
     assert results[0] == results[1] == exports[0] and exports[0].is_file()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_an_export_cleaned_between_finding_and_opening_it_is_made_again(
+    backend, tiny_checkpoint, tiny_onnx, tmp_path, monkeypatch
+) -> None:
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from isaseg_cli.export import cache
+    from isaseg_cli.export import onnx as onnx_export
+    from isaseg_cli.hub.usage import clear_folders
+
+    monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
+    exports = []
+
+    def copy_export(loaded, path, **options):  # the real export is tested elsewhere; slow here
+        exports.append(path)
+        shutil.copyfile(tiny_onnx["path"], path.with_suffix(".part"))
+        os.replace(path.with_suffix(".part"), path)
+        return type("Result", (), {"passed": True})()
+
+    monkeypatch.setattr(onnx_export, "export_onnx", copy_export)
+    first = open_backend(backend, None, tiny_checkpoint).run(IMAGES)
+    opened, cleaned = cache.open_exported, []
+
+    def clean_then_open(path, *args, **kwargs):  # `isaseg cache --clean exports`, just then
+        if not cleaned:
+            parts = [(cache.export_dir(), (optimized_dir(),)), (optimized_dir(), ())]
+            cleaned.append(clear_folders(parts))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "open_exported", clean_then_open)
+    again = open_backend(backend, None, tiny_checkpoint).run(IMAGES)
+    assert cleaned[0].files >= 2 and len(exports) == 2 and exports[1].is_file()
+    assert np.abs(again - first).max() <= 1e-5 * np.abs(first).max()
