@@ -26,11 +26,16 @@ import numpy as np
 import onnxruntime as ort
 
 
-def conv_flops(args: dict[str, Any]) -> float:
-    """2 x multiply-adds of one profiled Conv. The weight's shape is (out, in / groups, kh, kw)
-    even where an NCHWc kernel records its input in blocks."""
+def conv_shapes(args: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """The weight's and the output's shapes of one profiled Conv. The weight keeps (out,
+    in / groups, kh, kw) even where an NCHWc kernel records its input in blocks."""
     (kernel,) = args["input_type_shape"][1].values()
     (out,) = args["output_type_shape"][0].values()
+    return kernel, out
+
+
+def conv_flops(kernel: list[int], out: list[int]) -> float:
+    """2 x multiply-adds of a Conv with these weight and output shapes."""
     return 2.0 * math.prod(out) * kernel[1] * kernel[2] * kernel[3]
 
 
@@ -59,12 +64,11 @@ def summarize(nodes: list[dict[str, Any]]) -> dict[str, Any]:
         args, ms = node["args"], node["dur"] / 1e3
         by_op[args["op_name"]] += ms
         if args["op_name"] == "Conv":
-            (kernel,) = args["input_type_shape"][1].values()
-            (out,) = args["output_type_shape"][0].values()
+            kernel, out = conv_shapes(args)
             key = f"weight {'x'.join(map(str, kernel))} -> {'x'.join(map(str, out))}"
             convs[key]["count"] += 1
             convs[key]["ms"] += ms
-            convs[key]["gflop"] += conv_flops(args) / 1e9
+            convs[key]["gflop"] += conv_flops(kernel, out) / 1e9
     total_ms = sum(by_op.values())
     conv_rows = [
         {"shape": key, **row, "gflop_per_s": row["gflop"] / row["ms"] * 1e3}

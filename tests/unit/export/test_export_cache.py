@@ -31,6 +31,24 @@ def _shifted(source, target, offset: float) -> None:
     onnx.save(model, str(target))
 
 
+def _copying_export(source, exports, started=None, delay: float = 0.0):
+    """A stand-in for ``export.onnx.export_onnx`` that copies ``source`` into place (the real
+    export takes a minute at full size, seconds on the tiny model), noting each path in
+    ``exports`` and setting ``started`` before its ``delay``."""
+
+    def export(loaded, path, **options):
+        exports.append(path)
+        if started is not None:
+            started.set()
+        time.sleep(delay)
+        partial = path.with_suffix(".part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, path)
+        return type("Result", (), {"passed": True})()
+
+    return export
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_a_users_file_is_kept_by_digest_and_a_changed_one_rebuilt(
     backend, tiny_onnx, tmp_path, monkeypatch
@@ -62,16 +80,7 @@ def test_concurrent_first_runs_export_once_while_the_others_wait(
 
     monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
     exports, started = [], threading.Event()
-
-    def slow_export(loaded, path, **options):  # the real one takes a minute: a copy will do
-        exports.append(path)
-        started.set()
-        time.sleep(1.0)
-        partial = path.with_suffix(".part")
-        shutil.copyfile(tiny_onnx["path"], partial)
-        os.replace(partial, path)
-        return type("Result", (), {"passed": True})()
-
+    slow_export = _copying_export(tiny_onnx["path"], exports, started, delay=1.0)
     monkeypatch.setattr(onnx_export, "export_onnx", slow_export)
     results, stages = [], []
 
@@ -99,14 +108,7 @@ def test_an_export_cleaned_between_finding_and_opening_it_is_made_again(
 
     monkeypatch.setenv("ISASEG_HOME", str(tmp_path / "home"))
     exports = []
-
-    def copy_export(loaded, path, **options):  # the real export is tested elsewhere; slow here
-        exports.append(path)
-        shutil.copyfile(tiny_onnx["path"], path.with_suffix(".part"))
-        os.replace(path.with_suffix(".part"), path)
-        return type("Result", (), {"passed": True})()
-
-    monkeypatch.setattr(onnx_export, "export_onnx", copy_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", _copying_export(tiny_onnx["path"], exports))
     first = open_backend(backend, None, tiny_checkpoint).run(IMAGES)
     opened, cleaned = cache.open_exported, []
 
