@@ -10,7 +10,6 @@ caller's code: docs/DEPLOY.md).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import io
 import json
@@ -32,6 +31,8 @@ from isaseg_cli.engine.extras import require
 from isaseg_cli.engine.loading import LoadedModel
 from isaseg_cli.errors import ExportError, InputError, OutputError
 from isaseg_cli.export.verify import SizeCheck, output_stride, verification_sizes, verify_export
+from isaseg_cli.models.build import rebuild
+from isaseg_cli.models.execution import ExecutionSpec
 from isaseg_cli.models.segmentor import Segmentor
 from isaseg_cli.zoo.spec import ModelSpec, to_dict
 
@@ -41,6 +42,7 @@ MIN_OPSET = 18  # torch.onnx's dynamo exporter writes no older opset
 DEFAULT_OPSET = MIN_OPSET
 # The largest batch and side a dynamic file declares (ONNX Runtime does not enforce them).
 MAX_BATCH, MAX_SIDE = 256, 16384
+EXPORTED = ExecutionSpec(split_regroups=True)  # the same function as the reference path
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +238,8 @@ def export_onnx(
     if weights_sha256 is None:
         weights_sha256 = sha256_file(loaded.checkpoint) if loaded.checkpoint.is_file() else ""
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    exported = copy.deepcopy(model).to(dtype) if precision == "fp16" else model
+    # A copy whose ISA regroupings are swaps of two axes, which ONNX Runtime copies faster.
+    exported = rebuild(model, entry.model, EXPORTED).to(dtype)
     net = _ExportedForward(exported, output, dtype)
     batch = 2 if dynamic else 1  # a batch of 1 would be frozen like any dimension seen as 1
     example = torch.randn(batch, 3, *_trace_size(size, entry.model, dynamic))

@@ -3,6 +3,8 @@ runs) into a ``Segmentor``."""
 
 from __future__ import annotations
 
+import torch
+
 from isaseg_cli.models.backbone import ResNetV1c
 from isaseg_cli.models.execution import REFERENCE, ExecutionSpec
 from isaseg_cli.models.heads import FCNHead, ISAHead
@@ -53,6 +55,7 @@ def build_model(
         sync_bn=sync_bn,
         attention=execution.attention,
         fast_interlace=execution.fast_interlace,
+        split_regroups=execution.split_regroups,
     )
     aux = None
     if with_aux and spec.aux_head is not None:
@@ -73,3 +76,15 @@ def build_model(
         align_corners=spec.align_corners,
         matmul_resize=execution.matmul_resize,
     )
+
+
+def rebuild(model: Segmentor, spec: ModelSpec, execution: ExecutionSpec) -> Segmentor:
+    """A new eval-mode network of ``spec`` run as ``execution`` says, holding a copy of
+    ``model``'s weights on ``model``'s device (the auxiliary head left out)."""
+    device = next(model.parameters()).device
+    with torch.device("meta"):  # no initialisation: every tensor is overwritten below
+        fresh = build_model(spec, with_aux=False, execution=execution)
+    fresh = fresh.to_empty(device=device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("auxiliary_head.")}
+    fresh.load_state_dict(state)
+    return fresh.eval()

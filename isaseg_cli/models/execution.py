@@ -17,6 +17,8 @@ class ExecutionSpec:
             ``sdpa`` (``F.scaled_dot_product_attention``) for both ISA relations.
         fast_interlace: keep the ISA groups token-major, channels last, from one relation to
             the next (the same maths with fewer copies; equal up to float rounding).
+        split_regroups: regroup ISA's tokens in mmseg's layouts with two swaps of two axes
+            per 6-d permute (bit-identical; for exported graphs: ``heads._regroup_in_two``).
         matmul_resize: while autograd records, resize the logits by matrix products
             (``models/interpolate.py``: float32 logits, a fast backward on CUDA).
         recompute_tail: each bottleneck recomputes bn2-ReLU-conv3 in the backward pass
@@ -25,6 +27,7 @@ class ExecutionSpec:
 
     attention: str = "matmul"
     fast_interlace: bool = False
+    split_regroups: bool = False
     matmul_resize: bool = False
     recompute_tail: bool = False
 

@@ -125,8 +125,10 @@ class ISAHead(nn.Module):
         attention: the kernel of both relations (``SelfAttentionBlock``).
         fast_interlace: keep the groups token-major, channels last, from one relation to the
             next and run the per-pixel projections on them as they lie (the same maths, fewer
-            copies; equal to float rounding). False is the reference code path. State-dict
-            keys depend on neither choice.
+            copies; equal to float rounding). False is the reference code path.
+        split_regroups: in the reference path, make each of the two regroupings into groups
+            as two swaps of two axes instead of one 6-d permute (the same copies, bit for bit;
+            see ``_regroup_in_two``). State-dict keys depend on none of the choices.
     """
 
     def __init__(
@@ -142,11 +144,13 @@ class ISAHead(nn.Module):
         sync_bn: bool = False,
         attention: str = "matmul",
         fast_interlace: bool = False,
+        split_regroups: bool = False,
     ) -> None:
         super().__init__()
         self.feature_index = feature_index
         self.group_size = tuple(group_size)
         self.fast_interlace = fast_interlace
+        self.split_regroups = split_regroups
         # Registration order fixes the state-dict order: conv_seg first, as mmseg's base class.
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -189,12 +193,18 @@ class ISAHead(nn.Module):
         group_h, group_w = self.group_size
         num_h, num_w = height // group_h, width // group_w
         # Long range: pixels sharing an in-block offset form one (num_h, num_w) map.
-        x = x.view(n, c, num_h, group_h, num_w, group_w)
-        x = x.permute(0, 3, 5, 1, 2, 4)  # (n, group_h, group_w, c, num_h, num_w)
+        if self.split_regroups:  # the permute's copy in two: (c, num_h) moved last, then num_w
+            x = _regroup_in_two(x, (n, c * num_h, -1), (n * group_h, num_w, -1))
+        else:
+            x = x.view(n, c, num_h, group_h, num_w, group_w)
+            x = x.permute(0, 3, 5, 1, 2, 4)  # (n, group_h, group_w, c, num_h, num_w)
         x = self.global_relation(x.reshape(-1, c, num_h, num_w))
         # Short range: each contiguous block forms one (group_h, group_w) map.
-        x = x.view(n, group_h, group_w, c, num_h, num_w)
-        x = x.permute(0, 4, 5, 3, 1, 2)  # (n, num_h, num_w, c, group_h, group_w)
+        if self.split_regroups:  # (num_h, num_w) moved before c, then the offsets last
+            x = _regroup_in_two(x, (n, group_h * group_w, c, -1), (n, group_h * group_w, -1))
+        else:
+            x = x.view(n, group_h, group_w, c, num_h, num_w)
+            x = x.permute(0, 4, 5, 3, 1, 2)  # (n, num_h, num_w, c, group_h, group_w)
         x = self.local_relation(x.reshape(-1, c, group_h, group_w))
         # Back to the image layout, then crop the padding away.
         x = x.view(n, num_h, num_w, c, group_h, group_w)
@@ -222,6 +232,19 @@ class ISAHead(nn.Module):
         if channels_last:
             return regroup(tokens, (0, 1, 3, 2, 4, 5)).view(n, height, width, c).permute(0, 3, 1, 2)
         return regroup(tokens, (0, 5, 1, 3, 2, 4)).view(n, c, height, width)
+
+
+def _regroup_in_two(x: Tensor, first: tuple[int, ...], second: tuple[int, ...]) -> Tensor:
+    """Two copies, each swapping the last two axes of a view of the one before: ``x`` viewed
+    as ``first``, then the result viewed as ``second``.
+
+    In an exported graph each 6-d permute is one Transpose that moves the innermost axis,
+    which ONNX Runtime's CPU kernel copies slowly: 27 and 42 ms for R-50's two at 512x1024,
+    against 20 ms for the four swaps of two axes that replace them (docs/PERFORMANCE.md).
+    PyTorch copies the 6-d permute faster itself, so only the export takes this path.
+    """
+    x = x.reshape(first).transpose(-1, -2)
+    return x.reshape(second).transpose(-1, -2)
 
 
 def _is_symbolic(size: int) -> bool:

@@ -4,9 +4,9 @@ BatchNorm folded into the convolutions, channels-last memory, bf16/fp16 weights 
 fused scaled-dot-product attention, the copy-saving ISA interlacing, optional ``torch.compile``.
 The plain float32 model stays untouched (and bit-faithful to mmsegmentation).
 
-The fast model is rebuilt, not copied and reconfigured: ``build_model`` makes a new network
-with the fast ``ExecutionSpec`` (an empty one, on the meta device, then materialised where the
-plain model lives), the plain model's state dict is loaded into it, and the inference-only
+The fast model is rebuilt, not copied and reconfigured: ``models.build.rebuild`` makes a new
+network with the fast ``ExecutionSpec`` (an empty one, on the meta device, then materialised
+where the plain model lives), the plain model's state dict is loaded into it, and the inference-only
 rewrites (``models.fuse``: BN folding, fused conv+ReLU) then transform that private copy before
 anyone else holds it. So every execution choice is a constructor argument, and the plain model
 is never touched.
@@ -23,7 +23,7 @@ from isaseg_cli.engine.device import PRECISIONS, check_precision
 from isaseg_cli.engine.infer.cuda_graphs import GraphedInference, use_cuda_graphs
 from isaseg_cli.engine.infer.protocol import slide_windows
 from isaseg_cli.errors import InputError
-from isaseg_cli.models.build import build_model
+from isaseg_cli.models.build import rebuild
 from isaseg_cli.models.execution import ATTENTION_KINDS, ExecutionSpec
 from isaseg_cli.models.fuse import (
     SpaceToDepthConvReLU,
@@ -183,7 +183,7 @@ def optimize_for_inference(model: Segmentor, spec: ModelSpec, settings: FastSett
     """
     if settings.is_noop:
         return model
-    fast = _rebuilt(model, spec, settings.execution)
+    fast = rebuild(model, spec, settings.execution)
     if settings.fuse_bn:
         fuse_batchnorm(fast)
     if settings.fuse_relu:
@@ -195,18 +195,6 @@ def optimize_for_inference(model: Segmentor, spec: ModelSpec, settings: FastSett
     if settings.compile:
         result.compile(dynamic=False, options=compile_options(settings.compile_mode))
     return result
-
-
-def _rebuilt(model: Segmentor, spec: ModelSpec, execution: ExecutionSpec) -> Segmentor:
-    """A new eval-mode network of ``spec`` run as ``execution`` says, holding a copy of
-    ``model``'s weights on ``model``'s device (the auxiliary head left out)."""
-    device = next(model.parameters()).device
-    with torch.device("meta"):  # no initialisation: every tensor is overwritten below
-        fresh = build_model(spec, with_aux=False, execution=execution)
-    fresh = fresh.to_empty(device=device)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("auxiliary_head.")}
-    fresh.load_state_dict(state)
-    return fresh.eval()
 
 
 def compile_options(mode: str) -> dict[str, object]:

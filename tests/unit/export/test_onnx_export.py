@@ -48,6 +48,22 @@ def test_verification_fails_for_a_model_that_differs_from_the_file(
     assert not check.passed and check.max_abs_diff == pytest.approx(0.5, rel=0.1)
 
 
+def test_the_file_regroups_the_isa_tokens_by_swaps_of_two_axes(tiny_onnx) -> None:
+    """mmseg's two permutes into the groups move the innermost axis, which ONNX Runtime's
+    Transpose copies slowly; the file makes each as two swaps of two axes. The permute back
+    to the image keeps its innermost axis, and stays one 6-d Transpose."""
+    model = onnx.load(str(tiny_onnx["path"]))
+    orders = [
+        tuple(onnx.helper.get_attribute_value(attribute))
+        for node in model.graph.node
+        if node.op_type == "Transpose"
+        for attribute in node.attribute
+        if attribute.name == "perm"
+    ]
+    assert [order for order in orders if len(order) > 4] == [(0, 3, 1, 4, 2, 5)]
+    assert all(order[-1] == len(order) - 2 for order in orders if len(order) <= 4)
+
+
 def test_metadata_is_enough_to_rebuild_the_test_pipeline(tiny_onnx, tiny_checkpoint) -> None:
     model = onnx.load(str(tiny_onnx["path"]))
     props = {prop.key: prop.value for prop in model.metadata_props}

@@ -2,7 +2,8 @@
 
 ``attention="sdpa"`` (scaled_dot_product_attention, value wider than key) against the explicit
 matmul-softmax-matmul, and ``fast_interlace`` (token-major groups, projections where the tokens lie)
-against the regrouping reference, at sizes that need padding, in eval and in training mode.
+against the regrouping reference, at sizes that need padding, in eval and in training mode;
+``split_regroups`` (the export's two-step regrouping copies) bit for bit.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ def _head(dropout: float = 0.1) -> ISAHead:
     return head
 
 
-def _configure(head: ISAHead, attention: str, fast_interlace: bool) -> ISAHead:
+def _configure(
+    head: ISAHead, attention: str, fast_interlace: bool, split_regroups: bool = False
+) -> ISAHead:
     """``head``'s weights in a head built with the given execution choices."""
     dropout = head.dropout.p if isinstance(head.dropout, nn.Dropout2d) else 0.0
     options = {"attention": attention, "fast_interlace": fast_interlace}
+    options["split_regroups"] = split_regroups
     built = ISAHead(16, 24, 8, 3, feature_index=0, dropout=dropout, **options)
     built.load_state_dict(head.state_dict())
     return built.train(head.training)
@@ -37,7 +41,7 @@ def _configure(head: ISAHead, attention: str, fast_interlace: bool) -> ISAHead:
 
 def test_defaults_are_the_reference_path() -> None:
     head = _head()
-    assert head.fast_interlace is False
+    assert head.fast_interlace is False and head.split_regroups is False
     assert head.global_relation.attention == head.local_relation.attention == "matmul"
     fast = _configure(head, "sdpa", fast_interlace=True)
     assert fast.fast_interlace is True
@@ -98,6 +102,35 @@ def test_fast_interlace_matches_in_training_mode() -> None:
     fast_buffers = dict(fast.named_buffers())
     for name, buffer in reference.named_buffers():
         assert torch.allclose(fast_buffers[name].float(), buffer.float(), atol=1e-5), name
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("group_size", [(8, 8), (4, 8), (8, 2)])
+def test_split_regroups_are_the_reference_bit_for_bit(size, group_size) -> None:
+    torch.manual_seed(0)
+    reference = ISAHead(16, 24, 8, 3, feature_index=0, group_size=group_size).eval()
+    split = ISAHead(16, 24, 8, 3, feature_index=0, group_size=group_size, split_regroups=True)
+    split.load_state_dict(reference.state_dict())
+    feature = torch.randn(2, 16, *size)
+    with torch.no_grad():
+        assert torch.equal(split.eval()([feature]), reference([feature]))
+
+
+def test_split_regroups_train_bit_for_bit() -> None:
+    """Values, gradients and BN statistics: the copies move the same numbers to the same places."""
+    reference = _head(dropout=0.0).train()
+    split = _configure(reference, "matmul", False, split_regroups=True)
+    feature = torch.randn(2, 16, 21, 19)
+    ours, theirs = split([feature]), reference([feature])
+    assert torch.equal(ours, theirs)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    split_params = dict(split.named_parameters())
+    for name, parameter in reference.named_parameters():
+        assert torch.equal(split_params[name].grad, parameter.grad), name
+    split_buffers = dict(split.named_buffers())
+    for name, buffer in reference.named_buffers():
+        assert torch.equal(split_buffers[name], buffer), name
 
 
 def test_state_dict_keys_do_not_depend_on_the_path() -> None:
