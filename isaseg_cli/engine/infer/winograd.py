@@ -92,18 +92,15 @@ def winograd_conv(
     positions = SPAN * SPAN
     n, h, w = sub.size(x, 0), sub.size(x, 2), sub.size(x, 3)
     tiles_h, tiles_w = sub.tiles(h), sub.tiles(w)
-    # zeros: one row and column before (the padding), enough after for whole tiles
-    after_h = sub.op("Sub", sub.op("Mul", tiles_h, sub.const([TILE])), h)
-    after_w = sub.op("Sub", sub.op("Mul", tiles_w, sub.const([TILE])), w)
-    after_h = sub.op("Add", after_h, sub.const([1]))
-    after_w = sub.op("Add", after_w, sub.const([1]))
-    pads = sub.op("Concat", sub.const([0, 0, 1, 1, 0, 0]), after_h, after_w, axis=0)
-    # input transform B^T d B of each tile, channel by channel: (N, C * 36, tiles_h, tiles_w)
+    # input transform B^T d B of each tile, channel by channel: (N, C * 36, tiles_h, tiles_w).
+    # Zeros: one row and column before (the 3x3 conv's padding), TILE after, which gives
+    # floor((h + 1 + TILE - SPAN) / TILE) + 1 = ceil(h / TILE) tiles at every h; the excess
+    # is cropped at the end. Padding inside the Conv spares the copy a Pad before it makes.
     taps = np.einsum("ik,jl->ijkl", B_T, B_T).reshape(positions, 1, SPAN, SPAN)
     taps = np.tile(taps.astype(np.float32), (in_channels, 1, 1, 1))
     v = sub.op(
-        "Conv", sub.op("Pad", x, pads), sub.const(taps, np.float32),
-        group=in_channels, kernel_shape=[SPAN, SPAN], strides=[TILE, TILE],
+        "Conv", x, sub.const(taps, np.float32), group=in_channels,
+        kernel_shape=[SPAN, SPAN], strides=[TILE, TILE], pads=[1, 1, TILE, TILE],
     )  # fmt: skip
     v = sub.op("Reshape", v, sub.op("Concat", n, sub.const([in_channels, positions, -1]), axis=0))
     v = sub.op("Transpose", v, perm=[0, 2, 1, 3])  # (N, 36, C, tiles)
