@@ -6,10 +6,10 @@ The plain float32 model stays untouched (and bit-faithful to mmsegmentation).
 
 The fast model is rebuilt, not copied and reconfigured: ``models.build.rebuild`` makes a new
 network with the fast ``ExecutionSpec`` (an empty one, on the meta device, then materialised
-where the plain model lives), the plain model's state dict is loaded into it, and the inference-only
-rewrites (``models.fuse``: BN folding, fused conv+ReLU) then transform that private copy before
-anyone else holds it. So every execution choice is a constructor argument, and the plain model
-is never touched.
+where the plain model lives), the plain model's state dict is loaded into it, and the
+inference-only rewrites (``models.fuse``: BN folding, fused conv+ReLU) then transform that
+private copy before anyone else holds it. So every execution choice is a constructor
+argument, and the plain model is never touched.
 """
 
 from __future__ import annotations

@@ -32,8 +32,11 @@ def _configure(
 ) -> ISAHead:
     """``head``'s weights in a head built with the given execution choices."""
     dropout = head.dropout.p if isinstance(head.dropout, nn.Dropout2d) else 0.0
-    options = {"attention": attention, "fast_interlace": fast_interlace}
-    options["split_regroups"] = split_regroups
+    options = {
+        "attention": attention,
+        "fast_interlace": fast_interlace,
+        "split_regroups": split_regroups,
+    }
     built = ISAHead(16, 24, 8, 3, feature_index=0, dropout=dropout, **options)
     built.load_state_dict(head.state_dict())
     return built.train(head.training)
