@@ -182,8 +182,10 @@ def load_backend(
     for the PyTorch code paths (eval). ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
     from isaseg_cli.engine.infer.backends import load_exported
 
-    export = {"trust": trust, "on_download": on_download}
-    return _opened(load_exported, backend, entry, checkpoint, on_stage, export)
+    return _opened(
+        load_exported, backend, entry, checkpoint,
+        trust=trust, on_download=on_download, on_stage=on_stage,
+    )  # fmt: skip
 
 
 def open_backend(
@@ -198,8 +200,10 @@ def open_backend(
     """The exported network on ``backend`` (see ``_exported_file``), without torch when the
     export is cached; the backends keep their builds of the file (``_kept``).
     ``on_stage`` is told the keys of ``STAGE_MESSAGES``."""
-    export = {"trust": trust, "on_download": on_download}
-    return _opened(open_exported, backend, entry, checkpoint, on_stage, export)
+    return _opened(
+        open_exported, backend, entry, checkpoint,
+        trust=trust, on_download=on_download, on_stage=on_stage,
+    )  # fmt: skip
 
 
 def _opened(
@@ -207,13 +211,15 @@ def _opened(
     backend: str,
     entry: ZooEntry | None,
     checkpoint: str | Path | None,
+    *,
     on_stage: Callable[[str], None] | None,
-    export: dict[str, Any],
+    **export: Any,
 ) -> Opened:
     """``open_file`` (``backends.open_exported`` or ``load_exported``) on the file that
-    ``_exported_file`` gives, with the backends' builds (``_kept``). A cached export removed
-    between being found and being opened, by ``isaseg cache --clean`` in another process, is
-    made again once instead of failing the run."""
+    ``_exported_file`` gives (``export``: more keyword arguments of ``cached_export``), with
+    the backends' builds (``_kept``). A cached export removed between being found and being
+    opened, by ``isaseg cache --clean`` in another process, is made again once instead of
+    failing the run."""
     path, resolved = _exported_file(backend, entry, checkpoint, on_stage=on_stage, **export)
     try:
         return open_file(path, resolved, **_kept(path, checkpoint, resolved), on_stage=on_stage)
