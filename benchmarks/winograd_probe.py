@@ -7,19 +7,20 @@ known way past that bound in float32. ONNX Runtime's CPU provider has no Winogra
 this probe writes it with standard ONNX operators and measures what that costs:
 
 1. ONNX Runtime's basic optimisations fold each BatchNorm into its convolution;
-2. every 3x3 stride-1 Conv with at least ``--min-channels`` inputs becomes: pad to whole
-   tiles, the input transform (a depthwise 6x6 stride-4 Conv), one batched MatMul per tile
-   position with the transformed weights, the output transform (a grouped 4x4 stride-4
+2. every 3x3 stride-1 Conv with at least ``--min-channels`` inputs becomes: the input
+   transform (a depthwise 6x6 stride-4 Conv, padded to whole tiles), one batched MatMul per
+   tile position with the transformed weights, the output transform (a grouped 4x4 stride-4
    ConvTranspose) and a crop. A dilated Conv is first split into its dilation x dilation
-   interleaved sub-grids, where it is an ordinary 3x3 Conv;
+   interleaved sub-grids (SpaceToDepth), where it is an ordinary 3x3 Conv, and the results
+   interleaved again (DepthToSpace);
 3. both graphs run on the same inputs: agreement at a few sizes, then interleaved timings
    and, from ONNX Runtime's profiler, how the rewritten graph's time splits between the
    Winograd products and the layout operators around them.
 
 Usage: python benchmarks/winograd_probe.py MODEL.onnx [--runs 3] [--json-out F]
-(MODEL.onnx: ``isaseg export ... --dynamic``, fp32 logits.) The undilated rewrite is isaseg's
-own (``isaseg_cli.engine.infer.winograd``, which its ONNX Runtime backend applies to the widest
-convolutions); the dilated one and the timings are this probe's.
+(MODEL.onnx: ``isaseg export ... --dynamic``, fp32 logits.) The rewrite is isaseg's own
+(``isaseg_cli.engine.infer.winograd``, which its ONNX Runtime backend applies with at least
+``MIN_CHANNELS`` inputs); ``--min-channels`` tries other thresholds.
 """
 
 from __future__ import annotations
@@ -36,92 +37,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from cpu_peak import cpu_name
-from onnx import helper, numpy_helper
 
-from isaseg_cli.engine.infer.winograd import Subgraph, winograd_conv
-
-
-def _ceil_div(sub: Subgraph, size: str, k: int) -> str:
-    return sub.op("Div", sub.op("Add", size, sub.const([k - 1])), sub.const([k]))
-
-
-def _times(sub: Subgraph, size: str, k: int) -> str:
-    return sub.op("Mul", size, sub.const([k]))
-
-
-def _crop(sub: Subgraph, x: str, h: str, w: str) -> str:
-    ends = sub.op("Concat", h, w, axis=0)
-    return sub.op("Slice", x, sub.const([0, 0]), ends, sub.const([2, 3]))
-
-
-def dilated_winograd_conv(
-    sub: Subgraph, x: str, weight: np.ndarray, bias: str | None, dilation: int
-) -> str:
-    """A 3x3 convolution dilated ``dilation`` (padding alike): on each of the dilation^2
-    interleaved sub-grids of the zero-padded map it is an undilated one."""
-    d, out_channels = dilation, weight.shape[0]
-    n, c, h, w = (sub.size(x, axis) for axis in range(4))
-    grid_h, grid_w = _ceil_div(sub, h, d), _ceil_div(sub, w, d)
-    pad_h = sub.op("Sub", _times(sub, grid_h, d), h)
-    pad_w = sub.op("Sub", _times(sub, grid_w, d), w)
-    pads = sub.op("Concat", sub.const([0, 0, 0, 0, 0, 0]), pad_h, pad_w, axis=0)
-    split = sub.op("Concat", n, c, grid_h, sub.const([d]), grid_w, sub.const([d]), axis=0)
-    grids = sub.op("Reshape", sub.op("Pad", x, pads), split)
-    grids = sub.op("Transpose", grids, perm=[0, 3, 5, 1, 2, 4])
-    grids = sub.op("Reshape", grids, sub.op("Concat", sub.const([-1]), c, grid_h, grid_w, axis=0))
-    y = winograd_conv(sub, grids, weight, bias)
-    shape = sub.op("Concat", n, sub.const([d, d, out_channels]), grid_h, grid_w, axis=0)
-    y = sub.op("Transpose", sub.op("Reshape", y, shape), perm=[0, 3, 4, 1, 5, 2])
-    whole = [n, sub.const([out_channels]), _times(sub, grid_h, d), _times(sub, grid_w, d)]
-    y = sub.op("Reshape", y, sub.op("Concat", *whole, axis=0))
-    return _crop(sub, y, h, w)
-
-
-def _rewritable(node: onnx.NodeProto, weights: dict[str, np.ndarray], min_channels: int) -> int:
-    """The dilation of a Conv this probe rewrites, else 0."""
-    if node.op_type != "Conv" or node.input[1] not in weights:
-        return 0
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    dilation = list(attrs.get("dilations", [1, 1]))
-    weight = weights[node.input[1]]
-    if (
-        weight.dtype != np.float32
-        or weight.shape[2:] != (3, 3)
-        or weight.shape[1] < min_channels
-        or attrs.get("group", 1) != 1
-        or list(attrs.get("strides", [1, 1])) != [1, 1]
-        or attrs.get("auto_pad", b"NOTSET") != b"NOTSET"
-        or dilation[0] != dilation[1]
-        or list(attrs.get("pads", [0] * 4)) != [dilation[0]] * 4
-    ):
-        return 0
-    return dilation[0]
-
-
-def rewrite(model: onnx.ModelProto, min_channels: int) -> int:
-    """Replaces the eligible Convs of ``model`` in place; returns how many."""
-    graph = model.graph
-    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    nodes, count = [], 0
-    for node in graph.node:
-        dilation = _rewritable(node, weights, min_channels)
-        if not dilation:
-            nodes.append(node)
-            continue
-        sub = Subgraph(onnx, f"winograd{count}")
-        weight, x = weights[node.input[1]], node.input[0]
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if dilation == 1:
-            out = winograd_conv(sub, x, weight, bias)
-        else:
-            out = dilated_winograd_conv(sub, x, weight, bias, dilation)
-        sub.nodes.append(helper.make_node("Identity", [out], [node.output[0]]))
-        nodes += sub.nodes
-        graph.initializer.extend(sub.initializers)
-        count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return count
+from isaseg_cli.engine.infer.winograd import rewrite_wide_convs
 
 
 def session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSession:
@@ -180,7 +97,7 @@ def main() -> None:
         options.log_severity_level = 3
         ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
         model = onnx.load(str(folded))
-        convs = rewrite(model, args.min_channels)
+        convs = rewrite_wide_convs(model, args.min_channels)
         onnx.save(model, str(rewritten))
         direct, winograd = session(args.model, args.threads), session(rewritten, args.threads)
         name = direct.get_inputs()[0].name

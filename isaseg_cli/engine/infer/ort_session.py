@@ -1,5 +1,6 @@
-"""ONNX Runtime sessions on an exported file, with ONNX Runtime's optimised graph (and the
-Winograd head, ``engine.infer.winograd``) kept per CPU so that later starts load it as is."""
+"""ONNX Runtime sessions on an exported file, with ONNX Runtime's optimised graph (its wide 3x3
+convolutions in Winograd form, ``engine.infer.winograd``) kept per CPU so that later starts
+load it as is."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from isaseg_cli.errors import ExportError
 from isaseg_cli.hub.lock import exclusive
 
 # What the kept ONNX Runtime graph holds beyond ONNX Runtime's own optimisations.
-KEPT_GRAPH = "winograd-f4x4-1"
+KEPT_GRAPH = "winograd-f4x4-2"
 # How far the Winograd graph may be from the file's on the check input, relative to its logits.
 WINOGRAD_TOLERANCE = 1e-3
 

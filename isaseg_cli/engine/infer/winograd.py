@@ -4,10 +4,14 @@ CPU provider, which computes every convolution directly.
 Winograd's minimal filtering (Lavin & Gray, arXiv 1509.09308) computes a 4x4 output tile with
 36 instead of 144 multiplications, as one (out, in) x (in, tiles) product per position of the
 6x6 input tile. Written with standard operators, the transforms around those products cost
-copies, so only wide convolutions gain: ISANet's 2048-to-512 ``in_conv`` runs about 1.1-1.25x
-faster as a whole network on a 2-core Xeon, while rewriting the narrower and dilated backbone
-convolutions too is slower overall (``benchmarks/winograd_probe.py``, docs/PERFORMANCE.md).
-The results differ from direct convolution by float rounding of about 2e-5 of the outputs.
+copies, so only wide convolutions gain: on a 2-core Zen 4 EPYC, rewriting R-50-D8's 3x3s with
+at least 256 inputs (the dilated ones of layer3 and layer4, and the head's 2048-to-512
+``in_conv``) makes the network about 1.17x faster than rewriting the head's alone, while the
+narrower ones of layer1 and layer2 gain nothing (``benchmarks/winograd_probe.py``,
+docs/PERFORMANCE.md). A dilated convolution is an undilated one on each of its dilation x
+dilation interleaved sub-grids, which SpaceToDepth and DepthToSpace gather and scatter at the
+cost of one copy each. The results differ from direct convolution by float rounding of about
+2e-5 of the outputs.
 
 Only ``ort_session.onnxruntime_session`` applies this, to the graph it keeps per CPU; exported
 files stay plain, for runtimes with their own convolution kernels.
@@ -21,8 +25,8 @@ import numpy as np
 
 TILE = 4  # output tile side
 SPAN = TILE + 2  # input tile side
-# Below this many input channels the transforms cost more than the products save.
-MIN_CHANNELS = 1024
+# Below this many input channels the transforms cost as much as the products save.
+MIN_CHANNELS = 256
 
 # F(4x4, 3x3): output = A^T [(G g G^T) * (B^T d B)] A, over each 6x6 input tile d
 B_T = np.array(
@@ -79,19 +83,24 @@ class Subgraph:
         """Dimension ``axis`` of ``x`` as a 1-element int64 tensor (sizes are dynamic)."""
         return self.op("Gather", self.op("Shape", x), self.const([axis]), axis=0)
 
-    def tiles(self, size: str) -> str:
-        return self.op("Div", self.op("Add", size, self.const([TILE - 1])), self.const([TILE]))
-
 
 def winograd_conv(
-    sub: Subgraph, x: str, weight: np.ndarray, bias: str | None, out: str | None = None
+    sub: Subgraph,
+    x: str,
+    weight: np.ndarray,
+    bias: str | None,
+    out: str | None = None,
+    *,
+    crop: bool = True,
 ) -> str:
     """The 3x3, stride 1, padding 1 convolution of ``x`` (N, C, H, W), written into ``out``
-    (default: a new name); returns its name."""
+    (default: a new name); returns its name. Without ``crop`` (for a caller that crops later;
+    ``out`` is then not used) the result keeps whole tiles, (N, O, 4 * ceil(H / 4),
+    4 * ceil(W / 4)), its rows and columns past H and W not part of the convolution."""
     out_channels, in_channels = weight.shape[:2]
     positions = SPAN * SPAN
     n, h, w = sub.size(x, 0), sub.size(x, 2), sub.size(x, 3)
-    tiles_h, tiles_w = sub.tiles(h), sub.tiles(w)
+    tiles_h, tiles_w = _ceil_div(sub, h, TILE), _ceil_div(sub, w, TILE)
     # input transform B^T d B of each tile, channel by channel: (N, C * 36, tiles_h, tiles_w).
     # Zeros: one row and column before (the 3x3 conv's padding), TILE after, which gives
     # floor((h + 1 + TILE - SPAN) / TILE) + 1 = ceil(h / TILE) tiles at every h; the excess
@@ -118,34 +127,70 @@ def winograd_conv(
         *([bias] if bias else []), group=out_channels, kernel_shape=[TILE, TILE],
         strides=[TILE, TILE],
     )  # fmt: skip
+    return _cropped(sub, y, h, w, out) if crop else y
+
+
+def dilated_winograd_conv(
+    sub: Subgraph, x: str, weight: np.ndarray, bias: str | None, dilation: int, out: str
+) -> str:
+    """The 3x3, stride 1 convolution of ``x`` (N, C, H, W) dilated and padded ``dilation``,
+    written into ``out``: on each of the dilation^2 interleaved sub-grids of the map, zero-padded
+    to a multiple of ``dilation``, it is the undilated one."""
+    d = dilation
+    n, c, h, w = (sub.size(x, axis) for axis in range(4))
+    grid_h, grid_w = _ceil_div(sub, h, d), _ceil_div(sub, w, d)
+    zeros = sub.const([0] * 6)
+    pads = sub.op("Concat", zeros, _excess(sub, grid_h, h, d), _excess(sub, grid_w, w, d), axis=0)
+    # (N, d * d * C, H / d, W / d), the channels ordered (row offset, column offset, channel)
+    grids = sub.op("SpaceToDepth", sub.op("Pad", x, pads), blocksize=d)
+    grids = sub.op("Reshape", grids, sub.op("Concat", sub.const([-1]), c, grid_h, grid_w, axis=0))
+    # Uncropped: the excess tiles of a sub-grid land past H and W once interleaved, cropped there.
+    y = winograd_conv(sub, grids, weight, bias, crop=False)
+    y = sub.op("Reshape", y, sub.op("Concat", n, sub.const([-1, 0, 0]), axis=0))
+    return _cropped(sub, sub.op("DepthToSpace", y, blocksize=d, mode="DCR"), h, w, out)
+
+
+def _ceil_div(sub: Subgraph, size: str, k: int) -> str:
+    return sub.op("Div", sub.op("Add", size, sub.const([k - 1])), sub.const([k]))
+
+
+def _excess(sub: Subgraph, grid: str, size: str, k: int) -> str:
+    """How far ``grid`` cells of ``k`` reach past ``size``."""
+    return sub.op("Sub", sub.op("Mul", grid, sub.const([k])), size)
+
+
+def _cropped(sub: Subgraph, y: str, h: str, w: str, out: str | None) -> str:
     ends = sub.op("Concat", h, w, axis=0)
-    crop = [y, sub.const([0, 0]), ends, sub.const([2, 3])]
     out = out or sub.name()
+    crop = [y, sub.const([0, 0]), ends, sub.const([2, 3])]
     sub.nodes.append(sub.onnx.helper.make_node("Slice", crop, [out], name=f"{sub.prefix}_crop"))
     return out
 
 
-def _eligible(onnx: Any, node: Any, weights: dict[str, np.ndarray], min_channels: int) -> bool:
+def _dilation(onnx: Any, node: Any, weights: dict[str, np.ndarray], min_channels: int) -> int:
+    """The dilation of a Conv this rewrites (padded as much as it is dilated), else 0."""
     if node.op_type != "Conv" or node.input[1] not in weights:
-        return False
+        return 0
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     weight = weights[node.input[1]]
-    return (
+    dilations = list(attrs.get("dilations", [1, 1]))
+    eligible = (
         weight.dtype == np.float32
         and weight.shape[2:] == (3, 3)
         and weight.shape[1] >= min_channels
         and attrs.get("group", 1) == 1
         and list(attrs.get("strides", [1, 1])) == [1, 1]
-        and list(attrs.get("dilations", [1, 1])) == [1, 1]
-        and list(attrs.get("pads", [0] * 4)) == [1] * 4
+        and dilations[0] == dilations[1] >= 1
+        and list(attrs.get("pads", [0] * 4)) == [dilations[0]] * 4
         and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
     )
+    return dilations[0] if eligible else 0
 
 
 def rewrite_wide_convs(model: Any, min_channels: int = MIN_CHANNELS) -> int:
-    """Replaces, in place, each 3x3 stride-1 padding-1 undilated Conv of ``model`` (an
-    ``onnx.ModelProto``) with constant float32 weights and at least ``min_channels`` inputs by
-    its Winograd form. Returns how many were replaced."""
+    """Replaces, in place, each 3x3 stride-1 Conv of ``model`` (an ``onnx.ModelProto``), padded
+    as much as it is dilated, with constant float32 weights and at least ``min_channels``
+    inputs by its Winograd form. Returns how many were replaced."""
     import onnx
 
     graph = model.graph
@@ -156,12 +201,17 @@ def rewrite_wide_convs(model: Any, min_channels: int = MIN_CHANNELS) -> int:
     }
     nodes, replaced, count = [], set(), 0
     for node in graph.node:
-        if not _eligible(onnx, node, weights, min_channels):
+        dilation = _dilation(onnx, node, weights, min_channels)
+        if not dilation:
             nodes.append(node)
             continue
         sub = Subgraph(onnx, f"winograd{count}")
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        winograd_conv(sub, node.input[0], weights[node.input[1]], bias, node.output[0])
+        x, weight, out = node.input[0], weights[node.input[1]], node.output[0]
+        if dilation == 1:
+            winograd_conv(sub, x, weight, bias, out)
+        else:
+            dilated_winograd_conv(sub, x, weight, bias, dilation, out)
         nodes += sub.nodes
         graph.initializer.extend(sub.initializers)
         replaced.add(node.input[1])

@@ -61,11 +61,30 @@ def test_the_rewritten_conv_is_the_conv_at_sizes_with_every_tile_remainder(bias)
         assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), shape
 
 
+@pytest.mark.parametrize("dilation", [2, 3, 4])
+def test_a_dilated_conv_is_rewritten_on_its_sub_grids_at_every_remainder(dilation) -> None:
+    pads = [dilation] * 4
+    model = _conv_model(dilations=[dilation, dilation], pads=pads)
+    rewritten = _conv_model(dilations=[dilation, dilation], pads=pads)
+    assert winograd.rewrite_wide_convs(rewritten, min_channels=1) == 1
+    ops = {n.op_type for n in rewritten.graph.node}
+    assert {"SpaceToDepth", "MatMul", "DepthToSpace"} <= ops
+    rng = np.random.default_rng(3)
+    # remainders of every size modulo the dilation, and modulo a sub-grid's whole tiles
+    sizes = [(1, 1), (2, 3), (dilation * 4, dilation * 8), (17, 34), (dilation * 4 + 1, 31)]
+    for batch, (h, w) in zip([1, 2, 1, 3, 2], sizes, strict=True):
+        x = rng.standard_normal((batch, 8, h, w)).astype(np.float32)
+        expected, got = _run(model, x), _run(rewritten, x)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), (h, w)
+
+
 @pytest.mark.parametrize(
     "attributes",
     [
         {"strides": [2, 2]},
-        {"dilations": [2, 2], "pads": [2, 2, 2, 2]},
+        {"dilations": [2, 2], "pads": [1, 1, 1, 1]},
+        {"dilations": [1, 2], "pads": [1, 2, 1, 2]},
         {"kernel": 1},
         {"group": 2},
         {"pads": [0, 0, 0, 0]},
@@ -96,22 +115,23 @@ def test_narrow_convolutions_are_left_as_they_are() -> None:
     assert winograd.rewrite_wide_convs(model, min_channels=9) == 0
 
 
-def _kept_winograd_nodes(kept_dir) -> int:
+def _kept_winograd_nodes(kept_dir, op_type: str | None = None) -> int:
     [kept] = kept_dir.glob("*.onnx")
     graph = onnx.load(str(kept), load_external_data=False).graph
-    return sum("winograd" in node.name for node in graph.node)
+    return sum("winograd" in node.name and op_type in (None, node.op_type) for node in graph.node)
 
 
 def test_the_kept_graph_runs_the_tiny_network_in_winograd_form(
     tiny_onnx, tmp_path, monkeypatch
 ) -> None:
     # The tiny network has no convolution as wide as MIN_CHANNELS: rewrite its widest 3x3s
-    # (64 inputs: two in layer4 and the head's in_conv), as the head's in_conv is in R-50.
+    # (64 inputs: three in layer4, one of them dilated 4, and the head's in_conv).
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 64)
     plain = open_exported(tiny_onnx["path"])
     kept_dir = tmp_path / "optimized"
     fast = open_exported(tiny_onnx["path"], optimized_dir=kept_dir)
-    assert _kept_winograd_nodes(kept_dir) > 0
+    assert _kept_winograd_nodes(kept_dir, "MatMul") == 4
+    assert _kept_winograd_nodes(kept_dir, "SpaceToDepth") == 1
     rng = np.random.default_rng(0)
     for shape in [(1, 3, 97, 141), (2, 3, 45, 61), (1, 3, 200, 33)]:  # head paddings 3x6, 2x0, 7x3
         images = rng.standard_normal(shape).astype(np.float32)
