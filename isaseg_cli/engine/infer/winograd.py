@@ -19,6 +19,7 @@ files stay plain, for runtimes with their own convolution kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,12 +58,15 @@ A_T = np.array(
 
 
 class Subgraph:
-    """Nodes and initializers replacing one Conv, named ``<prefix>_<n>``."""
+    """Nodes and initializers replacing one Conv, named ``<prefix>_<n>``. Subgraphs given the
+    same ``shared`` dict store each of their transform kernels, which depend only on a channel
+    count, once (R-50: 19 MB less)."""
 
-    def __init__(self, onnx: Any, prefix: str) -> None:
+    def __init__(self, onnx: Any, prefix: str, shared: dict[str, str] | None = None) -> None:
         self.onnx, self.prefix = onnx, prefix
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
+        self.shared = {} if shared is None else shared
 
     def name(self) -> str:
         return f"{self.prefix}_{len(self.nodes) + len(self.initializers)}"
@@ -72,6 +76,12 @@ class Subgraph:
         array = np.asarray(value, dtype=dtype)
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
+
+    def shared_const(self, key: str, make: Callable[[], np.ndarray]) -> str:
+        """The float32 initializer ``make()`` under ``key``, made by the first subgraph asking."""
+        if key not in self.shared:
+            self.shared[key] = self.const(make(), np.float32)
+        return self.shared[key]
 
     def op(self, op_type: str, *inputs: str, **attributes: Any) -> str:
         out = self.name()
@@ -105,10 +115,12 @@ def winograd_conv(
     # Zeros: one row and column before (the 3x3 conv's padding), TILE after, which gives
     # floor((h + 1 + TILE - SPAN) / TILE) + 1 = ceil(h / TILE) tiles at every h; the excess
     # is cropped at the end. Padding inside the Conv spares the copy a Pad before it makes.
-    taps = np.einsum("ik,jl->ijkl", B_T, B_T).reshape(positions, 1, SPAN, SPAN)
-    taps = np.tile(taps.astype(np.float32), (in_channels, 1, 1, 1))
+    tile_taps = np.einsum("ik,jl->ijkl", B_T, B_T).reshape(positions, 1, SPAN, SPAN)
+    taps = sub.shared_const(
+        f"taps{in_channels}", lambda: np.tile(tile_taps, (in_channels, 1, 1, 1))
+    )
     v = sub.op(
-        "Conv", x, sub.const(taps, np.float32), group=in_channels,
+        "Conv", x, taps, group=in_channels,
         kernel_shape=[SPAN, SPAN], strides=[TILE, TILE], pads=[1, 1, TILE, TILE],
     )  # fmt: skip
     v = sub.op("Reshape", v, sub.op("Concat", n, sub.const([in_channels, positions, -1]), axis=0))
@@ -120,10 +132,12 @@ def winograd_conv(
     y = sub.op("Transpose", y, perm=[0, 2, 1, 3])
     grid = sub.op("Concat", n, sub.const([out_channels * positions]), tiles_h, tiles_w, axis=0)
     # output transform A^T M A, each result written into its 4x4 output tile
-    spread = np.einsum("pi,qj->ijpq", A_T, A_T).reshape(positions, 1, TILE, TILE)
-    spread = np.tile(spread.astype(np.float32), (out_channels, 1, 1, 1))
+    tile_spread = np.einsum("pi,qj->ijpq", A_T, A_T).reshape(positions, 1, TILE, TILE)
+    spread = sub.shared_const(
+        f"spread{out_channels}", lambda: np.tile(tile_spread, (out_channels, 1, 1, 1))
+    )
     y = sub.op(
-        "ConvTranspose", sub.op("Reshape", y, grid), sub.const(spread, np.float32),
+        "ConvTranspose", sub.op("Reshape", y, grid), spread,
         *([bias] if bias else []), group=out_channels, kernel_shape=[TILE, TILE],
         strides=[TILE, TILE],
     )  # fmt: skip
@@ -200,12 +214,13 @@ def rewrite_wide_convs(model: Any, min_channels: int = MIN_CHANNELS) -> int:
         if len(t.dims) == 4 and t.data_type == onnx.TensorProto.FLOAT
     }
     nodes, replaced, count = [], set(), 0
+    shared: dict[str, str] = {}
     for node in graph.node:
         dilation = _dilation(onnx, node, weights, min_channels)
         if not dilation:
             nodes.append(node)
             continue
-        sub = Subgraph(onnx, f"winograd{count}")
+        sub = Subgraph(onnx, f"winograd{count}", shared)
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         x, weight, out = node.input[0], weights[node.input[1]], node.output[0]
         if dilation == 1:

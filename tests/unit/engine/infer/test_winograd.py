@@ -110,6 +110,29 @@ def test_the_replaced_kernel_leaves_the_graph_unless_another_node_reads_it() -> 
     _run(shared, x)  # still a valid graph
 
 
+def test_convs_of_the_same_widths_share_their_transform_kernels() -> None:
+    first = _conv_model(in_channels=8, out_channels=8)
+    second = _conv_model(in_channels=8, out_channels=8, dilations=[2, 2], pads=[2, 2, 2, 2])
+    for tensor in second.graph.initializer:
+        tensor.name += "2"
+    conv = second.graph.node[0]
+    conv.input[:] = ["y", "w2", "b2"]
+    conv.output[:] = ["z"]
+    model = onnx.ModelProto()
+    model.CopyFrom(first)
+    model.graph.node.append(conv)
+    model.graph.initializer.extend(second.graph.initializer)
+    model.graph.output[0].name = "z"
+    x = np.random.default_rng(4).standard_normal((1, 8, 13, 10)).astype(np.float32)
+    expected = _run(model, x)
+    assert winograd.rewrite_wide_convs(model, min_channels=1) == 2
+    shapes = [tuple(t.dims) for t in model.graph.initializer]
+    assert shapes.count((8 * 36, 1, 6, 6)) == 1  # the input transform's, for 8 channels
+    assert shapes.count((8 * 36, 1, 4, 4)) == 1  # the output transform's
+    got = _run(model, x)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
 def test_narrow_convolutions_are_left_as_they_are() -> None:
     model = _conv_model(in_channels=8)
     assert winograd.rewrite_wide_convs(model, min_channels=9) == 0
