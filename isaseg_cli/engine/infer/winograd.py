@@ -6,7 +6,7 @@ Winograd's minimal filtering (Lavin & Gray, arXiv 1509.09308) computes a 4x4 out
 6x6 input tile. Written with standard operators, the transforms around those products cost
 copies, so only wide convolutions gain: on a 2-core Zen 4 EPYC, rewriting R-50-D8's 3x3s with
 at least 256 inputs (the dilated ones of layer3 and layer4, and the head's 2048-to-512
-``in_conv``) makes the network about 1.17x faster than rewriting the head's alone, while the
+``in_conv``) makes the network about 1.11x faster than rewriting the head's alone, while the
 narrower ones of layer1 and layer2 gain nothing (``benchmarks/winograd_probe.py``,
 docs/PERFORMANCE.md). A dilated convolution is an undilated one on each of its dilation x
 dilation interleaved sub-grids, which SpaceToDepth and DepthToSpace gather and scatter at the
