@@ -49,10 +49,13 @@ def session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSes
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def profiled_split(path: Path, image: np.ndarray, threads: int, runs: int = 2) -> dict[str, float]:
+def profiled_split(
+    path: Path, image: np.ndarray, threads: int, runs: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
     """Milliseconds per run of the rewritten graph's Winograd products, the operators around
     them, and the rest of the network, from ONNX Runtime's profiler (``runs`` runs after a
-    first one, whose events are left out)."""
+    first one, whose events are left out); then the same time by operator type, the Winograd
+    subgraphs' apart ("winograd Conv") and the rest's 3x3 and 1x1 convolutions apart."""
     probe = session(path, threads, profile=True)
     feed = {probe.get_inputs()[0].name: image}
     for _ in range(1 + runs):
@@ -64,19 +67,30 @@ def profiled_split(path: Path, image: np.ndarray, threads: int, runs: int = 2) -
     ]  # fmt: skip
     trace.unlink()
     split: dict[str, float] = collections.defaultdict(float)
+    by_op: dict[str, float] = collections.defaultdict(float)
     seen: set[str] = set()
     for event in events:  # in time order: a node's first event is from the first run
         if event["name"] not in seen:
             seen.add(event["name"])
             continue
+        op = event["args"]["op_name"]
         if not event["name"].startswith("winograd"):
             part = "rest of the network"
-        elif event["args"]["op_name"] == "MatMul":
+            if op == "Conv":  # the kernel's shape is the second input's: (O, C/group, kh, kw)
+                height, width = next(iter(event["args"]["input_type_shape"][1].values()))[2:]
+                op += f" {height}x{width}"
+        elif op == "MatMul":
             part = "winograd products (MatMul)"
         else:
             part = "winograd transforms and layout"
-        split[part] += event["dur"] / (1e3 * runs)  # us -> ms per run
-    return {part: round(ms, 1) for part, ms in sorted(split.items())}
+        ms = event["dur"] / (1e3 * runs)  # us -> ms per run
+        split[part] += ms
+        by_op[("winograd " if part != "rest of the network" else "") + op] += ms
+    ordered = sorted(by_op.items(), key=lambda item: -item[1])
+    return (
+        {part: round(ms, 1) for part, ms in sorted(split.items())},
+        {op: round(ms, 1) for op, ms in ordered if ms >= 0.5},
+    )
 
 
 def main() -> None:
@@ -120,7 +134,7 @@ def main() -> None:
                 start = time.perf_counter()
                 runner.run(None, {name: image})
                 seconds[label].append(time.perf_counter() - start)
-        split = profiled_split(rewritten, image, args.threads)
+        split, by_op = profiled_split(rewritten, image, args.threads)
     best = {label: min(times) for label, times in seconds.items()}
     record = {
         "cpu": cpu_name(),
@@ -132,6 +146,7 @@ def main() -> None:
         "seconds": seconds,
         "speedup": round(best["direct"] / best["winograd"], 3),
         "winograd_profile_ms": split,
+        "profile_by_op_ms": by_op,
         "load1": os.getloadavg()[0],
     }
     print(f"{convs} convs rewritten; network {best['direct']:.2f} s direct, "
