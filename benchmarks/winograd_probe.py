@@ -54,8 +54,9 @@ def profiled_split(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Milliseconds per run of the rewritten graph's Winograd products, the operators around
     them, and the rest of the network, from ONNX Runtime's profiler (``runs`` runs after a
-    first one, whose events are left out); then the same time by operator type, the Winograd
-    subgraphs' apart ("winograd Conv") and the rest's 3x3 and 1x1 convolutions apart."""
+    first one, whose events are left out); then the same time by operator type, with the
+    Winograd subgraphs' operators named apart ("winograd Conv") and the rest's convolutions
+    by kernel size ("Conv 1x1")."""
     probe = session(path, threads, profile=True)
     feed = {probe.get_inputs()[0].name: image}
     for _ in range(1 + runs):
